@@ -1,0 +1,15 @@
+# common/ - the convenience library every program links.
+noinst_LIBRARIES += libzfarm.a
+libzfarm_a_SOURCES = \
+	common/address.c common/address.h \
+	common/clock.c common/clock.h \
+	common/config.c common/config.h \
+	common/endpoint.c common/endpoint.h \
+	common/farm_server.c common/farm_server.h \
+	common/frame.c common/frame.h \
+	common/log.c common/log.h \
+	common/paths.c common/paths.h \
+	common/qid.c common/qid.h \
+	common/strbuf.c common/strbuf.h \
+	common/xalloc.c common/xalloc.h
+nodist_libzfarm_a_SOURCES = $(ZF_PROTO_C) $(ZF_PROTO_H)

@@ -1,0 +1,65 @@
+/* paths - where an instance keeps its files; see paths.h. */
+#include "common/paths.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/config.h"
+
+int farmd_run_directory(const struct config *cfg, char *buf, size_t buflen, char *err,
+			size_t errlen)
+{
+	const char *dir = config_get(cfg, NULL, NULL, "run_directory");
+	char cwd[4096];
+	int n;
+
+	if (dir == NULL || *dir == '\0')
+		dir = PATHS_DEFAULT_RUN_DIRECTORY;
+	if (dir[0] == '/') {
+		n = snprintf(buf, buflen, "%s", dir);
+	} else {
+		if (getcwd(cwd, sizeof(cwd)) == NULL) {
+			snprintf(err, errlen, "getcwd: %s", strerror(errno));
+			return -1;
+		}
+		if (dir[0] == '.' && dir[1] == '/')
+			dir += 2;
+		n = snprintf(buf, buflen, "%s/%s", strcmp(cwd, "/") ? cwd : "", dir);
+	}
+	if (n < 0 || (size_t)n >= buflen) {
+		snprintf(err, errlen, "run_directory too long");
+		return -1;
+	}
+	/* No trailing slash, so paths join with one. */
+	while (n > 1 && buf[n - 1] == '/')
+		buf[--n] = '\0';
+	return 0;
+}
+
+static int paths_join(const struct config *cfg, const char *rel, char *buf, size_t buflen,
+		      char *err, size_t errlen)
+{
+	char dir[4096];
+
+	if (farmd_run_directory(cfg, dir, sizeof(dir), err, errlen) < 0)
+		return -1;
+	if ((size_t)snprintf(buf, buflen, "%s/%s", dir, rel) >= buflen) {
+		snprintf(err, errlen, "path %s/%s too long", dir, rel);
+		return -1;
+	}
+	return 0;
+}
+
+int farmd_control_path(const struct config *cfg, char *buf, size_t buflen, char *err,
+		       size_t errlen)
+{
+	return paths_join(cfg, "private/control", buf, buflen, err, errlen);
+}
+
+int farmd_pid_path(const struct config *cfg, char *buf, size_t buflen, char *err,
+		   size_t errlen)
+{
+	return paths_join(cfg, "farmd.pid", buf, buflen, err, errlen);
+}

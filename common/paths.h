@@ -1,0 +1,27 @@
+/*
+ * paths - where an instance keeps its files, derived from the config.
+ *
+ * Shared by farmd, the daemons and the tools so both find the same run directory,
+ * control socket and pid file from the same -c/-o options.  A relative
+ * run_directory is taken relative to the current directory.
+ */
+#ifndef ZFARM_PATHS_H
+#define ZFARM_PATHS_H
+
+#include <stddef.h>
+
+struct config;
+
+#define PATHS_DEFAULT_RUN_DIRECTORY "./var"
+
+/* farmd_run_directory - absolute run directory into buf; -1 + reason. */
+int farmd_run_directory(const struct config *cfg, char *buf, size_t buflen, char *err,
+			size_t errlen);
+/* farmd_control_path - the control socket ($run_directory/private/control). */
+int farmd_control_path(const struct config *cfg, char *buf, size_t buflen, char *err,
+		       size_t errlen);
+/* farmd_pid_path - the pid file ($run_directory/farmd.pid). */
+int farmd_pid_path(const struct config *cfg, char *buf, size_t buflen, char *err,
+		   size_t errlen);
+
+#endif

@@ -1,0 +1,71 @@
+/* qid - queue IDs unique across processes and sortable by time; see qid.h. */
+#include "common/qid.h"
+
+#include <string.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+
+#define QID_TIME_CHARS 11
+#define QID_PID_CHARS 5
+
+static const char qid_alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/* The last microsecond this process issued, so it never issues one twice. */
+static uint64_t qid_last_us;
+static pid_t qid_last_pid;
+
+static void qid_put(char *out, uint64_t value, int chars)
+{
+	for (int i = chars - 1; i >= 0; i--) {
+		out[i] = qid_alphabet[value & 31];
+		value >>= 5;
+	}
+}
+
+static int qid_digit(char c)
+{
+	const char *p = c ? strchr(qid_alphabet, c) : NULL;
+
+	return p ? (int)(p - qid_alphabet) : -1;
+}
+
+void qid_format(char out[QID_SIZE], uint64_t time_us, uint32_t pid)
+{
+	qid_put(out, time_us, QID_TIME_CHARS);
+	qid_put(out + QID_TIME_CHARS, pid, QID_PID_CHARS);
+	out[QID_LEN] = '\0';
+}
+
+void qid_generate(char out[QID_SIZE])
+{
+	pid_t pid = getpid();
+	uint64_t now = clock_now_us();
+
+	/* A forked child starts its own sequence: its pid is new. */
+	if (pid != qid_last_pid) {
+		qid_last_pid = pid;
+		qid_last_us = 0;
+	}
+	if (now <= qid_last_us)
+		now = qid_last_us + 1;
+	qid_last_us = now;
+	qid_format(out, now, (uint32_t)pid);
+}
+
+bool qid_valid(const char *s)
+{
+	for (int i = 0; i < QID_LEN; i++)
+		if (qid_digit(s[i]) < 0)
+			return false;
+	return s[QID_LEN] == '\0';
+}
+
+uint64_t qid_time_us(const char *qid)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < QID_TIME_CHARS; i++)
+		v = (v << 5) | (uint64_t)qid_digit(qid[i]);
+	return v;
+}

@@ -1,0 +1,2 @@
+# etc/ - example configuration, installed under $(sysconfdir)/zfarm.
+dist_zfarmconf_DATA += etc/zfarm.conf

@@ -1,0 +1,60 @@
+# tests/ - cmocka unit tests per module and integration tests, all run by
+# "make check".
+ZF_TEST_LIBS = $(ZF_LIBS) $(CMOCKA_LIBS)
+ZF_TEST_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
+
+ZF_UNIT_TESTS = \
+	tests/common/test_address \
+	tests/common/test_clock \
+	tests/common/test_config \
+	tests/common/test_endpoint \
+	tests/common/test_farm_server \
+	tests/common/test_frame \
+	tests/common/test_log \
+	tests/common/test_qid \
+	tests/common/test_strbuf
+
+check_PROGRAMS += $(ZF_UNIT_TESTS)
+TESTS += $(ZF_UNIT_TESTS)
+check_PROGRAMS += tests/farm/echo_farm
+
+tests_common_test_address_SOURCES = tests/common/test_address.c
+tests_common_test_address_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_common_test_address_LDADD = $(ZF_TEST_LIBS)
+tests_common_test_clock_SOURCES = tests/common/test_clock.c
+tests_common_test_clock_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_common_test_clock_LDADD = $(ZF_TEST_LIBS)
+tests_common_test_config_SOURCES = tests/common/test_config.c
+tests_common_test_config_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_common_test_config_LDADD = $(ZF_TEST_LIBS)
+tests_common_test_endpoint_SOURCES = tests/common/test_endpoint.c
+tests_common_test_endpoint_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_common_test_endpoint_LDADD = $(ZF_TEST_LIBS)
+tests_common_test_farm_server_SOURCES = tests/common/test_farm_server.c
+tests_common_test_farm_server_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_common_test_farm_server_LDADD = $(ZF_TEST_LIBS)
+tests_common_test_frame_SOURCES = tests/common/test_frame.c
+tests_common_test_frame_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_common_test_frame_LDADD = $(ZF_TEST_LIBS)
+tests_common_test_log_SOURCES = tests/common/test_log.c
+tests_common_test_log_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_common_test_log_LDADD = $(ZF_TEST_LIBS)
+tests_common_test_qid_SOURCES = tests/common/test_qid.c
+tests_common_test_qid_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_common_test_qid_LDADD = $(ZF_TEST_LIBS)
+tests_common_test_strbuf_SOURCES = tests/common/test_strbuf.c
+tests_common_test_strbuf_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_common_test_strbuf_LDADD = $(ZF_TEST_LIBS)
+
+# A tiny farm (echo service) on the child skeleton, for the skeleton's and
+# farmd's integration tests.
+tests_farm_echo_farm_SOURCES = tests/farm/echo_farm.c
+tests_farm_echo_farm_LDADD = $(ZF_LIBS)
+
+# Integration tests in Python (stdlib only) drive the real daemons.
+TEST_EXTENSIONS = .py
+PY_LOG_COMPILER = $(PYTHON3)
+AM_PY_LOG_FLAGS = -B
+ZF_PY_TESTS = tests/farmd/test_farmd.py
+TESTS += $(ZF_PY_TESTS)
+EXTRA_DIST += $(ZF_PY_TESTS) tests/farmd/farmlib.py bench/farm_echo.py
