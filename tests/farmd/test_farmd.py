@@ -1,0 +1,987 @@
+#!/usr/bin/env python3
+"""Integration tests of farmd, the farm manager (issue #3).
+
+Run by `make check` as `python3 tests/farmd/test_farmd.py` with top_builddir
+and top_srcdir in the environment.  Each test runs its own farmd in a temp
+dir (run_directory, config, log) with echo farms from tests/farm/echo_farm
+(or small Python programs written by the test) on 127.0.0.1 ports, waits
+for conditions with deadlines (farmlib.wait_until) and always stops farmd
+and kills leftover children.  Prints "N passed, N failed" at the end and
+exits non-zero if anything failed.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import farmlib  # noqa: E402
+from farmlib import (Client, ask_once, alive, can_connect, farm_section,  # noqa: E402
+                     free_port, observe, wait_until)
+
+
+def echo_farm(name, port=None, listen=None, **params):
+    """A [farm NAME] section running echo_farm on 127.0.0.1:port."""
+    if listen is None:
+        listen = "inet:127.0.0.1:%d" % port
+    p = {"listen": listen, "program": "echo_farm"}
+    p.update(params)
+    return farm_section(name, **p)
+
+
+# A farm program in Python that speaks the status protocol badly (or not at
+# all).  argv[1] is the mode.  It accepts and closes connections on its
+# inherited listen sockets so pending connections never pile up.
+ROGUE_SCRIPT = r'''
+import os, select, socket, sys, time
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+def frame(pid, generation, state=1):
+    st = b"\x08" + varint(pid) + b"\x10" + varint(generation) + b"\x18" + varint(state)
+    fr = b"\x08\x01" + varint((16 << 3) | 2) + varint(len(st)) + st
+    return len(fr).to_bytes(4, "big") + fr
+
+mode = sys.argv[1]
+status_fd = int(os.environ["ZFARM_STATUS_FD"])
+gen = int(os.environ["ZFARM_GENERATION"])
+pid = os.getpid()
+if mode == "good":
+    os.write(status_fd, frame(pid, gen))
+elif mode == "wrongpid":
+    os.write(status_fd, frame(pid + 100000, gen))
+elif mode == "wronggen":
+    os.write(status_fd, frame(pid, gen + 7))
+elif mode == "garbage":
+    os.write(status_fd, b"\x00\x00\x00\x07garbage")
+elif mode == "silent":
+    pass
+else:
+    sys.exit("bad mode " + mode)
+nfds = int(os.environ.get("LISTEN_FDS", "0"))
+socks = [socket.socket(fileno=3 + i) for i in range(nfds)]
+while True:
+    if not socks:
+        time.sleep(3600)
+        continue
+    r, _, _ = select.select(socks, [], [], 3600)
+    for s in r:
+        try:
+            conn, _ = s.accept()
+            conn.close()
+        except (BlockingIOError, InterruptedError):
+            pass
+'''
+
+ONCE_SCRIPT = r'''
+import sys, time
+time.sleep(0.5)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write("done\n")
+import os
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+sys.exit(0)
+'''
+
+
+# Writes its fds (as exec'd by farmd) and LISTEN_*/ZFARM_* variables as JSON
+# to argv[1], then reports AVAILABLE and sleeps.
+FDS_SCRIPT = r"""
+import json, os, sys, time
+fds = {}
+d = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+for f in os.listdir(d):
+    if int(f) == d:
+        continue
+    try:
+        fds[int(f)] = os.readlink("/proc/self/fd/" + f)
+    except OSError:
+        pass
+os.close(d)
+env = {k: v for k, v in os.environ.items() if k.startswith(("LISTEN_", "ZFARM_"))}
+with open(sys.argv[1] + ".tmp", "w") as out:
+    json.dump({"pid": os.getpid(), "fds": fds, "env": env}, out)
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(3600)
+"""
+
+
+class FarmdTest(unittest.TestCase):
+    """One farmd per test; tearDown stops it (and checks it stops cleanly)."""
+
+    check_clean_stop = True
+
+    def shortDescription(self):
+        return None  # print test names, not docstrings
+
+    def setUp(self):
+        missing = farmlib.binaries_missing()
+        if missing:
+            self.fail("not built: %s" % ", ".join(missing))
+        self.fd = farmlib.FarmdInstance(tag=self._testMethodName)
+        self.farmd_log = ""
+
+    def tearDown(self):
+        fd = self.fd
+        problems = []
+        ok = getattr(getattr(self, "_outcome", None), "success", True)
+        try:
+            if fd.running():
+                fd.children()
+                rc = fd.stop(signal.SIGTERM, timeout=15)
+                if rc != 0:
+                    problems.append("farmd exit status %s on SIGTERM" % rc)
+                left = fd.leftovers()
+                if left:
+                    problems.append("processes left after farmd stopped: %s" % left)
+        finally:
+            self.farmd_log = fd.log()
+            fd.cleanup()
+        if problems and ok and self.check_clean_stop:
+            self.fail("; ".join(problems))
+
+    # -- helpers --
+
+    def farm(self, name):
+        f = self.fd.farm(name)
+        self.assertIsNotNone(f, "farm %s not in status" % name)
+        return f
+
+    def wait_farm(self, name, timeout=5.0, **want):
+        try:
+            return wait_until(self.fd.farm_is(name, **want), timeout)
+        except farmlib.Timeout as e:
+            raise AssertionError("%s; last status: %s" % (e, self.fd.farm(name)))
+
+    def watch_overlap(self, old, timeout=10.0):
+        """Until pid old exits: the other children of farmd seen meanwhile."""
+        seen = set()
+
+        def old_gone():
+            kids = self.fd.children()
+            if not alive(old):
+                return True
+            seen.update(p for p in kids if p != old)
+            return False
+        wait_until(old_gone, timeout, what="pid %d to exit" % old)
+        return seen
+
+    def echo_pid(self, client):
+        ans = client.ask("PID")
+        self.assertIsNotNone(ans, "no answer to PID")
+        return int(ans)
+
+    # ------------------------------------------------------------------
+    # 1. no child available + under the limit: farmd watches the sockets
+    # ------------------------------------------------------------------
+    def test_01_spawn_on_demand(self):
+        port = free_port()
+        self.fd.write_config([echo_farm("echo", port, process_limit=5, process_min_avail=0,
+                                        client_limit=1)])
+        self.fd.start()
+        f = self.farm("echo")
+        self.assertEqual((f["total"], f["spawned"]), (0, 0), f)
+        # A tick goes by: still nothing is spawned without a connection.
+        observe(1.2)
+        f = self.farm("echo")
+        self.assertEqual((f["total"], f["spawned"]), (0, 0), f)
+
+        with Client(port) as c:
+            pid = self.echo_pid(c)
+            self.assertEqual(c.ask("hello"), "hello")
+            self.wait_farm("echo", total=1, spawned=1)
+            self.assertIn(pid, self.fd.children())
+        # 20 sequential connections, each once the child is available again.
+        served = 1
+        for i in range(20):
+            def ready():
+                f = self.fd.farm("echo")
+                return f["available"] == 1 and f["served"] >= served
+            wait_until(ready, 5, what="child available again")
+            with Client(port) as c:
+                self.assertEqual(self.echo_pid(c), pid)
+                self.assertEqual(c.ask("line %d" % i), "line %d" % i)
+            served += 1
+        f = self.wait_farm("echo", available=1)
+        self.assertEqual((f["total"], f["spawned"]), (1, 1), f)
+
+    # ------------------------------------------------------------------
+    # 2. process_min_avail prefork; idle surplus retired after max_idle
+    # ------------------------------------------------------------------
+    def test_02_min_avail_and_idle_retire(self):
+        port = free_port()
+        self.fd.write_config([echo_farm("echo", port, process_limit=10, process_min_avail=3,
+                                        client_limit=1, max_idle="1s")])
+        self.fd.start()
+        self.wait_farm("echo", timeout=5, total=3, available=3)
+        self.assertEqual(len(wait_until(lambda: len(self.fd.children()) == 3
+                                        and self.fd.children(), 5)), 3)
+        # Grow: 6 concurrent slow sessions, each in its own child.
+        clients = [Client(port) for _ in range(6)]
+        try:
+            pids = [self.echo_pid(c) for c in clients]
+            self.assertEqual(len(set(pids)), 6, pids)
+            for c in clients:
+                c.send("SLOW 1000")
+            peak = wait_until(lambda: self.farm("echo")["total"] >= 6 and self.farm("echo"),
+                              5, what="total >= 6")
+            for c in clients:
+                self.assertEqual(c.readline(), "OK")
+        finally:
+            for c in clients:
+                c.close()
+        self.assertGreaterEqual(peak["total"], 6)
+        # The surplus goes back to min_avail after max_idle (1 s).
+        self.wait_farm("echo", timeout=8, total=3, available=3)
+        wait_until(lambda: len(self.fd.children()) == 3, 5, what="3 children left")
+        self.assertRegex(self.fd.log(), r"farm echo: retiring idle pid \d+")
+        self.assertEqual(ask_once(port, "still here"), "still here")
+
+    # ------------------------------------------------------------------
+    # 3. at process_limit connections wait; one warning per interval
+    # ------------------------------------------------------------------
+    def test_03_process_limit_waits_and_warns_once(self):
+        port = free_port()
+        self.fd.write_config([echo_farm("lim", port, process_limit=2, process_min_avail=0,
+                                        client_limit=1)])
+        self.fd.start()
+        for rnd in range(3):
+            a, b = Client(port), Client(port)
+            try:
+                pa, pb = self.echo_pid(a), self.echo_pid(b)
+                self.assertNotEqual(pa, pb)
+                self.wait_farm("lim", total=2, available=0)
+                a.send("SLOW 500")
+                b.send("SLOW 500")
+                # The third client is not refused: it waits in the backlog.
+                c = Client(port)
+                got = {}
+
+                def third():
+                    got["answer"] = c.ask("PID")
+                    got["t"] = time.monotonic()
+                t = threading.Thread(target=third)
+                t.start()
+                self.assertEqual(a.readline(), "OK")
+                t_free = time.monotonic()
+                a.close()
+                self.assertEqual(b.readline(), "OK")
+                b.close()
+                t.join(10)
+                c.close()
+                self.assertFalse(t.is_alive(), "third client never answered")
+                self.assertIn(int(got["answer"]), (pa, pb))
+                self.assertGreaterEqual(got["t"], t_free,
+                                        "third client answered while both children were busy")
+                f = self.farm("lim")
+                self.assertLessEqual(f["total"], 2, f)
+                self.assertLessEqual(f["spawned"], 2, f)
+            finally:
+                a.close()
+                b.close()
+        self.wait_farm("lim", available=2)
+        self.assertEqual(self.fd.log_count(r"farm lim has reached its process limit 2"), 1,
+                         self.fd.log())
+
+    # ------------------------------------------------------------------
+    # 4. stress mode
+    # ------------------------------------------------------------------
+    def test_04_stress(self):
+        hot, cold = free_port(), free_port()
+        self.fd.write_config([
+            echo_farm("hot", hot, process_limit=1, process_min_avail=0, client_limit=1,
+                      stress=True),
+            echo_farm("cold", cold, process_limit=1, process_min_avail=0, client_limit=1,
+                      stress=False),
+        ], extra_globals={"stress_duration": "60s"})
+        self.fd.start()
+        for name, port, want in (("hot", hot, "1"), ("cold", cold, "0")):
+            with Client(port) as c:
+                pid1 = self.echo_pid(c)
+                # Born before the limit was reached: not in stress.
+                self.assertEqual(c.ask("STRESS"), "0")
+                self.wait_farm(name, total=1, available=0)
+                if name == "hot":
+                    self.wait_farm("hot", stress=True)
+                    self.assertRegex(self.fd.log(), r"farm hot: entering stress mode")
+            # Make room for a new child, born after the limit was hit.
+            os.kill(pid1, signal.SIGTERM)
+            wait_until(lambda: not alive(pid1), 5, what="pid %d gone" % pid1)
+            self.wait_farm(name, total=0)
+            with Client(port) as c:
+                pid2 = self.echo_pid(c)
+                self.assertNotEqual(pid1, pid2)
+                self.assertEqual(c.ask("STRESS"), want, "farm %s" % name)
+        self.assertTrue(self.farm("hot")["stress"])
+        self.assertFalse(self.farm("cold")["stress"])
+        self.assertNotRegex(self.fd.log(), r"farm cold: entering stress mode")
+
+    # ------------------------------------------------------------------
+    # 5. throttling of a farm whose program fails at once
+    # ------------------------------------------------------------------
+    def test_05a_throttle_program_fails_at_once(self):
+        port = free_port()
+        self.fd.write_config([echo_farm("bad", port, args="-Z", process_limit=3,
+                                        process_min_avail=1, throttle_delay="1s")],
+                             extra_globals={"throttle_max": "60s"})
+        t0 = time.monotonic()
+        self.fd.start()
+        self.fd.wait_log(r"farm bad: pid \d+ exit status 2", 5)
+        self.fd.wait_log(r"farm bad: .*throttling", 5)
+        f = wait_until(lambda: self.farm("bad")["throttled_until"] > 0 and self.farm("bad"),
+                       3, what="throttled_until > 0")
+        self.assertGreater(f["throttled_until"], time.time() - 2, f)
+        # Over ~4 s: a handful of spawns (1 s, 2 s, 4 s back-off), not hundreds.
+        observe(max(0.0, t0 + 4.0 - time.monotonic()))
+        f = self.farm("bad")
+        self.assertGreaterEqual(f["spawned"], 2, f)
+        self.assertLessEqual(f["spawned"], 4, f)
+        delays = [float(x) for x in
+                  re.findall(r"farm bad: .*throttling for ([0-9.]+) s", self.fd.log())]
+        self.assertEqual(delays, [1.0 * 2 ** i for i in range(len(delays))], delays)
+        self.assertGreaterEqual(len(delays), 2, delays)
+        # The operator ends the throttle: spawning resumes at once (next tick).
+        spawned = f["spawned"]
+        r = self.fd.ctl("throttle-reset", "bad")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.fd.wait_log(r"farm bad: throttle reset by operator", 3)
+        wait_until(lambda: self.farm("bad")["spawned"] > spawned, 2.5,
+                   what="a spawn after throttle-reset")
+        r = self.fd.ctl("throttle-reset", "nosuchfarm")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("nosuchfarm", r.stderr)
+
+    def test_05b_crash_after_work_is_not_throttled(self):
+        port = free_port()
+        self.fd.write_config([echo_farm("good", port, process_limit=3, process_min_avail=1,
+                                        throttle_delay="1s")])
+        self.fd.start()
+        self.wait_farm("good", total=1, available=1)
+        with Client(port) as c:
+            pid = self.echo_pid(c)
+        wait_until(lambda: self.farm("good")["served"] >= 1
+                   and self.farm("good")["available"] >= 1, 5, what="served 1")
+        os.kill(pid, signal.SIGSEGV)
+        self.fd.wait_log(r"farm good: pid %d killed by signal 11" % pid, 5)
+        wait_until(lambda: not alive(pid), 5)
+        # Replaced: a new connection works, in another child.
+        with Client(port) as c:
+            pid2 = self.echo_pid(c)
+            self.assertNotEqual(pid2, pid)
+            self.assertEqual(c.ask("after crash"), "after crash")
+        f = self.farm("good")
+        self.assertEqual(f["throttled_until"], 0, f)
+        self.assertEqual(f["crashed"], 1, f)
+        self.assertNotRegex(self.fd.log(), r"farm good: .*throttling")
+
+    # ------------------------------------------------------------------
+    # 6. bad status reports, silent children
+    # ------------------------------------------------------------------
+    def test_06_bad_status_reports(self):
+        script = self.fd.write_script("rogue.py", ROGUE_SCRIPT)
+        ports = {m: free_port() for m in ("good", "wrongpid", "wronggen", "garbage", "silent")}
+
+        def rogue(mode, **kw):
+            p = dict(listen="inet:127.0.0.1:%d" % ports[mode], program=farmlib.PYTHON,
+                     args="%s %s" % (script, mode), process_limit=1, client_limit=1)
+            p.update(kw)
+            return farm_section("r_" + mode, **p)
+
+        self.fd.write_config([
+            rogue("good", process_min_avail=1),
+            rogue("wrongpid", process_min_avail=1),
+            rogue("wronggen", process_min_avail=1),
+            rogue("garbage", process_min_avail=1),
+            rogue("silent", process_min_avail=0),
+        ], extra_globals={"startup_timeout": "2s"})
+        self.fd.start()
+        # The silent one is started by a connection (counted available from birth).
+        self.assertTrue(can_connect(ports["silent"]))
+        self.wait_farm("r_silent", spawned=1)
+
+        m = self.fd.wait_log(r"farm r_wrongpid: status report for pid (\d+) generation (\d+) "
+                             r"on the channel of pid (\d+) generation (\d+): ignored", 5)
+        self.assertNotEqual(m.group(1), m.group(3))
+        self.assertEqual(m.group(2), m.group(4))
+        m = self.fd.wait_log(r"farm r_wronggen: status report for pid (\d+) generation (\d+) "
+                             r"on the channel of pid (\d+) generation (\d+): ignored", 5)
+        self.assertEqual(m.group(1), m.group(3))
+        self.assertNotEqual(m.group(2), m.group(4))
+        self.fd.wait_log(r"farm r_garbage: pid \d+: status channel: \S", 5)
+        self.assertIsNotNone(self.fd.try_status(), "farmd does not answer after garbage")
+
+        # Never reported (validly): dropped after startup_timeout.
+        m = self.fd.wait_log(r"farm r_silent: pid (\d+) sent no status within 2 s", 6)
+        silent_pid = int(m.group(1))
+        wait_until(lambda: not alive(silent_pid), 5, what="silent child killed")
+        self.wait_farm("r_silent", total=0, available=0)
+        for mode in ("wrongpid", "wronggen", "garbage"):
+            self.fd.wait_log(r"farm r_%s: pid \d+ sent no status within 2 s" % mode, 6)
+        # The well-behaved one (same encoding) is counted and kept.
+        log = self.fd.log()
+        self.assertNotRegex(log, r"farm r_good: .*(ignored|sent no status|status channel)")
+        f = self.farm("r_good")
+        self.assertEqual((f["total"], f["available"], f["spawned"]), (1, 1, 1), f)
+        self.assertTrue(self.fd.running())
+        self.assertIsNotNone(self.fd.try_status())
+
+    # ------------------------------------------------------------------
+    # 7. reload (zfarmctl reload and SIGHUP)
+    # ------------------------------------------------------------------
+    def test_07_reload(self):
+        fd = self.fd
+        P, Q, R = free_port(), free_port(), free_port()
+        v1 = [echo_farm("echo", P, process_limit=3, process_min_avail=1),
+              echo_farm("gone", Q, process_limit=2, process_min_avail=1)]
+        fd.write_config(v1)
+        fd.start()
+        self.wait_farm("echo", total=1, available=1)
+        self.wait_farm("gone", total=1, available=1)
+        g1 = fd.status()["generation"]
+        gone_pid = int(ask_once(Q, "PID"))
+
+        slow = Client(P)
+        old_pid = self.echo_pid(slow)
+        slow.send("SLOW 2500")
+
+        stats = {"ok": 0, "refused": 0, "errors": []}
+        stop = threading.Event()
+
+        def loop():
+            i = 0
+            while not (stop.is_set() and i >= 200) and i < 5000:
+                text = "loop %d" % i
+                i += 1
+                try:
+                    got = ask_once(P, text)
+                    if got == text:
+                        stats["ok"] += 1
+                    else:
+                        stats["errors"].append("%s -> %r" % (text, got))
+                except ConnectionRefusedError:
+                    stats["refused"] += 1
+                except OSError as e:
+                    stats["errors"].append("%s: %s" % (text, e))
+        t = threading.Thread(target=loop)
+        t.start()
+        try:
+            wait_until(lambda: stats["ok"] + stats["refused"] + len(stats["errors"]) >= 20, 10,
+                       what="client loop running")
+            v2 = [echo_farm("echo", P, process_limit=5, process_min_avail=1),
+                  echo_farm("new", R, process_limit=2, process_min_avail=1)]
+            fd.write_config(v2)
+            r = fd.ctl("reload")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            stop.set()
+            t.join(60)
+        self.assertFalse(t.is_alive())
+        self.assertEqual(stats["refused"], 0, stats)
+        self.assertEqual(stats["errors"], [], stats)
+        self.assertGreaterEqual(stats["ok"], 200, stats)
+
+        st = fd.status()
+        g2 = st["generation"]
+        self.assertGreater(g2, g1)
+        self.assertEqual(sorted(f["name"] for f in st["farms"]), ["echo", "new"])
+        self.assertEqual(self.farm("echo")["limit"], 5)
+        fd.wait_log(r"reloaded: generation %d" % g2, 3)
+        # The old child finishes its session, then goes.
+        self.assertEqual(slow.readline(), "OK")
+        slow.close()
+        wait_until(lambda: not alive(old_pid), 5, what="old echo child gone")
+        # The removed farm's child got SIGTERM and went; its port is closed.
+        wait_until(lambda: not alive(gone_pid), 5, what="removed farm's child gone")
+        wait_until(lambda: not can_connect(Q), 5, what="removed farm's port closed")
+        # The new farm runs.
+        self.assertEqual(ask_once(R, "new farm"), "new farm")
+        self.assertNotEqual(int(ask_once(P, "PID")), old_pid)
+
+        new_pid = int(ask_once(R, "PID"))
+        # SIGHUP does the same; the unchanged farm "new" keeps its child.
+        v3 = [echo_farm("echo", P, process_limit=4, process_min_avail=1),
+              echo_farm("new", R, process_limit=2, process_min_avail=1)]
+        text = fd.write_config(v3)
+        os.kill(fd.pid, signal.SIGHUP)
+        fd.wait_log(r"reloaded: generation %d" % (g2 + 1), 5)
+        self.assertEqual(self.farm("echo")["limit"], 4)
+        self.assertEqual(fd.status()["generation"], g2 + 1)
+        self.assertEqual(int(ask_once(R, "PID")), new_pid)
+        self.assertTrue(alive(new_pid))
+
+        # A broken config: refused with file:line, the running farms stay.
+        bad_line = text.count("\n") + 1
+        fd.write_config(None, raw=text + "this is not valid\n")
+        where = "%s:%d" % (os.path.basename(fd.conf), bad_line)
+        # zfarmctl finding farmd without reading the broken file: farmd refuses.
+        r = fd.ctl("reload", by_dir=True)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(where, r.stderr)
+        fd.wait_log(r"reload failed, keeping the running configuration: .*%s" % re.escape(where),
+                    3)
+        # zfarmctl -c with the broken file: fails too, naming file:line.
+        r = fd.ctl("reload")
+        self.assertIn(r.returncode, (1, 2), r.stderr)
+        self.assertIn(where, r.stderr)
+        # SIGHUP with the broken config.
+        n = fd.log_count(r"reload failed, keeping the running configuration")
+        os.kill(fd.pid, signal.SIGHUP)
+        fd.wait_log(r"reload failed, keeping the running configuration", 5, count=n + 1)
+        self.assertTrue(fd.running())
+        st = fd.ctl("status", "--json", by_dir=True)
+        self.assertEqual(st.returncode, 0, st.stderr)
+        st = json.loads(st.stdout)
+        self.assertEqual(st["generation"], g2 + 1)
+        self.assertEqual(sorted(f["name"] for f in st["farms"]), ["echo", "new"])
+        self.assertEqual(ask_once(P, "still echo"), "still echo")
+        self.assertEqual(ask_once(R, "still new"), "still new")
+        fd.write_config(v3)  # so tearDown's zfarmctl can read it
+
+    def test_07c_failed_reload_keeps_serving(self):
+        """After a refused reload the running configuration stays in force,
+        also for children started later (they must not read the broken file
+        and die at once)."""
+        port = free_port()
+        text = self.fd.write_config([echo_farm("echo", port, process_min_avail=1)])
+        self.fd.start()
+        self.wait_farm("echo", total=1, available=1)
+        pid = int(ask_once(port, "PID"))
+        self.fd.write_config(None, raw=text + "this is not valid\n")
+        os.kill(self.fd.pid, signal.SIGHUP)
+        self.fd.wait_log(r"reload failed, keeping the running configuration", 5)
+        os.kill(pid, signal.SIGTERM)     # its successor starts under the old config
+        wait_until(lambda: not alive(pid), 5)
+        try:
+            try:
+                got = ask_once(port, "after failed reload", timeout=5)
+            except OSError as e:
+                got = "no answer (%s)" % e
+            self.assertEqual(got, "after failed reload",
+                             "the farm stopped serving after a refused reload")
+        finally:
+            self.fd.write_config(None, raw=text)
+        self.assertNotRegex(self.fd.log(), r"farm echo: .*throttling")
+
+    # ------------------------------------------------------------------
+    # 8. stopping: SIGTERM, zfarmctl stop, kill -9 and restart
+    # ------------------------------------------------------------------
+    def _stop_setup(self):
+        port = free_port()
+        self.fd.write_config([echo_farm(
+            "echo", listen="inet:127.0.0.1:%d, unix:public/echo" % port, process_limit=4,
+            process_min_avail=2)])
+        self.fd.start()
+        self.wait_farm("echo", total=2, available=2)
+        sock = os.path.join(self.fd.run, "public", "echo")
+        with Client(path=sock) as c:
+            self.assertEqual(c.ask("unix"), "unix")
+        return port, sock
+
+    def _assert_stopped(self, kids, sock):
+        for p in kids:
+            wait_until(lambda: not alive(p), 3, what="child %d gone" % p)
+        self.assertFalse(os.path.exists(os.path.join(self.fd.run, "farmd.pid")),
+                         "pid file left")
+        self.assertFalse(os.path.exists(sock), "listen socket file left")
+        self.assertFalse(os.path.exists(os.path.join(self.fd.run, "private", "control")),
+                         "control socket left")
+
+    def test_08a_sigterm(self):
+        port, sock = self._stop_setup()
+        # One child is stuck in a long request: killed at the end of stop_grace.
+        stuck = Client(port)
+        stuck_pid = self.echo_pid(stuck)
+        stuck.send("SLOW 10000")
+        wait_until(lambda: len(self.fd.children()) >= 3, 5)
+        kids = self.fd.children()
+        t0 = time.monotonic()
+        self.fd.proc.send_signal(signal.SIGTERM)
+        rc = self.fd.proc.wait(10)
+        elapsed = time.monotonic() - t0
+        stuck.close()
+        self.assertEqual(rc, 0, self.fd.log())
+        self.assertLess(elapsed, 2 + 1.5, "stop_grace is 2 s")
+        self.assertIn(stuck_pid, kids)
+        self.assertRegex(self.fd.log(), r"farm echo: pid %d still running after the grace "
+                                        r"period: killed" % stuck_pid)
+        self._assert_stopped(kids, sock)
+        self.assertFalse(can_connect(port))
+
+    def test_08b_zfarmctl_stop(self):
+        port, sock = self._stop_setup()
+        slow = Client(port)
+        self.echo_pid(slow)
+        slow.send("SLOW 600")
+        kids = self.fd.children()
+        t0 = time.monotonic()
+        r = self.fd.ctl("stop")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # The session in progress is finished, not cut.
+        self.assertEqual(slow.readline(), "OK")
+        slow.close()
+        rc = self.fd.proc.wait(10)
+        self.assertEqual(rc, 0)
+        self.assertLess(time.monotonic() - t0, 2.0, "should not need the grace period")
+        self.assertNotRegex(self.fd.log(), r"still running after the grace period")
+        self._assert_stopped(kids, sock)
+        self.assertEqual(self.fd.ctl("status").returncode, 3)
+
+    def test_08c_kill9_and_restart(self):
+        port, sock = self._stop_setup()
+        slow = Client(port)
+        old_pid = self.echo_pid(slow)
+        slow.send("SLOW 1500")
+        wait_until(lambda: len(self.fd.children()) >= 3, 5)
+        old_kids = self.fd.children()
+        old = self.fd.proc
+        old.kill()
+        old.wait(5)
+        # A new farmd starts at once on the same run directory and ports.
+        t0 = time.monotonic()
+        self.fd.start(timeout=5)
+        self.assertLess(time.monotonic() - t0, 3)
+        self.assertNotEqual(self.fd.pid, old.pid)
+        pid = int(ask_once(port, "PID"))
+        self.assertNotIn(pid, old_kids)
+        with Client(path=sock) as c:
+            self.assertNotIn(self.echo_pid(c), old_kids)
+        # The orphans finish their session (the client gets its answer) and go.
+        self.assertEqual(slow.readline(), "OK")
+        slow.close()
+        for p in old_kids:
+            wait_until(lambda: not alive(p), 5, what="old child %d gone" % p)
+        self.assertIn(old_pid, old_kids)
+
+    # ------------------------------------------------------------------
+    # 9. pid file lock
+    # ------------------------------------------------------------------
+    def test_09_pid_file_lock(self):
+        port = free_port()
+        self.fd.write_config([echo_farm("echo", port, process_min_avail=1)])
+        self.fd.start()
+        self.wait_farm("echo", total=1, available=1)
+        try:
+            r = subprocess.run([farmlib.FARMD, "-f", "-c", self.fd.conf],
+                               capture_output=True, text=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            self.fail("a second farmd on the same run directory did not exit")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("farmd.pid", r.stderr)
+        self.assertIn("already runs", r.stderr)
+        self.assertIn(str(self.fd.pid), r.stderr)
+        # The first one is untouched.
+        self.assertTrue(self.fd.running())
+        with open(os.path.join(self.fd.run, "farmd.pid")) as f:
+            self.assertEqual(int(f.read().strip()), self.fd.pid)
+        self.assertEqual(self.fd.status()["pid"], self.fd.pid)
+        self.assertEqual(ask_once(port, "first"), "first")
+
+    # ------------------------------------------------------------------
+    # other behaviour
+    # ------------------------------------------------------------------
+    def test_10_bad_config_at_start(self):
+        port = free_port()
+        good = self.fd.config_text([echo_farm("echo", port)])
+        name = os.path.basename(self.fd.conf)
+        cases = {
+            "not a parameter": good + "this is not valid\n",
+            "bad number": good + "process_limit = lots\n",
+            "unknown parameter": good + "procses_limit = 3\n",
+            "min_avail above limit": good + "process_limit = 2\nprocess_min_avail = 3\n",
+        }
+        for what, text in cases.items():
+            with self.subTest(what):
+                self.fd.write_config(None, raw=text)
+                # The error is on the last line (the min_avail case: that line too).
+                line = text.count("\n")
+                r = subprocess.run([farmlib.FARMD, "-f", "-c", self.fd.conf],
+                                   capture_output=True, text=True, timeout=10)
+                self.assertNotEqual(r.returncode, 0, r.stderr)
+                self.assertIn("%s:%d" % (name, line), r.stderr)
+                self.assertFalse(os.path.exists(os.path.join(self.fd.run, "farmd.pid")))
+
+    def test_11_zfarmctl_not_running(self):
+        self.fd.write_config([echo_farm("echo", free_port())])
+        r = self.fd.ctl("status")
+        self.assertEqual(r.returncode, 3, r.stderr)
+        r = self.fd.ctl("status", "--json")
+        self.assertEqual(r.returncode, 3, r.stderr)
+        r = self.fd.ctl("reload")
+        self.assertEqual(r.returncode, 3, r.stderr)
+        r = self.fd.ctl("frobnicate")
+        self.assertEqual(r.returncode, 2, r.stderr)
+
+    def test_12_once_runs_first(self):
+        port = free_port()
+        script = self.fd.write_script("once.py", ONCE_SCRIPT)
+        marker = os.path.join(self.fd.tmp, "once.done")
+        self.fd.write_config([
+            farm_section("init", kind="once", program=farmlib.PYTHON,
+                         args="%s %s" % (script, marker)),
+            echo_farm("echo", port, process_min_avail=1, process_limit=2),
+        ])
+        self.fd.start()
+        st = self.fd.status()
+        if not os.path.exists(marker):
+            echo = [f for f in st["farms"] if f["name"] == "echo"][0]
+            self.assertEqual((echo["total"], echo["spawned"]), (0, 0),
+                             "echo farm started while the once job runs")
+        kinds = {f["name"]: f["kind"] for f in st["farms"]}
+        self.assertEqual(kinds, {"init": "once", "echo": "farm"})
+        # The echo socket exists already; it answers only after the once job.
+        with Client(port) as c:
+            pid = self.echo_pid(c)
+            t_answer = time.time()
+        self.assertTrue(os.path.exists(marker), "answered before the once job finished")
+        born = farmlib.proc_start_time(pid)
+        self.assertIsNotNone(born)
+        self.assertGreaterEqual(born + 0.05, os.stat(marker).st_mtime,
+                                "echo child born before the once job finished")
+        self.assertLessEqual(os.stat(marker).st_mtime, t_answer)
+        self.fd.wait_log(r"farms started", 3)
+        self.wait_farm("init", total=0)
+        self.assertNotRegex(self.fd.log(), r"once job failed")
+
+    def test_13_max_processtime(self):
+        port = free_port()
+        self.fd.write_config([echo_farm("echo", port, process_limit=2, process_min_avail=0,
+                                        max_processtime="1s")])
+        self.fd.start()
+        c = Client(port)
+        try:
+            pid = self.echo_pid(c)
+            t0 = time.monotonic()
+            c.send("SLOW 5000")
+            self.fd.wait_log(r"farm echo: pid %d busy on one request for more than 1 s "
+                             r"\(max_processtime\): killed" % pid, 4)
+            self.assertIsNone(c.readline(), "the stuck request was answered")
+            self.assertLess(time.monotonic() - t0, 4.0)
+        finally:
+            c.close()
+        wait_until(lambda: not alive(pid), 3)
+        self.assertEqual(ask_once(port, "next"), "next")
+        self.assertEqual(self.farm("echo")["throttled_until"], 0)
+
+    def test_14_max_requests(self):
+        port = free_port()
+        self.fd.write_config([echo_farm("echo", port, process_limit=3, process_min_avail=0,
+                                        client_limit=1, max_requests=2)])
+        self.fd.start()
+        p1 = int(ask_once(port, "PID"))
+        wait_until(lambda: self.farm("echo")["served"] >= 1
+                   and self.farm("echo")["available"] == 1, 5)
+        p2 = int(ask_once(port, "PID"))
+        self.assertEqual(p1, p2)
+        wait_until(lambda: not alive(p1), 5, what="child exits after 2 requests")
+        p3 = int(ask_once(port, "PID"))
+        self.assertNotEqual(p3, p1)
+        f = self.farm("echo")
+        self.assertEqual(f["spawned"], 2, f)
+        self.assertEqual(f["throttled_until"], 0, f)
+
+    def test_15_load(self):
+        port = free_port()
+        self.fd.write_config([echo_farm("echo", port, process_limit=10, process_min_avail=2,
+                                        client_limit=1)])
+        self.fd.verbose = False
+        self.fd.start()
+        self.wait_farm("echo", total=2, available=2)
+        elapsed, ok, refused, errors = farmlib.load(port, 2000, 50)
+        sys.stderr.write("\n    load: 2000 connections, 50 clients, process_limit 10: "
+                         "%.2f s (%.0f conn/s) ... " % (elapsed, 2000 / elapsed))
+        self.assertEqual(refused, 0)
+        self.assertEqual(errors[:5], [])
+        self.assertEqual(ok, 2000)
+        f = self.farm("echo")
+        self.assertLessEqual(f["total"], 10, f)
+        self.assertLessEqual(f["spawned"], 10, f)
+        self.assertGreaterEqual(f["served"], 2000, f)
+
+    def test_16_child_fds_and_environment(self):
+        """An exec'd farm program gets exactly 0-2, its listen sockets from 3
+        and the status socket after them: nothing else of farmd's (a
+        program it runs in turn would inherit any extra fd)."""
+        script = self.fd.write_script("fds.py", FDS_SCRIPT)
+        out = os.path.join(self.fd.tmp, "fds.json")
+        p1, p2 = free_port(), free_port()
+        self.fd.write_config([
+            echo_farm("other", p1, process_min_avail=1),
+            farm_section("probe", listen="inet:127.0.0.1:%d, web=unix:public/probe" % p2,
+                         program=farmlib.PYTHON, args="%s %s" % (script, out),
+                         process_min_avail=1, process_limit=1),
+        ])
+        self.fd.start()
+        wait_until(lambda: os.path.exists(out), 5, what="probe's report")
+        with open(out) as f:
+            got = json.load(f)
+        fds = {int(k): v for k, v in got["fds"].items()}
+        env = got["env"]
+        self.assertEqual(env.get("LISTEN_FDS"), "2", env)
+        self.assertEqual(env.get("LISTEN_FDNAMES"), "probe:web", env)
+        self.assertEqual(env.get("LISTEN_PID"), str(got["pid"]), env)
+        self.assertEqual(env.get("ZFARM_STATUS_FD"), "5", env)
+        self.assertEqual(env.get("ZFARM_FARM"), "probe", env)
+        # Children read farmd's snapshot of the config it runs, the same
+        # text as the file (a file broken later never reaches them).
+        snap = os.path.join(self.fd.run, "zfarm.conf.running")
+        self.assertEqual(env.get("ZFARM_CONFIG"), snap, env)
+        with open(snap) as a, open(self.fd.conf) as b:
+            self.assertEqual(a.read(), b.read())
+        self.assertEqual(env.get("ZFARM_GENERATION"), str(self.fd.status()["generation"]), env)
+        self.assertEqual(sorted(fds), [0, 1, 2, 3, 4, 5],
+                         "fds of the exec'd child: %s" % fds)
+        self.assertEqual(len({fds[3], fds[4], fds[5]}), 3, fds)
+
+    def test_17a_single_never_two_on_respawn(self):
+        """kind = single keeps exactly one process: its successor starts
+        only once the old one (draining a session) has exited."""
+        port = free_port()
+        self.fd.write_config([echo_farm("one", port, kind="single")])
+        self.fd.start()
+        self.wait_farm("one", total=1)
+        c = Client(port)
+        try:
+            old = self.echo_pid(c)
+            c.send("SLOW 1500")
+            os.kill(old, signal.SIGTERM)   # drains: finishes the SLOW session
+            overlap = self.watch_overlap(old)
+            self.assertEqual(c.readline(), "OK")
+        finally:
+            c.close()
+        self.assertEqual(overlap, set(), "a second process of single farm 'one' ran while "
+                         "pid %d was still finishing" % old)
+        self.wait_farm("one", total=1, spawned=2)
+        self.assertNotEqual(int(ask_once(port, "PID")), old)
+
+    def test_17b_single_never_two_on_reload(self):
+        port = free_port()
+        self.fd.write_config([echo_farm("one", port, kind="single")])
+        self.fd.start()
+        self.wait_farm("one", total=1)
+        c = Client(port)
+        try:
+            old = self.echo_pid(c)
+            c.send("SLOW 1500")
+            self.fd.write_config([echo_farm("one", port, kind="single", args="-v")])
+            r = self.fd.ctl("reload")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            overlap = self.watch_overlap(old)
+            self.assertEqual(c.readline(), "OK")
+        finally:
+            c.close()
+        self.assertEqual(overlap, set(), "the new generation of single farm 'one' started "
+                         "while the old process %d was still finishing" % old)
+        wait_until(lambda: self.fd.farm("one")["total"] == 1, 5)
+        self.assertNotEqual(int(ask_once(port, "PID")), old)
+
+    def test_18_reload_removes_unix_socket_of_removed_farm(self):
+        p1 = free_port()
+        keep = echo_farm("keep", p1, process_min_avail=1)
+        self.fd.write_config([keep, echo_farm("gone", listen="unix:public/gone",
+                                                process_min_avail=1)])
+        self.fd.start()
+        path = os.path.join(self.fd.run, "public", "gone")
+        self.wait_farm("gone", total=1, available=1)
+        self.assertTrue(os.path.exists(path))
+        self.fd.write_config([keep])
+        r = self.fd.ctl("reload")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_until(lambda: self.fd.children() and len(self.fd.children()) == 1, 5,
+                   what="the removed farm's child gone")
+        self.assertFalse(os.path.exists(path), "socket file of a removed farm left behind")
+
+    def test_19_fd_limit_clamps_process_limit(self):
+        """Seed 001: a hard fd limit too small for process_limit clamps it."""
+        port = free_port()
+        self.fd.write_config([echo_farm("big", port, process_limit=1000)])
+        self.fd.rlimit_nofile = 128
+        self.fd.start()
+        f = self.farm("big")
+        self.assertLess(f["limit"], 1000, f)
+        self.assertGreaterEqual(f["limit"], 1, f)
+        self.assertRegex(self.fd.log(), r"farm big: process_limit 1000 clamped to %d"
+                         % f["limit"])
+        self.assertEqual(ask_once(port, "clamped"), "clamped")
+
+    def test_20_max_lifetime(self):
+        port = free_port()
+        self.fd.write_config([echo_farm("old", port, process_min_avail=1, process_limit=2,
+                                        max_lifetime="1s")])
+        self.fd.start()
+        self.wait_farm("old", total=1, available=1)
+        first = int(ask_once(port, "PID"))
+        self.fd.wait_log(r"farm old: pid %d reached max_lifetime 1 s: draining" % first, 4)
+        wait_until(lambda: not alive(first), 3)
+        self.assertNotEqual(int(ask_once(port, "PID")), first)
+        self.assertEqual(self.farm("old")["throttled_until"], 0)
+
+
+# ---- runner: counts, prints "N passed, N failed", logs of failed tests ----
+
+class CountingResult(unittest.TextTestResult):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.passed = 0
+        self.failed_tests = []
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed += 1
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self.failed_tests.append(test)
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self.failed_tests.append(test)
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None and test not in self.failed_tests:
+            self.failed_tests.append(test)
+
+    def addUnexpectedSuccess(self, test):
+        super().addUnexpectedSuccess(test)
+        self.failed_tests.append(test)
+
+
+def main():
+    t0 = time.monotonic()
+    runner = unittest.TextTestRunner(verbosity=2, resultclass=CountingResult)
+    prog = unittest.main(testRunner=runner, exit=False)
+    result = prog.result
+    failed_ids = []
+    for test in result.failed_tests:
+        if test.id() not in failed_ids:
+            failed_ids.append(test.id())
+        log = getattr(test, "farmd_log", "")
+        if log:
+            lines = log.splitlines()
+            sys.stderr.write("---- farmd log of %s (last %d of %d lines) ----\n"
+                             % (test.id(), min(80, len(lines)), len(lines)))
+            sys.stderr.write("\n".join(lines[-80:]) + "\n")
+    passed = result.passed
+    nfailed = len(failed_ids)
+    sys.stderr.write("farmd tests: %.1f s\n" % (time.monotonic() - t0))
+    print("%d passed, %d failed" % (passed, nfailed))
+    sys.exit(1 if nfailed or not result.wasSuccessful() else 0)
+
+
+if __name__ == "__main__":
+    main()
