@@ -283,29 +283,6 @@ def load(port, connections, threads, timeout=20.0, prefix="hello"):
     return elapsed, counts["ok"], counts["refused"], counts["errors"]
 
 
-# ---- rogue status reports (hand-encoded protobuf) ----
-
-def pb_varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def pb_farm_status_frame(pid, generation, state=1):
-    """A length-prefixed Frame{version=1, farm_status=FarmStatus{pid,
-    generation, state}} exactly as common/frame.c expects it."""
-    st = (b"\x08" + pb_varint(pid) + b"\x10" + pb_varint(generation)
-          + b"\x18" + pb_varint(state))
-    frame = b"\x08\x01" + pb_varint((16 << 3) | 2) + pb_varint(len(st)) + st
-    return len(frame).to_bytes(4, "big") + frame
-
-
 # ---- farmd ----
 
 def farm_section(name, **params):
