@@ -97,6 +97,13 @@ static void print_table(const Zfarm__FarmControlReply *r)
 	}
 }
 
+/* zfarmctl_finish - free what main holds and return the exit status. */
+static int zfarmctl_finish(struct config **cfg, int status)
+{
+	config_free(cfg);
+	return status;
+}
+
 int main(int argc, char **argv)
 {
 	const char *config_path = NULL;
@@ -117,7 +124,7 @@ int main(int argc, char **argv)
 		case 'o':
 			if (config_override(cfg, optarg, err, sizeof(err)) < 0) {
 				fprintf(stderr, "zfarmctl: %s (in -o %s)\n", err, optarg);
-				return EXIT_USAGE;
+				return zfarmctl_finish(&cfg, EXIT_USAGE);
 			}
 			break;
 		default:
@@ -128,7 +135,7 @@ int main(int argc, char **argv)
 		usage();
 	if (config_path && config_load(cfg, config_path, err, sizeof(err)) < 0) {
 		fprintf(stderr, "zfarmctl: %s\n", err);
-		return EXIT_USAGE;
+		return zfarmctl_finish(&cfg, EXIT_USAGE);
 	}
 	zfarm__farm_control_request__init(&req);
 	if (strcmp(argv[optind], "status") == 0) {
@@ -149,24 +156,24 @@ int main(int argc, char **argv)
 
 	if (farmd_control_path(cfg, path, sizeof(path), err, sizeof(err)) < 0) {
 		fprintf(stderr, "zfarmctl: %s\n", err);
-		return EXIT_USAGE;
+		return zfarmctl_finish(&cfg, EXIT_USAGE);
 	}
 	snprintf(spec, sizeof(spec), "unix:%s", path);
 	if (endpoint_parse(spec, &ep, err, sizeof(err)) < 0) {
 		fprintf(stderr, "zfarmctl: %s\n", err);
-		return EXIT_USAGE;
+		return zfarmctl_finish(&cfg, EXIT_USAGE);
 	}
 	fd = endpoint_connect(&ep, false, err, sizeof(err));
 	if (fd < 0) {
 		fprintf(stderr, "zfarmctl: farmd is not running: %s\n", err);
-		return EXIT_UNREACHABLE;
+		return zfarmctl_finish(&cfg, EXIT_UNREACHABLE);
 	}
 	frame_init(&f, 1);
 	f.body_case = ZFARM__FRAME__BODY_FARM_CONTROL;
 	f.farm_control = &req;
 	if (frame_write_fd(fd, &f, err, sizeof(err)) < 0) {
 		fprintf(stderr, "zfarmctl: send: %s\n", err);
-		return EXIT_UNREACHABLE;
+		return zfarmctl_finish(&cfg, EXIT_UNREACHABLE);
 	}
 	reply = frame_read_fd(fd, FRAME_MAX_DEFAULT, ZFARMCTL_TIMEOUT_MS, err, sizeof(err));
 	close(fd);
@@ -174,7 +181,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "zfarmctl: no answer from farmd: %s\n",
 			reply ? "unexpected reply" : (*err ? err : "connection closed"));
 		frame_free(&reply);
-		return EXIT_UNREACHABLE;
+		return zfarmctl_finish(&cfg, EXIT_UNREACHABLE);
 	}
 	rc = 0;
 	if (!reply->farm_control_reply->ok) {
@@ -187,6 +194,5 @@ int main(int argc, char **argv)
 			print_table(reply->farm_control_reply);
 	}
 	frame_free(&reply);
-	config_free(&cfg);
-	return rc;
+	return zfarmctl_finish(&cfg, rc);
 }

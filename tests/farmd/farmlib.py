@@ -308,6 +308,7 @@ class FarmdInstance:
         self.proc = None
         self.procs = []       # every farmd started here
         self.rlimit_nofile = None  # farmd's RLIMIT_NOFILE (soft = hard), if set
+        self.extra_env = {}  # added to farmd's (and so its children's) environment
         self.seen_children = set()
         self.globals = {
             "run_directory": self.run,
@@ -361,7 +362,8 @@ class FarmdInstance:
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log, cwd=self.tmp,
-                                         preexec_fn=preexec)
+                                         preexec_fn=preexec,
+                                         env=dict(os.environ, **self.extra_env))
         finally:
             log.close()
         self.procs.append(self.proc)
