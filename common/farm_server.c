@@ -63,6 +63,7 @@ struct farm_server {
 	bool last_busy;
 
 	bool draining;
+	bool exiting; /* the loop has been told to stop */
 	int sigterms;
 	struct event *idle_timer;
 	struct event *sigterm_ev;
@@ -341,6 +342,9 @@ static bool farm_server_used_up(const struct farm_server *srv)
 
 static void farm_server_exit(struct farm_server *srv)
 {
+	if (srv->exiting)
+		return;
+	srv->exiting = true;
 	log_debug("exiting: accepted=%lu served=%lu", srv->accepted, srv->served);
 	event_base_loopbreak(srv->base);
 }

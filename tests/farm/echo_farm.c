@@ -9,6 +9,7 @@
  *   STRESS      "1\n" in stress mode, else "0\n"
  *   QUIT        the server closes the connection (after pending answers)
  *   other       the line itself, echoed back
+ * A wakeup from farmd is logged ("wakeup received").
  * A bad SLOW argument answers "ERR\n".
  *
  * Bounds: input buffering stops at ECHO_READ_HIGH; a line longer than
@@ -291,6 +292,12 @@ static void echo_drain(struct farm_server *srv)
 	}
 }
 
+/* echo_wakeup - farmd's periodic poke (farm parameter "wakeup"). */
+static void echo_wakeup(struct farm_server *srv)
+{
+	log_info("wakeup received, farm=%s", farm_server_farm_name(srv));
+}
+
 static int echo_init(struct farm_server *srv, char *err, size_t errlen)
 {
 	struct echo_farm *farm = xcalloc(1, sizeof(*farm));
@@ -318,6 +325,7 @@ static const struct farm_server_ops echo_ops = {
     .init = echo_init,
     .accept = echo_accept,
     .drain = echo_drain,
+    .wakeup = echo_wakeup,
     .fini = echo_fini,
 };
 

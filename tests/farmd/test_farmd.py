@@ -933,6 +933,19 @@ class FarmdTest(unittest.TestCase):
         self.assertNotEqual(int(ask_once(port, "PID")), first)
         self.assertEqual(self.farm("old")["throttled_until"], 0)
 
+    def test_21_wakeup(self):
+        """wakeup = 1s: farmd pokes one child of the farm every second;
+        a farm without it is never poked."""
+        port, quiet = free_port(), free_port()
+        self.fd.write_config([echo_farm("poked", port, process_min_avail=1, wakeup="1s"),
+                              echo_farm("quiet", quiet, process_min_avail=1)])
+        self.fd.start()
+        self.wait_farm("poked", total=1, available=1)
+        self.fd.wait_log(r"wakeup received, farm=poked", 4)
+        wait_until(lambda: self.fd.log().count("wakeup received, farm=poked") >= 2, 4,
+                   what="a second wakeup")
+        self.assertNotIn("wakeup received, farm=quiet", self.fd.log())
+
 
 # ---- runner: counts, prints "N passed, N failed", logs of failed tests ----
 
