@@ -294,11 +294,13 @@ static void child_on_close(struct frame_conn *conn, const char *reason, void *ar
 		log_warn("farm %s: pid %ld: status channel: %s", c->farm->def->name, (long)c->pid,
 			 reason);
 	frame_conn_free(&c->status);
-	/* Without reports we cannot know it is available. */
-	if (c->counted_avail) {
-		child_set_avail(c, false);
-		farm_update(c->farm);
-	}
+	/*
+	 * Without reports we cannot know it is available.  No farm_update()
+	 * here: the channel usually closes because the child is dying, and
+	 * watching the sockets now would fork a replacement before SIGCHLD
+	 * tells us whether to throttle.  The reap or the next tick decides.
+	 */
+	child_set_avail(c, false);
 }
 
 /* child_move_fds - put fds[0..n-1] at 3..3+n-1 without clobbering. */

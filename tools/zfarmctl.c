@@ -5,8 +5,8 @@
  *   zfarmctl [-c config] [-o name=value]... reload | stop
  *   zfarmctl [-c config] [-o name=value]... throttle-reset FARM
  *
- * It finds farmd through the same configuration as farmd (run_directory,
- * or the control socket path `farmd_control`).  Exit status, for scripts:
+ * It finds farmd's control socket ($run_directory/private/control) through
+ * the same configuration and -o options as farmd.  Exit status, for scripts:
  * 0 done; 1 farmd refused (reason on stderr, e.g. a bad config on reload);
  * 2 usage error or bad config; 3 farmd is not running or did not answer.
  */
