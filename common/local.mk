@@ -10,6 +10,9 @@ libzfarm_a_SOURCES = \
 	common/log.c common/log.h \
 	common/paths.c common/paths.h \
 	common/qid.c common/qid.h \
+	common/qstore.c common/qstore.h \
+	common/qstore_ram.c common/qstore_ram.h \
+	common/qstore_spool.c \
 	common/strbuf.c common/strbuf.h \
 	common/xalloc.c common/xalloc.h
 nodist_libzfarm_a_SOURCES = $(ZF_PROTO_C) $(ZF_PROTO_H)

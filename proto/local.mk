@@ -1,5 +1,5 @@
 # proto/ - protobuf-c messages; generated code is built, never committed.
-ZF_PROTOS = proto/frame.proto proto/farm.proto proto/queue.proto proto/qctl.proto
+ZF_PROTOS = proto/frame.proto proto/farm.proto proto/queue.proto proto/qctl.proto proto/qfile.proto
 ZF_PROTO_C = $(ZF_PROTOS:.proto=.pb-c.c)
 ZF_PROTO_H = $(ZF_PROTOS:.proto=.pb-c.h)
 EXTRA_DIST += $(ZF_PROTOS)

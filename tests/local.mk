@@ -12,6 +12,7 @@ ZF_UNIT_TESTS = \
 	tests/common/test_frame \
 	tests/common/test_log \
 	tests/common/test_qid \
+	tests/common/test_qstore \
 	tests/common/test_strbuf
 
 check_PROGRAMS += $(ZF_UNIT_TESTS)
@@ -42,6 +43,9 @@ tests_common_test_log_LDADD = $(ZF_TEST_LIBS)
 tests_common_test_qid_SOURCES = tests/common/test_qid.c
 tests_common_test_qid_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_qid_LDADD = $(ZF_TEST_LIBS)
+tests_common_test_qstore_SOURCES = tests/common/test_qstore.c
+tests_common_test_qstore_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_common_test_qstore_LDADD = $(ZF_TEST_LIBS)
 tests_common_test_strbuf_SOURCES = tests/common/test_strbuf.c
 tests_common_test_strbuf_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_strbuf_LDADD = $(ZF_TEST_LIBS)

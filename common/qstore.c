@@ -1,0 +1,485 @@
+/*
+ * qstore - the generic layer of the queue store; see qstore.h.
+ *
+ * Picks a backend by name and does everything that does not depend on
+ * where bytes live: the message format ("ZFQ1", 4-byte big-endian length,
+ * packed Envelope, then content), queue ID assignment with retry on a
+ * collision, and the control record format (4-byte big-endian length +
+ * packed CtlRecord, repeated).  Lengths read back are bounded (1 MiB) so a
+ * corrupt file cannot make us allocate without limit.
+ *
+ * Contract with backends beyond qstore.h: ops->commit returns 0 (writer
+ * freed), or -1 with *errnum == EEXIST when the ID is taken (writer still
+ * valid, the caller retries with another ID), or -1 with any other errnum
+ * (writer freed, nothing visible).  ops->write failing leaves the writer
+ * failed (its bytes already released); only abort or commit may follow.
+ */
+#include "common/qstore.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/qstore_ram.h"
+#include "common/xalloc.h"
+
+#define QSTORE_MAGIC	    "ZFQ1"
+#define QSTORE_HDR	    8
+#define QSTORE_MAX_ENVELOPE (1024 * 1024)
+#define QSTORE_MAX_RECORD   (1024 * 1024)
+/* Collisions need a clock stepped back and a reused pid; a few suffice. */
+#define QSTORE_COMMIT_TRIES 8
+
+extern const struct qstore_ops qstore_spool_ops;
+
+static const struct qstore_ops *const qstore_backends[] = {
+    &qstore_spool_ops,
+    &qstore_ram_ops,
+};
+
+struct qstore {
+	const struct qstore_ops *ops;
+	void *be;
+};
+
+struct qstore_writer {
+	struct qstore *qs;
+	void *wr;
+	uint64_t size;
+	char qid[QID_SIZE]; /* the ID written into the envelope */
+};
+
+struct qstore_reader {
+	struct qstore *qs;
+	void *rd;
+	Zfarm__Envelope *stored; /* as unpacked; owns the memory */
+	Zfarm__Envelope view;	 /* stored, with the ID of the file name */
+	char qid[QID_SIZE];
+	uint64_t content_off;
+	uint64_t pos;
+};
+
+static void qstore_put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static uint32_t qstore_get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void qstore_set_errnum(int *errnum, int e)
+{
+	if (errnum)
+		*errnum = e;
+}
+
+struct qstore *qstore_open(const char *backend, const char *dir, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < sizeof(qstore_backends) / sizeof(qstore_backends[0]); i++) {
+		const struct qstore_ops *ops = qstore_backends[i];
+		struct qstore *qs;
+		void *be;
+
+		if (strcmp(ops->name, backend) != 0)
+			continue;
+		be = ops->open(dir, err, errlen);
+		if (!be)
+			return NULL;
+		qs = xmalloc(sizeof(*qs));
+		qs->ops = ops;
+		qs->be = be;
+		return qs;
+	}
+	snprintf(err, errlen, "unknown queue store backend \"%s\"", backend);
+	return NULL;
+}
+
+void qstore_close(struct qstore **qs)
+{
+	if (!qs || !*qs)
+		return;
+	(*qs)->ops->close((*qs)->be);
+	free(*qs);
+	*qs = NULL;
+}
+
+const char *qstore_backend(const struct qstore *qs)
+{
+	return qs->ops->name;
+}
+
+long long qstore_free_bytes(struct qstore *qs)
+{
+	return qs->ops->free_bytes(qs->be);
+}
+
+/* ---- receiving ---- */
+
+/*
+ * The envelope goes first, so its queue ID is chosen here; commit tries
+ * that ID first.  After a collision the file name holds a different ID
+ * than the stored envelope: the name wins (qstore_read fills queue_id and
+ * arrival_us from it).
+ */
+struct qstore_writer *qstore_create(struct qstore *qs, const Zfarm__Envelope *env, int *errnum,
+				    char *err, size_t errlen)
+{
+	struct qstore_writer *w;
+	Zfarm__Envelope copy = *env;
+	uint8_t *buf;
+	size_t len;
+	int rc;
+
+	w = xcalloc(1, sizeof(*w));
+	w->qs = qs;
+	qid_generate(w->qid);
+	copy.queue_id = w->qid;
+	copy.arrival_us = (int64_t)qid_time_us(w->qid);
+	len = zfarm__envelope__get_packed_size(&copy);
+	if (len > QSTORE_MAX_ENVELOPE) {
+		snprintf(err, errlen, "envelope too large (%zu bytes, limit %d)", len,
+			 QSTORE_MAX_ENVELOPE);
+		qstore_set_errnum(errnum, EMSGSIZE);
+		free(w);
+		return NULL;
+	}
+	w->wr = qs->ops->create(qs->be, errnum, err, errlen);
+	if (!w->wr) {
+		free(w);
+		return NULL;
+	}
+	buf = xmalloc(QSTORE_HDR + len);
+	memcpy(buf, QSTORE_MAGIC, 4);
+	qstore_put_be32(buf + 4, (uint32_t)len);
+	zfarm__envelope__pack(&copy, buf + QSTORE_HDR);
+	rc = qs->ops->write(w->wr, buf, QSTORE_HDR + len, errnum, err, errlen);
+	free(buf);
+	if (rc < 0) {
+		qs->ops->abort(w->wr);
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
+int qstore_append(struct qstore_writer *w, const void *data, size_t len, int *errnum, char *err,
+		  size_t errlen)
+{
+	if (len == 0)
+		return 0;
+	if (w->qs->ops->write(w->wr, data, len, errnum, err, errlen) < 0)
+		return -1;
+	w->size += len;
+	return 0;
+}
+
+uint64_t qstore_size(const struct qstore_writer *w)
+{
+	return w->size;
+}
+
+int qstore_commit(struct qstore_writer **wp, char qid[QID_SIZE], int *errnum, char *err,
+		  size_t errlen)
+{
+	struct qstore_writer *w = *wp;
+	const struct qstore_ops *ops = w->qs->ops;
+	char id[QID_SIZE];
+	int e = 0;
+
+	*wp = NULL;
+	memcpy(id, w->qid, QID_SIZE);
+	for (int tries = 0;; tries++) {
+		if (ops->commit(w->wr, id, &e, err, errlen) == 0) {
+			memcpy(qid, id, QID_SIZE);
+			free(w);
+			return 0;
+		}
+		if (e != EEXIST)
+			break;
+		if (tries + 1 >= QSTORE_COMMIT_TRIES) {
+			ops->abort(w->wr);
+			snprintf(err, errlen, "queue ID collision %d times, last %s",
+				 QSTORE_COMMIT_TRIES, id);
+			break;
+		}
+		qid_generate(id);
+	}
+	qstore_set_errnum(errnum, e);
+	free(w);
+	return -1;
+}
+
+void qstore_abort(struct qstore_writer **w)
+{
+	if (!w || !*w)
+		return;
+	(*w)->qs->ops->abort((*w)->wr);
+	free(*w);
+	*w = NULL;
+}
+
+/* ---- reading ---- */
+
+/* qstore_read_exact - len bytes at off or -1 (short file: corrupt). */
+static int qstore_read_exact(struct qstore_reader *r, void *buf, size_t len, uint64_t off,
+			     char *err, size_t errlen)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = r->qs->ops->pread(r->rd, (uint8_t *)buf + got, len - got, off + got,
+					      err, errlen);
+
+		if (n < 0)
+			return -1;
+		if (n == 0) {
+			snprintf(err, errlen, "%s: truncated message file", r->qid);
+			return -1;
+		}
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+struct qstore_reader *qstore_read(struct qstore *qs, const char *qid, int *errnum, char *err,
+				  size_t errlen)
+{
+	struct qstore_reader *r;
+	uint8_t hdr[QSTORE_HDR], *buf;
+	uint32_t len;
+
+	if (!qid_valid(qid)) {
+		snprintf(err, errlen, "not a queue ID: \"%s\"", qid);
+		qstore_set_errnum(errnum, EINVAL);
+		return NULL;
+	}
+	r = xcalloc(1, sizeof(*r));
+	r->qs = qs;
+	memcpy(r->qid, qid, QID_SIZE);
+	r->rd = qs->ops->read(qs->be, qid, errnum, err, errlen);
+	if (!r->rd) {
+		free(r);
+		return NULL;
+	}
+	qstore_set_errnum(errnum, EBADMSG);
+	if (qstore_read_exact(r, hdr, sizeof(hdr), 0, err, errlen) < 0)
+		goto fail;
+	if (memcmp(hdr, QSTORE_MAGIC, 4) != 0) {
+		snprintf(err, errlen, "%s: bad magic, not a queue file", qid);
+		goto fail;
+	}
+	len = qstore_get_be32(hdr + 4);
+	if (len > QSTORE_MAX_ENVELOPE) {
+		snprintf(err, errlen, "%s: envelope length %u over limit %d", qid, len,
+			 QSTORE_MAX_ENVELOPE);
+		goto fail;
+	}
+	buf = xmalloc(len ? len : 1);
+	if (qstore_read_exact(r, buf, len, QSTORE_HDR, err, errlen) < 0) {
+		free(buf);
+		goto fail;
+	}
+	r->stored = zfarm__envelope__unpack(NULL, len, buf);
+	free(buf);
+	if (!r->stored) {
+		snprintf(err, errlen, "%s: envelope does not decode", qid);
+		goto fail;
+	}
+	r->view = *r->stored;
+	r->view.queue_id = r->qid;
+	r->view.arrival_us = (int64_t)qid_time_us(r->qid);
+	r->content_off = QSTORE_HDR + (uint64_t)len;
+	qstore_set_errnum(errnum, 0);
+	return r;
+fail:
+	qstore_reader_free(&r);
+	return NULL;
+}
+
+const Zfarm__Envelope *qstore_envelope(const struct qstore_reader *r)
+{
+	return &r->view;
+}
+
+ssize_t qstore_content(struct qstore_reader *r, void *buf, size_t len, char *err, size_t errlen)
+{
+	ssize_t n;
+
+	if (len == 0)
+		return 0;
+	n = r->qs->ops->pread(r->rd, buf, len, r->content_off + r->pos, err, errlen);
+	if (n > 0)
+		r->pos += (uint64_t)n;
+	return n;
+}
+
+int qstore_rewind(struct qstore_reader *r)
+{
+	r->pos = 0;
+	return 0;
+}
+
+void qstore_reader_free(struct qstore_reader **r)
+{
+	if (!r || !*r)
+		return;
+	if ((*r)->stored)
+		zfarm__envelope__free_unpacked((*r)->stored, NULL);
+	if ((*r)->rd)
+		(*r)->qs->ops->read_close((*r)->rd);
+	free(*r);
+	*r = NULL;
+}
+
+/* ---- control records ---- */
+
+int qstore_ctl_append(struct qstore *qs, const char *qid, Zfarm__CtlRecord *const *recs, size_t n,
+		      char *err, size_t errlen)
+{
+	size_t total = 0, off = 0;
+	uint8_t *buf;
+	int rc;
+
+	if (!qid_valid(qid)) {
+		snprintf(err, errlen, "not a queue ID: \"%s\"", qid);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		size_t len = zfarm__ctl_record__get_packed_size(recs[i]);
+
+		if (len > QSTORE_MAX_RECORD) {
+			snprintf(err, errlen, "%s: control record too large (%zu bytes)", qid, len);
+			return -1;
+		}
+		total += 4 + len;
+	}
+	if (total == 0)
+		return 0;
+	buf = xmalloc(total);
+	for (size_t i = 0; i < n; i++) {
+		size_t len = zfarm__ctl_record__pack(recs[i], buf + off + 4);
+
+		qstore_put_be32(buf + off, (uint32_t)len);
+		off += 4 + len;
+	}
+	rc = qs->ops->ctl_append(qs->be, qid, buf, total, err, errlen);
+	free(buf);
+	return rc;
+}
+
+/* qstore_all_zero - a zero-filled tail, as a crash may leave after an append. */
+static bool qstore_all_zero(const uint8_t *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+int qstore_ctl_load(struct qstore *qs, const char *qid, Zfarm__CtlRecord ***recs, size_t *n,
+		    char *err, size_t errlen)
+{
+	Zfarm__CtlRecord **out = NULL;
+	size_t count = 0, cap = 0, off = 0, len = 0;
+	uint8_t *data = NULL;
+
+	*recs = NULL;
+	*n = 0;
+	if (!qid_valid(qid)) {
+		snprintf(err, errlen, "not a queue ID: \"%s\"", qid);
+		return -1;
+	}
+	if (qs->ops->ctl_read(qs->be, qid, &data, &len, err, errlen) < 0)
+		return -1;
+	while (off < len) {
+		Zfarm__CtlRecord *rec;
+		uint32_t rlen;
+
+		/*
+		 * A torn append leaves a prefix of the last record, or after a
+		 * crash a tail of zeros: stop there.  Only the bounds check and
+		 * a bad record with more after it are errors.
+		 */
+		if (len - off < 4 || qstore_all_zero(data + off, len - off))
+			break;
+		rlen = qstore_get_be32(data + off);
+		if (rlen > QSTORE_MAX_RECORD) {
+			snprintf(err, errlen, "%s: control record at %zu: length %u over limit",
+				 qid, off, rlen);
+			goto fail;
+		}
+		if (len - off - 4 < rlen)
+			break;
+		rec = zfarm__ctl_record__unpack(NULL, rlen, data + off + 4);
+		if (!rec) {
+			/* The last record: a crash may have left zeros in it. */
+			if (off + 4 + rlen == len)
+				break;
+			snprintf(err, errlen, "%s: control record at %zu does not decode", qid,
+				 off);
+			goto fail;
+		}
+		if (count == cap) {
+			cap = cap ? cap * 2 : 8;
+			out = xreallocarray(out, cap, sizeof(*out));
+		}
+		out[count++] = rec;
+		off += 4 + rlen;
+	}
+	free(data);
+	*recs = out;
+	*n = count;
+	return 0;
+fail:
+	free(data);
+	qstore_ctl_free(&out, count);
+	return -1;
+}
+
+void qstore_ctl_free(Zfarm__CtlRecord ***recs, size_t n)
+{
+	if (!recs || !*recs)
+		return;
+	for (size_t i = 0; i < n; i++)
+		zfarm__ctl_record__free_unpacked((*recs)[i], NULL);
+	free(*recs);
+	*recs = NULL;
+}
+
+/* ---- queue management ---- */
+
+int qstore_remove(struct qstore *qs, const char *qid, char *err, size_t errlen)
+{
+	if (!qid_valid(qid)) {
+		snprintf(err, errlen, "not a queue ID: \"%s\"", qid);
+		return -1;
+	}
+	return qs->ops->remove(qs->be, qid, err, errlen);
+}
+
+int qstore_quarantine(struct qstore *qs, const char *qid, char *err, size_t errlen)
+{
+	if (!qid_valid(qid)) {
+		snprintf(err, errlen, "not a queue ID: \"%s\"", qid);
+		return -1;
+	}
+	return qs->ops->quarantine(qs->be, qid, err, errlen);
+}
+
+int qstore_scan(struct qstore *qs, int (*fn)(const char *qid, void *arg),
+		void (*bad_fn)(const char *name, void *arg), void *arg, char *err, size_t errlen)
+{
+	return qs->ops->scan(qs->be, fn, bad_fn, arg, err, errlen);
+}
+
+int qstore_sweep(struct qstore *qs, char *err, size_t errlen)
+{
+	return qs->ops->sweep(qs->be, err, errlen);
+}

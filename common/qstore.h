@@ -1,0 +1,154 @@
+/*
+ * qstore - the queue store: where accepted messages live until delivered.
+ *
+ * One interface, backends chosen by name (struct qstore_ops): "spool" (a
+ * directory, the default) and "ram" (tests).  Callers: smtpserver (create,
+ * append, commit), router (read, append route records), scheduler (read,
+ * append results, remove), reinject (scan), tools (read, hold).  Business
+ * logic never sees files, so a database backend can replace the spool
+ * (seed 003).
+ *
+ * A message is immutable once committed: envelope (proto/qfile.proto
+ * Envelope) plus RFC 5322 content.  Routing and delivery state goes into
+ * the message's control record, an append-only list of CtlRecords.
+ *
+ * Spool layout under the queue directory:
+ *   tmp/ID            being received; removed at start by qstore_sweep()
+ *   msg/XX/ID         committed messages; XX = last two characters of ID
+ *   ctl/XX/ID         control records (append-only, each append fsync'ed)
+ *   corrupt/ID[.ctl]  quarantined, never read again automatically
+ *
+ * Durability (spool): qstore_commit() writes the envelope and content to
+ * tmp/, fsyncs the file, links it into msg/XX/ (exclusively: an existing
+ * ID is a collision, the message gets a new ID), fsyncs msg/XX/, removes
+ * the tmp name.  Only then does it return 0: a 250 may be given.  Any
+ * failure (ENOSPC, EIO) leaves nothing visible under msg/ and returns -1
+ * with a reason and the errno in *errnum so smtpserver can answer 452.
+ * qstore_ctl_append() returns only after its record is fsync'ed.
+ *
+ * Library code: errors are returned with a reason, never logged.
+ */
+#ifndef ZFARM_QSTORE_H
+#define ZFARM_QSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/qid.h"
+#include "proto/qfile.pb-c.h"
+
+struct qstore;
+struct qstore_writer;
+struct qstore_reader;
+
+/*
+ * qstore_open - open backend "spool" (dir: the queue directory, created
+ * with its subdirectories if missing) or "ram" (dir ignored).  NULL with a
+ * reason for an unknown backend or an unusable directory.
+ */
+struct qstore *qstore_open(const char *backend, const char *dir, char *err, size_t errlen);
+void qstore_close(struct qstore **qs);
+const char *qstore_backend(const struct qstore *qs);
+
+/* qstore_free_bytes - free space for queue_minfree checks; -1 unknown. */
+long long qstore_free_bytes(struct qstore *qs);
+
+/* ---- receiving ---- */
+
+/*
+ * qstore_create - start a message with this envelope (queue_id and
+ * arrival are filled in by commit).  NULL + reason (and *errnum).
+ */
+struct qstore_writer *qstore_create(struct qstore *qs, const Zfarm__Envelope *env,
+				    int *errnum, char *err, size_t errlen);
+/* qstore_append - content bytes; -1 + reason (disk full: *errnum ENOSPC). */
+int qstore_append(struct qstore_writer *w, const void *data, size_t len, int *errnum,
+		  char *err, size_t errlen);
+/* qstore_size - content bytes appended so far. */
+uint64_t qstore_size(const struct qstore_writer *w);
+/*
+ * qstore_commit - make the message durable; qid gets its ID.  The writer
+ * is freed whatever the result.  0, or -1 + reason with nothing visible.
+ */
+int qstore_commit(struct qstore_writer **w, char qid[QID_SIZE], int *errnum, char *err,
+		  size_t errlen);
+/* qstore_abort - drop a message being received; accepts NULL. */
+void qstore_abort(struct qstore_writer **w);
+
+/* ---- reading ---- */
+
+/* qstore_read - open a committed message.  NULL + reason (ENOENT: gone). */
+struct qstore_reader *qstore_read(struct qstore *qs, const char *qid, int *errnum, char *err,
+				  size_t errlen);
+const Zfarm__Envelope *qstore_envelope(const struct qstore_reader *r);
+/* qstore_content - read up to len content bytes; 0 at end, -1 + reason. */
+ssize_t qstore_content(struct qstore_reader *r, void *buf, size_t len, char *err,
+		       size_t errlen);
+/* qstore_rewind - back to the start of the content. */
+int qstore_rewind(struct qstore_reader *r);
+void qstore_reader_free(struct qstore_reader **r);
+
+/* ---- control records ---- */
+
+/* qstore_ctl_append - append records durably (one fsync for all n). */
+int qstore_ctl_append(struct qstore *qs, const char *qid, Zfarm__CtlRecord *const *recs,
+		      size_t n, char *err, size_t errlen);
+/*
+ * qstore_ctl_load - every record of qid's control record, in order, into a
+ * malloc'ed array the caller frees with qstore_ctl_free().  No control
+ * record yet: 0 with *n = 0.  A torn last record is ignored; a record
+ * that does not decode in the middle is an error (quarantine it).
+ */
+int qstore_ctl_load(struct qstore *qs, const char *qid, Zfarm__CtlRecord ***recs, size_t *n,
+		    char *err, size_t errlen);
+void qstore_ctl_free(Zfarm__CtlRecord ***recs, size_t n);
+
+/* ---- queue management ---- */
+
+/* qstore_remove - the message and its control record go. */
+int qstore_remove(struct qstore *qs, const char *qid, char *err, size_t errlen);
+/* qstore_quarantine - move message and control record to corrupt/. */
+int qstore_quarantine(struct qstore *qs, const char *qid, char *err, size_t errlen);
+/*
+ * qstore_scan - call fn for every committed queue ID, oldest first (IDs
+ * sort by time); a non-zero return stops.  For the reinjector and tools,
+ * never on the per-message path.  Entries that are not queue IDs are
+ * passed to bad_fn (may be NULL) with their path for quarantine/logging.
+ */
+int qstore_scan(struct qstore *qs, int (*fn)(const char *qid, void *arg),
+		void (*bad_fn)(const char *name, void *arg), void *arg, char *err,
+		size_t errlen);
+/* qstore_sweep - remove leftovers in tmp/ (start-up only); count removed. */
+int qstore_sweep(struct qstore *qs, char *err, size_t errlen);
+
+/* ---- backends ---- */
+
+struct qstore_ops {
+	const char *name;
+	void *(*open)(const char *dir, char *err, size_t errlen);
+	void (*close)(void *be);
+	long long (*free_bytes)(void *be);
+	void *(*create)(void *be, int *errnum, char *err, size_t errlen);
+	int (*write)(void *wr, const void *data, size_t len, int *errnum, char *err,
+		     size_t errlen);
+	int (*commit)(void *wr, const char *qid, int *errnum, char *err, size_t errlen);
+	void (*abort)(void *wr);
+	void *(*read)(void *be, const char *qid, int *errnum, char *err, size_t errlen);
+	ssize_t (*pread)(void *rd, void *buf, size_t len, uint64_t off, char *err, size_t errlen);
+	void (*read_close)(void *rd);
+	int (*ctl_append)(void *be, const char *qid, const void *data, size_t len, char *err,
+			  size_t errlen);
+	/* ctl_read: the whole control record, malloc'ed; ENOENT-free (0 bytes). */
+	int (*ctl_read)(void *be, const char *qid, uint8_t **data, size_t *len, char *err,
+			size_t errlen);
+	int (*remove)(void *be, const char *qid, char *err, size_t errlen);
+	int (*quarantine)(void *be, const char *qid, char *err, size_t errlen);
+	int (*scan)(void *be, int (*fn)(const char *qid, void *arg),
+		    void (*bad_fn)(const char *name, void *arg), void *arg, char *err,
+		    size_t errlen);
+	int (*sweep)(void *be, char *err, size_t errlen);
+};
+
+#endif

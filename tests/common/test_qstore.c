@@ -1,0 +1,1027 @@
+/*
+ * Tests for common/qstore.c and its backends: every behaviour test runs
+ * against both "spool" and "ram" (the backend name is the test's
+ * prestate); spool-only tests cover what only files have: collisions
+ * planted on disk, crash leftovers, foreign names, corrupt files, a full
+ * or size-limited file system.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/qid.h"
+#include "common/qstore.h"
+#include "common/qstore_ram.h"
+
+struct fixture {
+	const char *backend;
+	char top[64];  /* mkdtemp'ed */
+	char dir[128]; /* the queue directory inside it */
+	struct qstore *qs;
+	char err[512];
+};
+
+#define IS_SPOOL(f) (strcmp((f)->backend, "spool") == 0)
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	f->backend = *state;
+	snprintf(f->top, sizeof(f->top), "/tmp/test_qstore.XXXXXX");
+	if (!mkdtemp(f->top))
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "%s/q", f->top);
+	f->qs = qstore_open(f->backend, f->dir, f->err, sizeof(f->err));
+	if (!f->qs) {
+		fprintf(stderr, "open %s: %s\n", f->backend, f->err);
+		return -1;
+	}
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	qstore_close(&f->qs);
+	nftw(f->top, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	qstore_ram_set_capacity(0);
+	clock_set_fake(0, 0);
+	free(f);
+	return 0;
+}
+
+/* ---- helpers ---- */
+
+static Zfarm__EnvRecipient test_rcpts[2] = {ZFARM__ENV_RECIPIENT__INIT, ZFARM__ENV_RECIPIENT__INIT};
+static Zfarm__EnvRecipient *test_rcpt_ptrs[2] = {&test_rcpts[0], &test_rcpts[1]};
+
+static Zfarm__Envelope test_envelope(void)
+{
+	Zfarm__Envelope env = ZFARM__ENVELOPE__INIT;
+
+	test_rcpts[0].address = "a@example.org";
+	test_rcpts[1].address = "b@example.net";
+	test_rcpts[1].orcpt = "rfc822;B@example.net";
+	test_rcpts[1].notify = 6;
+	env.client_addr = "192.0.2.7";
+	env.helo = "mx.example.com";
+	env.protocol = "ESMTPS";
+	env.sender = "s@example.com";
+	env.n_recipients = 2;
+	env.recipients = test_rcpt_ptrs;
+	env.size_declared = 12345;
+	env.smtputf8 = 1;
+	return env;
+}
+
+static uint8_t content_byte(size_t i)
+{
+	return (uint8_t)(i * 31 + i / 251);
+}
+
+/* commit_msg - create, append len pattern bytes in chunks, commit. */
+static void commit_msg(struct fixture *f, size_t len, size_t chunk, char qid[QID_SIZE])
+{
+	Zfarm__Envelope env = test_envelope();
+	struct qstore_writer *w;
+	uint8_t buf[8192];
+	int e = 0;
+
+	assert_true(chunk <= sizeof(buf));
+	w = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
+	if (!w)
+		fail_msg("create: %s", f->err);
+	for (size_t off = 0; off < len; off += chunk) {
+		size_t n = len - off < chunk ? len - off : chunk;
+
+		for (size_t i = 0; i < n; i++)
+			buf[i] = content_byte(off + i);
+		if (qstore_append(w, buf, n, &e, f->err, sizeof(f->err)) < 0)
+			fail_msg("append: %s", f->err);
+	}
+	if (qstore_size(w) != len)
+		fail_msg("size: got %llu, want %zu", (unsigned long long)qstore_size(w), len);
+	if (qstore_commit(&w, qid, &e, f->err, sizeof(f->err)) < 0)
+		fail_msg("commit: %s", f->err);
+	assert_null(w);
+	assert_true(qid_valid(qid));
+}
+
+struct id_list {
+	char ids[64][QID_SIZE];
+	int n;
+	int stop_after; /* 0: never */
+	int bad;
+};
+
+static int collect_fn(const char *qid, void *arg)
+{
+	struct id_list *l = arg;
+
+	if (l->n < 64)
+		memcpy(l->ids[l->n], qid, QID_SIZE);
+	l->n++;
+	return l->stop_after && l->n >= l->stop_after ? 7 : 0;
+}
+
+static void bad_fn(const char *name, void *arg)
+{
+	struct id_list *l = arg;
+
+	(void)name;
+	l->bad++;
+}
+
+static int scan_count(struct fixture *f)
+{
+	struct id_list l = {.n = 0};
+
+	if (qstore_scan(f->qs, collect_fn, bad_fn, &l, f->err, sizeof(f->err)) != 0)
+		fail_msg("scan: %s", f->err);
+	return l.n;
+}
+
+static int dir_count(struct fixture *f, const char *sub)
+{
+	char path[256];
+	struct dirent *de;
+	int n = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/%s", f->dir, sub);
+	d = opendir(path);
+	if (!d)
+		return -1;
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+static void spool_file(struct fixture *f, char *out, size_t outlen, const char *top,
+		       const char *qid)
+{
+	snprintf(out, outlen, "%s/%s/%s/%s", f->dir, top, qid + QID_LEN - 2, qid);
+}
+
+/* plant - write bytes to dir/rel, creating its parent directory. */
+static void plant(struct fixture *f, const char *rel, const void *data, size_t len)
+{
+	char path[256], parent[256];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", f->dir, rel);
+	snprintf(parent, sizeof(parent), "%s", path);
+	*strrchr(parent, '/') = '\0';
+	mkdir(parent, 0700);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, len), (ssize_t)len);
+	close(fd);
+}
+
+/* ctl_tear - cut the last cut bytes off qid's control record. */
+static void ctl_tear(struct fixture *f, const char *qid, size_t cut)
+{
+	char path[256];
+	struct stat st;
+
+	if (!IS_SPOOL(f)) {
+		assert_int_equal(qstore_ram_ctl_truncate(qid, cut), 0);
+		return;
+	}
+	spool_file(f, path, sizeof(path), "ctl", qid);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(truncate(path, st.st_size - (off_t)cut), 0);
+}
+
+/* ctl_raw - append raw bytes to qid's control record. */
+static void ctl_raw(struct fixture *f, const char *qid, const void *data, size_t len)
+{
+	char path[256];
+	int fd;
+
+	if (!IS_SPOOL(f)) {
+		assert_int_equal(qstore_ram_ctl_raw(qid, data, len), 0);
+		return;
+	}
+	spool_file(f, path, sizeof(path), "ctl", qid);
+	fd = open(path, O_WRONLY | O_APPEND);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, len), (ssize_t)len);
+	close(fd);
+}
+
+static void read_all(struct fixture *f, struct qstore_reader *r, size_t chunk, uint8_t *out,
+		     size_t cap, size_t *got)
+{
+	ssize_t n;
+
+	*got = 0;
+	while ((n = qstore_content(r, out + *got, cap - *got < chunk ? cap - *got : chunk, f->err,
+				   sizeof(f->err))) > 0)
+		*got += (size_t)n;
+	if (n < 0)
+		fail_msg("content: %s", f->err);
+}
+
+/* The two control records most tests append. */
+static Zfarm__RouteRecord test_route = ZFARM__ROUTE_RECORD__INIT;
+static Zfarm__ResultRecord test_result = ZFARM__RESULT_RECORD__INIT;
+static Zfarm__CtlRecord test_ctl[3] = {ZFARM__CTL_RECORD__INIT, ZFARM__CTL_RECORD__INIT,
+				       ZFARM__CTL_RECORD__INIT};
+
+static void test_records(Zfarm__CtlRecord *recs[3])
+{
+	test_route.index = 0;
+	test_route.orig_address = "a@example.org";
+	test_route.address = "alias@example.org";
+	test_route.channel = "smtp";
+	test_route.nexthop = "mx.example.org";
+	test_result.index = 0;
+	test_result.status = 2;
+	test_result.enhanced_code = "4.2.2";
+	test_result.smtp_code = 452;
+	test_result.text = "mailbox full";
+	test_result.next_attempt_us = 1800000000;
+	test_ctl[0].body_case = ZFARM__CTL_RECORD__BODY_ROUTE;
+	test_ctl[0].route = &test_route;
+	test_ctl[1].body_case = ZFARM__CTL_RECORD__BODY_ROUTED;
+	test_ctl[1].routed = 1;
+	test_ctl[2].body_case = ZFARM__CTL_RECORD__BODY_RESULT;
+	test_ctl[2].result = &test_result;
+	for (int i = 0; i < 3; i++)
+		recs[i] = &test_ctl[i];
+}
+
+static size_t ctl_load_n(struct fixture *f, const char *qid)
+{
+	Zfarm__CtlRecord **recs;
+	size_t n;
+
+	if (qstore_ctl_load(f->qs, qid, &recs, &n, f->err, sizeof(f->err)) < 0)
+		fail_msg("ctl_load: %s", f->err);
+	qstore_ctl_free(&recs, n);
+	return n;
+}
+
+/* ---- both backends ---- */
+
+static void test_roundtrip(void **state)
+{
+	static const size_t read_chunks[] = {1, 100, 4096, 65536, 300000};
+	struct fixture *f = *state;
+	const Zfarm__Envelope *env;
+	struct qstore_reader *r;
+	char qid[QID_SIZE];
+	size_t len = 100000, got;
+	uint8_t *buf = malloc(len + 1);
+	int e = 0;
+
+	commit_msg(f, len, 4093, qid);
+	r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
+	if (!r)
+		fail_msg("read %s: %s", qid, f->err);
+	env = qstore_envelope(r);
+	assert_string_equal(env->queue_id, qid);
+	assert_int_equal(env->arrival_us, (int64_t)qid_time_us(qid));
+	assert_string_equal(env->sender, "s@example.com");
+	assert_string_equal(env->helo, "mx.example.com");
+	assert_int_equal(env->n_recipients, 2);
+	assert_string_equal(env->recipients[1]->address, "b@example.net");
+	assert_string_equal(env->recipients[1]->orcpt, "rfc822;B@example.net");
+	assert_int_equal(env->recipients[1]->notify, 6);
+	assert_int_equal(env->size_declared, 12345);
+	assert_true(env->smtputf8);
+	for (size_t i = 0; i < sizeof(read_chunks) / sizeof(read_chunks[0]); i++) {
+		assert_int_equal(qstore_rewind(r), 0);
+		read_all(f, r, read_chunks[i], buf, len + 1, &got);
+		if (got != len)
+			fail_msg("chunk %zu: got %zu bytes, want %zu", read_chunks[i], got, len);
+		for (size_t j = 0; j < len; j++)
+			if (buf[j] != content_byte(j))
+				fail_msg("chunk %zu: byte %zu got %u, want %u", read_chunks[i], j,
+					 buf[j], content_byte(j));
+	}
+	qstore_reader_free(&r);
+	assert_null(r);
+	qstore_reader_free(&r);
+	free(buf);
+}
+
+static void test_empty_content(void **state)
+{
+	struct fixture *f = *state;
+	struct qstore_reader *r;
+	char qid[QID_SIZE], buf[16];
+	int e = 0;
+
+	commit_msg(f, 0, 1, qid);
+	r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
+	assert_non_null(r);
+	assert_int_equal(qstore_content(r, buf, sizeof(buf), f->err, sizeof(f->err)), 0);
+	qstore_reader_free(&r);
+}
+
+static void test_read_errors(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QID_SIZE];
+	int e = 0;
+
+	assert_null(qstore_read(f->qs, "not-an-id", &e, f->err, sizeof(f->err)));
+	assert_int_equal(e, EINVAL);
+	assert_null(qstore_read(f->qs, "../../etc/passwd", &e, f->err, sizeof(f->err)));
+	qid_format(qid, 12345, 1);
+	assert_null(qstore_read(f->qs, qid, &e, f->err, sizeof(f->err)));
+	assert_int_equal(e, ENOENT);
+}
+
+static void test_ctl_roundtrip(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__CtlRecord *in[3], **out;
+	char qid[QID_SIZE];
+	size_t n = 99;
+
+	test_records(in);
+	commit_msg(f, 10, 10, qid);
+	assert_int_equal(qstore_ctl_load(f->qs, qid, &out, &n, f->err, sizeof(f->err)), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(qstore_ctl_append(f->qs, qid, in, 2, f->err, sizeof(f->err)), 0);
+	assert_int_equal(qstore_ctl_append(f->qs, qid, in + 2, 1, f->err, sizeof(f->err)), 0);
+	assert_int_equal(qstore_ctl_append(f->qs, qid, in, 0, f->err, sizeof(f->err)), 0);
+	assert_int_equal(qstore_ctl_load(f->qs, qid, &out, &n, f->err, sizeof(f->err)), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(out[0]->body_case, ZFARM__CTL_RECORD__BODY_ROUTE);
+	assert_string_equal(out[0]->route->address, "alias@example.org");
+	assert_string_equal(out[0]->route->channel, "smtp");
+	assert_int_equal(out[1]->body_case, ZFARM__CTL_RECORD__BODY_ROUTED);
+	assert_true(out[1]->routed);
+	assert_int_equal(out[2]->body_case, ZFARM__CTL_RECORD__BODY_RESULT);
+	assert_string_equal(out[2]->result->enhanced_code, "4.2.2");
+	assert_int_equal(out[2]->result->smtp_code, 452);
+	assert_int_equal(out[2]->result->next_attempt_us, 1800000000);
+	qstore_ctl_free(&out, n);
+	assert_null(out);
+}
+
+/* A torn last record (any prefix of it) is ignored; earlier ones stay. */
+static void test_ctl_torn(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__CtlRecord *in[3];
+	size_t last, first;
+
+	test_records(in);
+	first = 4 + zfarm__ctl_record__get_packed_size(in[0]);
+	last = 4 + zfarm__ctl_record__get_packed_size(in[2]);
+	const struct {
+		size_t cut;
+		size_t zeros; /* zero bytes appended after the cut */
+		size_t want;
+	} rows[] = {
+	    {0, 0, 2},	      {1, 0, 1},    {3, 0, 1},	      {last - 4, 0, 1},
+	    {last - 2, 0, 1}, {last, 0, 1}, {last + 1, 0, 0}, {last + first, 0, 0},
+	    {0, 8, 2},	      {3, 3, 1}, /* crash left a zero-filled tail */
+	    {0, 0xff, 2},		 /* a complete last record that does not decode */
+	};
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		static const uint8_t zeros[16];
+		char qid[QID_SIZE];
+		Zfarm__CtlRecord *two[2] = {in[0], in[2]};
+		size_t got;
+
+		qid_format(qid, 5000 + i, 77);
+		assert_int_equal(qstore_ctl_append(f->qs, qid, two, 2, f->err, sizeof(f->err)), 0);
+		if (rows[i].cut)
+			ctl_tear(f, qid, rows[i].cut);
+		if (rows[i].zeros == 0xff)
+			ctl_raw(f, qid, "\0\0\0\2\xff\xff", 6);
+		else if (rows[i].zeros)
+			ctl_raw(f, qid, zeros, rows[i].zeros);
+		got = ctl_load_n(f, qid);
+		if (got != rows[i].want)
+			fail_msg("row %zu (cut %zu): got %zu records, want %zu", i, rows[i].cut,
+				 got, rows[i].want);
+	}
+}
+
+/* A damaged record that is not a torn tail is an error. */
+static void test_ctl_bad(void **state)
+{
+	static const struct {
+		const char *what;
+		const char *bytes;
+		size_t len;
+		int good_after; /* a good record follows */
+	} rows[] = {
+	    {"garbage in the middle", "\0\0\0\3\xff\xff\xff", 7, 1},
+	    {"length over 1 MiB in the middle", "\0\x20\0\0\x08\x01", 6, 1},
+	    {"length over 1 MiB at the end", "\x7f\xff\xff\xff", 4, 0},
+	};
+	struct fixture *f = *state;
+	Zfarm__CtlRecord *in[3], **out;
+
+	test_records(in);
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		char qid[QID_SIZE];
+		size_t n = 99;
+
+		qid_format(qid, 6000 + i, 77);
+		assert_int_equal(qstore_ctl_append(f->qs, qid, in, 1, f->err, sizeof(f->err)), 0);
+		ctl_raw(f, qid, rows[i].bytes, rows[i].len);
+		if (rows[i].good_after)
+			assert_int_equal(
+			    qstore_ctl_append(f->qs, qid, in + 1, 1, f->err, sizeof(f->err)), 0);
+		f->err[0] = '\0';
+		if (qstore_ctl_load(f->qs, qid, &out, &n, f->err, sizeof(f->err)) != -1)
+			fail_msg("%s: got success with %zu records, want an error", rows[i].what,
+				 n);
+		assert_true(f->err[0] != '\0');
+		assert_null(out);
+	}
+}
+
+static void test_remove(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__CtlRecord *in[3];
+	struct qstore_reader *r;
+	char qid[QID_SIZE], buf[64];
+	size_t got;
+	int e = 0;
+
+	test_records(in);
+	commit_msg(f, 50, 7, qid);
+	assert_int_equal(qstore_ctl_append(f->qs, qid, in, 3, f->err, sizeof(f->err)), 0);
+	/* A reader opened before the remove keeps its message, like an fd. */
+	r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
+	assert_non_null(r);
+	assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), 0);
+	read_all(f, r, 64, (uint8_t *)buf, sizeof(buf), &got);
+	assert_int_equal(got, 50);
+	qstore_reader_free(&r);
+	assert_null(qstore_read(f->qs, qid, &e, f->err, sizeof(f->err)));
+	assert_int_equal(e, ENOENT);
+	assert_int_equal(ctl_load_n(f, qid), 0);
+	assert_int_equal(scan_count(f), 0);
+	assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), -1);
+	if (IS_SPOOL(f)) {
+		char path[256];
+
+		spool_file(f, path, sizeof(path), "ctl", qid);
+		assert_int_equal(access(path, F_OK), -1);
+	}
+}
+
+static void test_quarantine(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__CtlRecord *in[3];
+	char qid[QID_SIZE], other[QID_SIZE];
+	int e = 0;
+
+	test_records(in);
+	commit_msg(f, 50, 50, qid);
+	commit_msg(f, 50, 50, other);
+	assert_int_equal(qstore_ctl_append(f->qs, qid, in, 1, f->err, sizeof(f->err)), 0);
+	assert_int_equal(qstore_quarantine(f->qs, qid, f->err, sizeof(f->err)), 0);
+	assert_null(qstore_read(f->qs, qid, &e, f->err, sizeof(f->err)));
+	assert_int_equal(e, ENOENT);
+	assert_int_equal(ctl_load_n(f, qid), 0);
+	assert_int_equal(scan_count(f), 1);
+	assert_int_equal(qstore_quarantine(f->qs, qid, f->err, sizeof(f->err)), -1);
+	if (IS_SPOOL(f)) {
+		char path[256];
+
+		snprintf(path, sizeof(path), "%s/corrupt/%s", f->dir, qid);
+		assert_int_equal(access(path, F_OK), 0);
+		snprintf(path, sizeof(path), "%s/corrupt/%s.ctl", f->dir, qid);
+		assert_int_equal(access(path, F_OK), 0);
+	}
+}
+
+static void test_scan_order(void **state)
+{
+	struct fixture *f = *state;
+	struct id_list l = {.n = 0};
+	char qids[5][QID_SIZE];
+
+	for (int i = 0; i < 5; i++)
+		commit_msg(f, 10, 10, qids[i]);
+	assert_int_equal(qstore_scan(f->qs, collect_fn, NULL, &l, f->err, sizeof(f->err)), 0);
+	assert_int_equal(l.n, 5);
+	for (int i = 0; i < 5; i++) {
+		assert_string_equal(l.ids[i], qids[i]);
+		if (i)
+			assert_true(strcmp(l.ids[i - 1], l.ids[i]) < 0);
+	}
+	/* A non-zero return stops the scan and is returned. */
+	memset(&l, 0, sizeof(l));
+	l.stop_after = 2;
+	assert_int_equal(qstore_scan(f->qs, collect_fn, NULL, &l, f->err, sizeof(f->err)), 7);
+	assert_int_equal(l.n, 2);
+}
+
+static void test_sweep(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__Envelope env = test_envelope();
+	struct qstore_writer *w;
+	char qid[QID_SIZE], kept[QID_SIZE];
+	int e = 0, want = 1;
+
+	commit_msg(f, 10, 10, kept);
+	w = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
+	assert_non_null(w);
+	assert_int_equal(qstore_append(w, "hello", 5, &e, f->err, sizeof(f->err)), 0);
+	if (IS_SPOOL(f)) {
+		plant(f, "tmp/leftover.1", "x", 1);
+		plant(f, "tmp/0000000000000000", "ZFQ1", 4);
+		want = 3;
+	}
+	assert_int_equal(qstore_sweep(f->qs, f->err, sizeof(f->err)), want);
+	if (IS_SPOOL(f))
+		assert_int_equal(dir_count(f, "tmp"), 0);
+	/* The swept message cannot be committed any more. */
+	assert_int_equal(qstore_commit(&w, qid, &e, f->err, sizeof(f->err)), -1);
+	assert_null(w);
+	assert_int_equal(qstore_sweep(f->qs, f->err, sizeof(f->err)), 0);
+	assert_int_equal(scan_count(f), 1);
+}
+
+static void test_abort(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__Envelope env = test_envelope();
+	struct qstore_writer *w;
+	int e = 0;
+
+	w = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
+	assert_non_null(w);
+	assert_int_equal(qstore_append(w, "hello", 5, &e, f->err, sizeof(f->err)), 0);
+	qstore_abort(&w);
+	assert_null(w);
+	qstore_abort(&w);
+	qstore_abort(NULL);
+	assert_int_equal(scan_count(f), 0);
+	assert_int_equal(qstore_sweep(f->qs, f->err, sizeof(f->err)), 0);
+	if (IS_SPOOL(f))
+		assert_int_equal(dir_count(f, "tmp"), 0);
+}
+
+static void test_free_bytes(void **state)
+{
+	struct fixture *f = *state;
+
+	if (IS_SPOOL(f)) {
+		assert_true(qstore_free_bytes(f->qs) > 0);
+		return;
+	}
+	assert_int_equal(qstore_free_bytes(f->qs), -1);
+	qstore_ram_set_capacity(10000);
+	assert_int_equal(qstore_free_bytes(f->qs), 10000);
+}
+
+static void test_envelope_too_large(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__Envelope env = test_envelope();
+	size_t big = 1024 * 1024 + 1;
+	char *s = malloc(big + 1);
+	int e = 0;
+
+	memset(s, 'a', big);
+	s[big] = '\0';
+	env.helo = s;
+	assert_null(qstore_create(f->qs, &env, &e, f->err, sizeof(f->err)));
+	assert_int_equal(e, EMSGSIZE);
+	assert_int_equal(scan_count(f), 0);
+	if (IS_SPOOL(f))
+		assert_int_equal(dir_count(f, "tmp"), 0);
+	free(s);
+}
+
+/* ---- full disk ---- */
+
+/* nothing_visible - after a failed commit: no message, no tmp file. */
+static int nothing_visible(struct fixture *f)
+{
+	struct id_list l = {.n = 0};
+
+	if (qstore_scan(f->qs, collect_fn, NULL, &l, f->err, sizeof(f->err)) != 0 || l.n != 0)
+		return 0;
+	return !IS_SPOOL(f) || dir_count(f, "tmp") == 0;
+}
+
+static void test_ram_enospc(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__Envelope env = test_envelope();
+	Zfarm__CtlRecord *in[3];
+	struct qstore_writer *w;
+	char qid[QID_SIZE], big[5000];
+	int e = 0;
+
+	test_records(in);
+	memset(big, 'x', sizeof(big));
+	qstore_ram_set_capacity(4096);
+	w = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
+	assert_non_null(w);
+	assert_int_equal(qstore_append(w, big, 1000, &e, f->err, sizeof(f->err)), 0);
+	assert_int_equal(qstore_append(w, big, sizeof(big), &e, f->err, sizeof(f->err)), -1);
+	assert_int_equal(e, ENOSPC);
+	/* Its space is given back at once, before the caller gives up. */
+	assert_int_equal(qstore_free_bytes(f->qs), 4096);
+	e = 0;
+	assert_int_equal(qstore_commit(&w, qid, &e, f->err, sizeof(f->err)), -1);
+	assert_true(e != 0);
+	assert_true(nothing_visible(f));
+
+	/* A control record that does not fit leaves the earlier ones. */
+	commit_msg(f, 3000, 1000, qid);
+	assert_int_equal(qstore_ctl_append(f->qs, qid, in, 1, f->err, sizeof(f->err)), 0);
+	test_route.error = big; /* not NUL-terminated: make it so */
+	big[sizeof(big) - 1] = '\0';
+	assert_int_equal(qstore_ctl_append(f->qs, qid, in, 1, f->err, sizeof(f->err)), -1);
+	test_route.error = (char *)"";
+	assert_int_equal(ctl_load_n(f, qid), 1);
+}
+
+/*
+ * Spool: a file size limit makes write() fail (EFBIG with SIGXFSZ
+ * ignored), the same path as ENOSPC.  In a child: the limit is per process.
+ */
+static void test_spool_efbig(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__CtlRecord *in[3];
+	char kept[QID_SIZE];
+	pid_t pid;
+	int status;
+
+	test_records(in);
+	commit_msg(f, 10, 10, kept);
+	assert_int_equal(qstore_ctl_append(f->qs, kept, in, 1, f->err, sizeof(f->err)), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		Zfarm__Envelope env = test_envelope();
+		struct rlimit rl = {64 * 1024, 64 * 1024};
+		static char chunk[8192], big[100000];
+		struct qstore_writer *w;
+		char qid[QID_SIZE];
+		int e = 0, rc = 0;
+
+		signal(SIGXFSZ, SIG_IGN);
+		getrlimit(RLIMIT_FSIZE, &rl);
+		rl.rlim_cur = 64 * 1024;
+		if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+			_exit(10);
+		w = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
+		if (!w)
+			_exit(11);
+		for (int i = 0; i < 32 && rc == 0; i++)
+			rc = qstore_append(w, chunk, sizeof(chunk), &e, f->err, sizeof(f->err));
+		if (rc != -1 || e != EFBIG)
+			_exit(12);
+		if (qstore_commit(&w, qid, &e, f->err, sizeof(f->err)) != -1)
+			_exit(13);
+		if (scan_count(f) != 1 || dir_count(f, "tmp") != 0)
+			_exit(14);
+		/* ctl: an append over the limit is cut back, not left torn. */
+		memset(big, 'y', sizeof(big) - 1);
+		test_route.error = big;
+		if (qstore_ctl_append(f->qs, kept, in, 1, f->err, sizeof(f->err)) != -1)
+			_exit(15);
+		if (ctl_load_n(f, kept) != 1)
+			_exit(16);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) != 0)
+		fail_msg("child: got exit %d, want 0", WEXITSTATUS(status));
+	assert_int_equal(ctl_load_n(f, kept), 1);
+}
+
+/* Spool on a real full file system: a 64k tmpfs in a private namespace. */
+static void test_spool_enospc_tmpfs(void **state)
+{
+	struct fixture *f = *state;
+	char mnt[96];
+	pid_t pid;
+	int status;
+
+	if (geteuid() != 0)
+		skip();
+	snprintf(mnt, sizeof(mnt), "%s/tmpfs", f->top);
+	assert_int_equal(mkdir(mnt, 0700), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		Zfarm__Envelope env = test_envelope();
+		static char chunk[8192];
+		struct fixture sub = {.backend = "spool"};
+		struct qstore_writer *w;
+		char qid[QID_SIZE];
+		int e = 0, rc = 0;
+
+		if (unshare(CLONE_NEWNS) < 0 ||
+		    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+		    mount("tmpfs", mnt, "tmpfs", 0, "size=64k") < 0)
+			_exit(77);
+		snprintf(sub.dir, sizeof(sub.dir), "%s/q", mnt);
+		sub.qs = qstore_open("spool", sub.dir, sub.err, sizeof(sub.err));
+		if (!sub.qs)
+			_exit(20);
+		w = qstore_create(sub.qs, &env, &e, sub.err, sizeof(sub.err));
+		if (!w)
+			_exit(21);
+		for (int i = 0; i < 32 && rc == 0; i++)
+			rc = qstore_append(w, chunk, sizeof(chunk), &e, sub.err, sizeof(sub.err));
+		if (rc != -1 || e != ENOSPC)
+			_exit(22);
+		if (qstore_commit(&w, qid, &e, sub.err, sizeof(sub.err)) != -1)
+			_exit(23);
+		if (!nothing_visible(&sub))
+			_exit(24);
+		/* The space is back: a small message fits now. */
+		commit_msg(&sub, 100, 100, qid);
+		qstore_close(&sub.qs);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 77)
+		skip();
+	if (WEXITSTATUS(status) != 0)
+		fail_msg("child: got exit %d, want 0", WEXITSTATUS(status));
+}
+
+/* ---- spool only ---- */
+
+/*
+ * Collisions: with the clock fixed, the ID the next message takes is
+ * known; plant files under k consecutive IDs.  Fewer than the retry limit
+ * (8): the message gets the first free one.  Otherwise commit fails.
+ */
+static void test_spool_collision(void **state)
+{
+	static const struct {
+		int planted;
+		int ok;
+	} rows[] = {{1, 1}, {3, 1}, {7, 1}, {8, 0}};
+	struct fixture *f = *state;
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		Zfarm__Envelope env = test_envelope();
+		struct qstore_writer *w;
+		struct qstore_reader *r;
+		char qid[QID_SIZE], want[QID_SIZE], path[256];
+		uint64_t t;
+		int e = 0, rc;
+
+		clock_set_fake(0, 0);
+		qid_generate(qid);
+		t = qid_time_us(qid) + 1000;
+		for (int k = 0; k < rows[i].planted; k++) {
+			qid_format(qid, t + (uint64_t)k, (uint32_t)getpid());
+			snprintf(path, sizeof(path), "msg/%s/%s", qid + QID_LEN - 2, qid);
+			plant(f, path, "planted", 7);
+		}
+		qid_format(want, t + (uint64_t)rows[i].planted, (uint32_t)getpid());
+		clock_set_fake(t, 1);
+		w = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
+		assert_non_null(w);
+		assert_int_equal(qstore_append(w, "body", 4, &e, f->err, sizeof(f->err)), 0);
+		rc = qstore_commit(&w, qid, &e, f->err, sizeof(f->err));
+		clock_set_fake(0, 0);
+		assert_int_equal(dir_count(f, "tmp"), 0);
+		if (!rows[i].ok) {
+			if (rc != -1 || e != EEXIST)
+				fail_msg("row %zu: got rc %d errnum %d, want -1 EEXIST", i, rc, e);
+			continue;
+		}
+		if (rc != 0)
+			fail_msg("row %zu: commit: %s", i, f->err);
+		if (strcmp(qid, want) != 0)
+			fail_msg("row %zu: got ID %s, want %s", i, qid, want);
+		/* The file name wins over the ID first written in the envelope. */
+		r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
+		assert_non_null(r);
+		assert_string_equal(qstore_envelope(r)->queue_id, want);
+		assert_int_equal(qstore_envelope(r)->arrival_us, (int64_t)qid_time_us(want));
+		qstore_reader_free(&r);
+	}
+}
+
+/* Crash before the link: the tmp/ file is invisible to scan and read. */
+static void test_spool_crash_tmp(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__Envelope env = test_envelope();
+	struct qstore_writer *w;
+	char qid[QID_SIZE], rel[64];
+	int e = 0;
+
+	w = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
+	assert_non_null(w);
+	assert_int_equal(qstore_append(w, "hello", 5, &e, f->err, sizeof(f->err)), 0);
+	/* Even a tmp file named like an ID is not a message. */
+	qid_format(qid, 777, 1);
+	snprintf(rel, sizeof(rel), "tmp/%s", qid);
+	plant(f, rel, "ZFQ1\0\0\0\0body", 12);
+	assert_int_equal(dir_count(f, "tmp"), 2);
+	assert_int_equal(scan_count(f), 0);
+	assert_null(qstore_read(f->qs, qid, &e, f->err, sizeof(f->err)));
+	assert_int_equal(e, ENOENT);
+	qstore_abort(&w);
+	assert_int_equal(qstore_sweep(f->qs, f->err, sizeof(f->err)), 1);
+}
+
+/* Crash after the link, before the tmp unlink: message intact, twin swept. */
+static void test_spool_crash_after_link(void **state)
+{
+	struct fixture *f = *state;
+	struct qstore_reader *r;
+	char qid[QID_SIZE], path[256], twin[256];
+	int e = 0;
+
+	commit_msg(f, 100, 100, qid);
+	spool_file(f, path, sizeof(path), "msg", qid);
+	snprintf(twin, sizeof(twin), "%s/tmp/1234.5.6", f->dir);
+	assert_int_equal(link(path, twin), 0);
+	assert_int_equal(scan_count(f), 1);
+	assert_int_equal(qstore_sweep(f->qs, f->err, sizeof(f->err)), 1);
+	r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
+	assert_non_null(r);
+	qstore_reader_free(&r);
+}
+
+/* Scan sorts across XX directories and reports foreign names. */
+static void test_spool_scan_foreign(void **state)
+{
+	static const struct {
+		uint64_t us;
+		uint32_t pid;
+	} rows[] = {{3000, 17}, {1000, 99}, {2000, 5}, {1500, 1023}, {1000, 98}};
+	struct fixture *f = *state;
+	struct id_list l = {.n = 0};
+	char qid[QID_SIZE], path[256], misplaced[QID_SIZE];
+	const char *good = "ZFQ1\0\0\0\0body";
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		char rel[64];
+
+		qid_format(qid, rows[i].us, rows[i].pid);
+		snprintf(rel, sizeof(rel), "msg/%s/%s", qid + QID_LEN - 2, qid);
+		plant(f, rel, good, 12);
+	}
+	plant(f, "msg/junk", "x", 1);
+	plant(f, "msg/AB/not-an-id", "x", 1);
+	qid_format(misplaced, 4000, 1);
+	snprintf(path, sizeof(path), "msg/ZZ/%s", misplaced);
+	plant(f, path, good, 12);
+	assert_int_equal(qstore_scan(f->qs, collect_fn, bad_fn, &l, f->err, sizeof(f->err)), 0);
+	assert_int_equal(l.n, 5);
+	assert_int_equal(l.bad, 3);
+	for (int i = 1; i < l.n; i++)
+		if (strcmp(l.ids[i - 1], l.ids[i]) >= 0)
+			fail_msg("scan order: got %s before %s", l.ids[i - 1], l.ids[i]);
+	qid_format(qid, 1000, 98);
+	assert_string_equal(l.ids[0], qid);
+	qid_format(qid, 3000, 17);
+	assert_string_equal(l.ids[4], qid);
+}
+
+/* Corrupt message files are refused with EBADMSG, never crash the reader. */
+static void test_spool_corrupt(void **state)
+{
+	static const struct {
+		const char *what;
+		const char *bytes;
+		size_t len;
+		int ok;
+	} rows[] = {
+	    {"empty file", "", 0, 0},
+	    {"magic only", "ZFQ1", 4, 0},
+	    {"wrong magic", "ZFQ2\0\0\0\0", 8, 0},
+	    {"envelope over 1 MiB", "ZFQ1\0\x10\0\x01", 8, 0},
+	    {"short envelope",
+	     "ZFQ1\0\0\0\x10"
+	     "abc",
+	     11, 0},
+	    {"undecodable envelope", "ZFQ1\0\0\0\2\xff\xff", 10, 0},
+	    {"empty envelope", "ZFQ1\0\0\0\0body", 12, 1},
+	};
+	struct fixture *f = *state;
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct qstore_reader *r;
+		char qid[QID_SIZE], rel[64], buf[16];
+		int e = 0;
+
+		qid_format(qid, 9000 + i, 3);
+		snprintf(rel, sizeof(rel), "msg/%s/%s", qid + QID_LEN - 2, qid);
+		plant(f, rel, rows[i].bytes, rows[i].len);
+		r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
+		if (!rows[i].ok) {
+			if (r || e != EBADMSG)
+				fail_msg("%s: got %s errnum %d, want NULL EBADMSG", rows[i].what,
+					 r ? "a reader" : "NULL", e);
+			continue;
+		}
+		if (!r)
+			fail_msg("%s: %s", rows[i].what, f->err);
+		assert_string_equal(qstore_envelope(r)->queue_id, qid);
+		assert_int_equal(qstore_content(r, buf, sizeof(buf), f->err, sizeof(f->err)), 4);
+		assert_memory_equal(buf, "body", 4);
+		qstore_reader_free(&r);
+	}
+}
+
+static void test_open_errors(void **state)
+{
+	struct fixture *f = *state;
+	char path[256], err[256];
+
+	assert_null(qstore_open("nosuch", f->dir, err, sizeof(err)));
+	assert_non_null(strstr(err, "nosuch"));
+	snprintf(path, sizeof(path), "%s/file", f->top);
+	plant(f, "../file", "x", 1);
+	assert_null(qstore_open("spool", path, err, sizeof(err)));
+	snprintf(path, sizeof(path), "%s/q2", f->top);
+	assert_int_equal(mkdir(path, 0700), 0);
+	plant(f, "../q2/msg", "x", 1);
+	assert_null(qstore_open("spool", path, err, sizeof(err)));
+	assert_string_equal(qstore_backend(f->qs), f->backend);
+}
+
+#define BOTH(t)                                                                                    \
+	cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)"spool"),             \
+	    cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)"ram")
+#define SPOOL(t) cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)"spool")
+#define RAM(t)	 cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)"ram")
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    BOTH(test_roundtrip),
+	    BOTH(test_empty_content),
+	    BOTH(test_read_errors),
+	    BOTH(test_ctl_roundtrip),
+	    BOTH(test_ctl_torn),
+	    BOTH(test_ctl_bad),
+	    BOTH(test_remove),
+	    BOTH(test_quarantine),
+	    BOTH(test_scan_order),
+	    BOTH(test_sweep),
+	    BOTH(test_abort),
+	    BOTH(test_free_bytes),
+	    BOTH(test_envelope_too_large),
+	    RAM(test_ram_enospc),
+	    SPOOL(test_spool_efbig),
+	    SPOOL(test_spool_enospc_tmpfs),
+	    SPOOL(test_spool_collision),
+	    SPOOL(test_spool_crash_tmp),
+	    SPOOL(test_spool_crash_after_link),
+	    SPOOL(test_spool_scan_foreign),
+	    SPOOL(test_spool_corrupt),
+	    SPOOL(test_open_errors),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
