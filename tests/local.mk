@@ -13,7 +13,8 @@ ZF_UNIT_TESTS = \
 	tests/common/test_log \
 	tests/common/test_qid \
 	tests/common/test_qstore \
-	tests/common/test_strbuf
+	tests/common/test_strbuf \
+	tests/smtpserver/test_smtp_cmd
 
 check_PROGRAMS += $(ZF_UNIT_TESTS)
 TESTS += $(ZF_UNIT_TESTS)
@@ -49,6 +50,9 @@ tests_common_test_qstore_LDADD = $(ZF_TEST_LIBS)
 tests_common_test_strbuf_SOURCES = tests/common/test_strbuf.c
 tests_common_test_strbuf_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_strbuf_LDADD = $(ZF_TEST_LIBS)
+tests_smtpserver_test_smtp_cmd_SOURCES = tests/smtpserver/test_smtp_cmd.c
+tests_smtpserver_test_smtp_cmd_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_smtpserver_test_smtp_cmd_LDADD = smtpserver/libsmtpcmd.a $(ZF_TEST_LIBS)
 
 # A tiny farm (echo service) on the child skeleton, for the skeleton's and
 # farmd's integration tests.
