@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "common/strbuf.h"
 #include "common/xalloc.h"
 
 /* Layers of one scope, in lookup order: the first that has a name wins. */
@@ -97,11 +98,6 @@ struct config {
 };
 
 /* A growable string for values and expansions. */
-struct config_buf {
-	char *data;
-	size_t len, cap;
-};
-
 static void config_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -181,31 +177,6 @@ static void config_trim(const char *s, size_t n, const char **b, const char **e)
 		end--;
 	*b = s;
 	*e = end;
-}
-
-static void config_buf_append(struct config_buf *b, const char *s, size_t n)
-{
-	if (b->cap - b->len < n + 1) {
-		size_t cap = b->cap ? b->cap : 64;
-
-		while (cap - b->len < n + 1)
-			cap *= 2;
-		b->data = xrealloc(b->data, cap);
-		b->cap = cap;
-	}
-	memcpy(b->data + b->len, s, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-}
-
-/* config_buf_steal - the contents as a new string ("" if empty); b empties. */
-static char *config_buf_steal(struct config_buf *b)
-{
-	char *s = b->data ? b->data : xstrdup("");
-
-	b->data = NULL;
-	b->len = b->cap = 0;
-	return s;
 }
 
 /* ---- hash map ---- */
@@ -501,7 +472,7 @@ struct config_parser {
 	unsigned line;
 	struct config_section *sec; /* current scope */
 	struct config_param *cur;   /* parameter whose value is being collected */
-	struct config_buf val;	    /* its value so far (continuations append) */
+	struct strbuf val;	    /* its value so far (continuations append) */
 	char *err;
 	size_t errlen;
 };
@@ -531,7 +502,7 @@ static void config_parse_finish(struct config_parser *ps)
 {
 	if (ps->cur == NULL)
 		return;
-	ps->cur->value = config_buf_steal(&ps->val);
+	ps->cur->value = strbuf_steal(&ps->val);
 	ps->cur = NULL;
 }
 
@@ -541,8 +512,8 @@ static int config_parse_continuation(struct config_parser *ps, const char *s, si
 		return config_parse_fail(ps, "continuation line (it starts with a blank) but no "
 					     "parameter before it to continue");
 	if (ps->val.len > 0)
-		config_buf_append(&ps->val, " ", 1);
-	config_buf_append(&ps->val, s, n);
+		strbuf_append(&ps->val, " ", 1);
+	strbuf_append(&ps->val, s, n);
 	return 0;
 }
 
@@ -623,7 +594,7 @@ static int config_parse_param(struct config_parser *ps, const char *s, size_t n)
 	}
 	ps->cur = config_scope_add(sc, ps->sec, name, NULL, ps->label, ps->line);
 	config_trim(eq + 1, (size_t)(s + n - eq - 1), &b, &e);
-	config_buf_append(&ps->val, b, (size_t)(e - b));
+	strbuf_append(&ps->val, b, (size_t)(e - b));
 	return 0;
 }
 
@@ -743,7 +714,7 @@ int config_load_string(struct config *cfg, const char *text, const char *label, 
 }
 
 /* config_read_file - whole file into memory, refusing more than CONFIG_MAX_FILE. */
-static int config_read_file(const char *path, struct config_buf *b, char *err, size_t errlen)
+static int config_read_file(const char *path, struct strbuf *b, char *err, size_t errlen)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	char chunk[65536];
@@ -765,7 +736,7 @@ static int config_read_file(const char *path, struct config_buf *b, char *err, s
 			close(fd);
 			return -1;
 		}
-		config_buf_append(b, chunk, (size_t)r);
+		strbuf_append(b, chunk, (size_t)r);
 	}
 	if (r < 0) {
 		config_err(err, errlen, "%s: cannot read: %s", path, strerror(errno));
@@ -778,7 +749,7 @@ static int config_read_file(const char *path, struct config_buf *b, char *err, s
 
 int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
 {
-	struct config_buf b = {NULL, 0, 0};
+	struct strbuf b = STRBUF_INIT;
 	int rc;
 
 	if (cfg->loaded) {
@@ -923,16 +894,16 @@ static void config_memo_check(const struct config *cfg, struct config_param *p)
 /* config_chain - "$a -> $b -> $q" from stack[from] on, then q. */
 static char *config_chain(const struct config_expander *ex, size_t from, const char *q)
 {
-	struct config_buf b = {NULL, 0, 0};
+	struct strbuf b = STRBUF_INIT;
 
 	for (size_t i = from; i < ex->depth; i++) {
-		config_buf_append(&b, "$", 1);
-		config_buf_append(&b, ex->stack[i]->name, strlen(ex->stack[i]->name));
-		config_buf_append(&b, " -> ", 4);
+		strbuf_append(&b, "$", 1);
+		strbuf_append(&b, ex->stack[i]->name, strlen(ex->stack[i]->name));
+		strbuf_append(&b, " -> ", 4);
 	}
-	config_buf_append(&b, "$", 1);
-	config_buf_append(&b, q, strlen(q));
-	return config_buf_steal(&b);
+	strbuf_append(&b, "$", 1);
+	strbuf_append(&b, q, strlen(q));
+	return strbuf_steal(&b);
 }
 
 static void config_result_fail(struct config_result *res, char *msg, bool cut)
@@ -984,7 +955,7 @@ static bool config_expand_blocked(struct config_expander *ex, struct config_para
 
 /* config_expand_ref - append the value of global qname to out on behalf of p. */
 static void config_expand_ref(struct config_expander *ex, struct config_param *p, const char *qname,
-			      struct config_buf *out, struct config_result *res)
+			      struct strbuf *out, struct config_result *res)
 {
 	struct config_param *q = config_section_param(ex->cfg->global, qname);
 	struct config_result sub;
@@ -1000,7 +971,7 @@ static void config_expand_ref(struct config_expander *ex, struct config_param *p
 	config_expand_param(ex, q, &sub);
 	len = strlen(sub.text);
 	if (out->len + len <= CONFIG_MAX_FILE) {
-		config_buf_append(out, sub.text, len);
+		strbuf_append(out, sub.text, len);
 	} else {
 		char *msg =
 		    config_param_msg(p, "expanded value longer than %d bytes", CONFIG_MAX_FILE);
@@ -1029,12 +1000,12 @@ static const char config_msg_lone_dollar[] =
  * failed).  *next is where the text resumes.
  */
 static size_t config_ref_parse(const struct config_param *p, const char *d, const char **name,
-			       const char **next, struct config_buf *out, struct config_result *res)
+			       const char **next, struct strbuf *out, struct config_result *res)
 {
 	const char *e;
 
 	if (d[1] == '$') {
-		config_buf_append(out, "$", 1);
+		strbuf_append(out, "$", 1);
 		*next = d + 2;
 		return 0;
 	}
@@ -1071,7 +1042,7 @@ static size_t config_ref_parse(const struct config_param *p, const char *d, cons
 static void config_expand_text(struct config_expander *ex, struct config_param *p,
 			       struct config_result *res)
 {
-	struct config_buf out = {NULL, 0, 0};
+	struct strbuf out = STRBUF_INIT;
 	const char *s = p->value, *d, *name;
 	char *qname;
 	size_t n;
@@ -1080,17 +1051,17 @@ static void config_expand_text(struct config_expander *ex, struct config_param *
 	res->owned = true;
 	while (*s && !res->stop) {
 		if ((d = strchr(s, '$')) == NULL) {
-			config_buf_append(&out, s, strlen(s));
+			strbuf_append(&out, s, strlen(s));
 			break;
 		}
-		config_buf_append(&out, s, (size_t)(d - s));
+		strbuf_append(&out, s, (size_t)(d - s));
 		if ((n = config_ref_parse(p, d, &name, &s, &out, res)) == 0)
 			continue;
 		qname = xstrndup(name, n);
 		config_expand_ref(ex, p, qname, &out, res);
 		free(qname);
 	}
-	res->text = config_buf_steal(&out);
+	res->text = strbuf_steal(&out);
 }
 
 /* config_expand_param - p's expansion, from its memo or computed now. */
