@@ -20,6 +20,7 @@
 #include "common/endpoint.h"
 #include "common/frame.h"
 #include "common/log.h"
+#include "common/paths.h"
 #include "common/xalloc.h"
 
 #define FARM_SERVER_MAX_LISTENERS 64
@@ -277,6 +278,7 @@ static void farm_server_options(struct farm_server *srv, int argc, char **argv)
 		srv->client_limit = 1;
 
 	srv->cfg = config_new();
+	paths_set_defaults(srv->cfg);
 	for (unsigned i = 0; i < noverrides; i++)
 		if (config_override(srv->cfg, overrides[i], err, sizeof(err)) < 0)
 			log_fatal("%s (in -o %s)", err, overrides[i]);

@@ -2,6 +2,7 @@
 noinst_LIBRARIES += libzfarm.a
 libzfarm_a_SOURCES = \
 	common/address.c common/address.h \
+	common/cidr.c common/cidr.h \
 	common/clock.c common/clock.h \
 	common/config.c common/config.h \
 	common/endpoint.c common/endpoint.h \

@@ -63,3 +63,13 @@ int farmd_pid_path(const struct config *cfg, char *buf, size_t buflen, char *err
 {
 	return paths_join(cfg, "farmd.pid", buf, buflen, err, errlen);
 }
+
+void paths_set_defaults(struct config *cfg)
+{
+	char host[256];
+
+	if (gethostname(host, sizeof(host)) < 0 || host[0] == '\0')
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	config_set_default(cfg, "myhostname", host, NULL, 0);
+}

@@ -24,4 +24,11 @@ int farmd_control_path(const struct config *cfg, char *buf, size_t buflen, char 
 int farmd_pid_path(const struct config *cfg, char *buf, size_t buflen, char *err,
 		   size_t errlen);
 
+/*
+ * paths_set_defaults - the computed defaults every program sets on a new
+ * config before loading it, so the file can say $myhostname: myhostname
+ * (gethostname(), "localhost" if that fails).
+ */
+void paths_set_defaults(struct config *cfg);
+
 #endif

@@ -1,6 +1,7 @@
 /* qid - queue IDs unique across processes and sortable by time; see qid.h. */
 #include "common/qid.h"
 
+#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -14,6 +15,8 @@ static const char qid_alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /* The last microsecond this process issued, so it never issues one twice. */
 static uint64_t qid_last_us;
 static pid_t qid_last_pid;
+/* smtpserver commits in threads; a collision retry generates there. */
+static pthread_mutex_t qid_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void qid_put(char *out, uint64_t value, int chars)
 {
@@ -42,6 +45,7 @@ void qid_generate(char out[QID_SIZE])
 	pid_t pid = getpid();
 	uint64_t now = clock_now_us();
 
+	pthread_mutex_lock(&qid_lock);
 	/* A forked child starts its own sequence: its pid is new. */
 	if (pid != qid_last_pid) {
 		qid_last_pid = pid;
@@ -50,6 +54,7 @@ void qid_generate(char out[QID_SIZE])
 	if (now <= qid_last_us)
 		now = qid_last_us + 1;
 	qid_last_us = now;
+	pthread_mutex_unlock(&qid_lock);
 	qid_format(out, now, (uint32_t)pid);
 }
 

@@ -185,6 +185,11 @@ uint64_t qstore_size(const struct qstore_writer *w)
 	return w->size;
 }
 
+const char *qstore_writer_qid(const struct qstore_writer *w)
+{
+	return w->qid;
+}
+
 int qstore_commit(struct qstore_writer **wp, char qid[QID_SIZE], int *errnum, char *err,
 		  size_t errlen)
 {

@@ -66,6 +66,8 @@ struct qstore_writer *qstore_create(struct qstore *qs, const Zfarm__Envelope *en
 /* qstore_append - content bytes; -1 + reason (disk full: *errnum ENOSPC). */
 int qstore_append(struct qstore_writer *w, const void *data, size_t len, int *errnum,
 		  char *err, size_t errlen);
+/* qstore_writer_qid - the ID chosen at create (commit may change it on a collision). */
+const char *qstore_writer_qid(const struct qstore_writer *w);
 /* qstore_size - content bytes appended so far. */
 uint64_t qstore_size(const struct qstore_writer *w);
 /*

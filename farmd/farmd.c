@@ -115,6 +115,7 @@ static struct config *farmd_config_read(struct farmd *fd, char **text, char *err
 {
 	struct config *cfg = config_new();
 
+	paths_set_defaults(cfg);
 	*text = NULL;
 	for (size_t i = 0; i < fd->noverrides; i++) {
 		if (config_override(cfg, fd->overrides[i], err, errlen) < 0) {

@@ -5,6 +5,7 @@ ZF_TEST_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 
 ZF_UNIT_TESTS = \
 	tests/common/test_address \
+	tests/common/test_cidr \
 	tests/common/test_clock \
 	tests/common/test_config \
 	tests/common/test_endpoint \
@@ -14,6 +15,9 @@ ZF_UNIT_TESTS = \
 	tests/common/test_qid \
 	tests/common/test_qstore \
 	tests/common/test_strbuf \
+	tests/smtpserver/test_relay \
+	tests/smtpserver/test_session \
+	tests/smtpserver/test_smtp_body \
 	tests/smtpserver/test_smtp_cmd
 
 check_PROGRAMS += $(ZF_UNIT_TESTS)
@@ -23,6 +27,9 @@ check_PROGRAMS += tests/farm/echo_farm
 tests_common_test_address_SOURCES = tests/common/test_address.c
 tests_common_test_address_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_address_LDADD = $(ZF_TEST_LIBS)
+tests_common_test_cidr_SOURCES = tests/common/test_cidr.c
+tests_common_test_cidr_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_common_test_cidr_LDADD = $(ZF_TEST_LIBS)
 tests_common_test_clock_SOURCES = tests/common/test_clock.c
 tests_common_test_clock_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_clock_LDADD = $(ZF_TEST_LIBS)
@@ -50,9 +57,18 @@ tests_common_test_qstore_LDADD = $(ZF_TEST_LIBS)
 tests_common_test_strbuf_SOURCES = tests/common/test_strbuf.c
 tests_common_test_strbuf_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_strbuf_LDADD = $(ZF_TEST_LIBS)
+tests_smtpserver_test_relay_SOURCES = tests/smtpserver/test_relay.c
+tests_smtpserver_test_relay_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_smtpserver_test_relay_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS)
+tests_smtpserver_test_session_SOURCES = tests/smtpserver/test_session.c
+tests_smtpserver_test_session_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_smtpserver_test_session_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS)
+tests_smtpserver_test_smtp_body_SOURCES = tests/smtpserver/test_smtp_body.c
+tests_smtpserver_test_smtp_body_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_smtpserver_test_smtp_body_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS)
 tests_smtpserver_test_smtp_cmd_SOURCES = tests/smtpserver/test_smtp_cmd.c
 tests_smtpserver_test_smtp_cmd_CFLAGS = $(ZF_TEST_CFLAGS)
-tests_smtpserver_test_smtp_cmd_LDADD = smtpserver/libsmtpcmd.a $(ZF_TEST_LIBS)
+tests_smtpserver_test_smtp_cmd_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS)
 
 # A tiny farm (echo service) on the child skeleton, for the skeleton's and
 # farmd's integration tests.

@@ -115,6 +115,7 @@ int main(int argc, char **argv)
 	bool json = false;
 	int c, fd, rc;
 
+	paths_set_defaults(cfg);
 	log_open("zfarmctl", LOG_TARGET_STDERR);
 	while ((c = getopt(argc, argv, "+c:o:")) != -1) {
 		switch (c) {

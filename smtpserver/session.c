@@ -1,0 +1,1047 @@
+/*
+ * session - see session.h.
+ *
+ * Reading: session_process() is the only place that consumes input.  It
+ * runs from the read callback and again when a commit finishes or the
+ * output drained, and loops over whatever is buffered, so pipelined
+ * commands and the commands behind a message's end are handled in order.
+ * It stops in COMMIT (until the committer calls back), in CLOSING, and
+ * while the output buffer is over SESSION_OUT_HIGH (a client that sends
+ * without reading replies).
+ *
+ * Replies use Postfix's texts where Postfix has one, so operators and
+ * their log tools recognise them.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "common/cidr.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/qstore.h"
+#include "common/xalloc.h"
+#include "proto/qfile.pb-c.h"
+#include "smtpserver/committer.h"
+#include "smtpserver/handoff.h"
+#include "smtpserver/relay.h"
+#include "smtpserver/session.h"
+#include "smtpserver/smtp_body.h"
+#include "smtpserver/smtp_cmd.h"
+#include "smtpserver/smtpd_config.h"
+
+#define SESSION_IN_HIGH	  (64 * 1024) /* read high-water mark */
+#define SESSION_OUT_HIGH  (64 * 1024) /* stop reading commands above this */
+#define SESSION_STAGE	  (64 * 1024) /* content staged before a queue write */
+#define SESSION_PEER_SIZE (INET6_ADDRSTRLEN + 32)
+
+enum session_state {
+	SESSION_COMMAND,
+	SESSION_DATA,
+	SESSION_BDAT,
+	SESSION_COMMIT,
+	SESSION_CLOSING,
+};
+
+/* Counters for the "disconnect from" line, one per verb. */
+struct verb_count {
+	unsigned total, ok;
+};
+
+/* The mail transaction: MAIL FROM up to the end of the message. */
+struct transaction {
+	bool active; /* MAIL was accepted */
+	char sender[ADDRESS_MAILBOX_SIZE];
+	bool smtputf8;
+	bool has_size;
+	uint64_t size;
+	enum smtp_cmd_body body;
+	enum smtp_cmd_ret ret;
+	char envid[SMTP_CMD_ENVID_MAX + 1];
+	Zfarm__EnvRecipient **rcpt;
+	unsigned nrcpt, rcpt_cap;
+	/* receiving */
+	struct qstore_writer *w;
+	char qid[QID_SIZE];
+	struct smtp_body body_dec;
+	bool bdat;		/* a BDAT transaction started */
+	bool failed;		/* BDAT: a chunk failed; the rest are skipped */
+	bool write_failed;	/* the queue store refused a write */
+	int write_errnum;
+	char write_reason[256];
+	uint64_t bdat_left;	/* octets of the current chunk still to read */
+	bool bdat_last;
+	bool bdat_skip;		/* this chunk is read and thrown away */
+	int bdat_skip_code;	/* ... and then answered with this */
+	const char *bdat_skip_enh, *bdat_skip_text;
+};
+
+struct session {
+	struct session_env *env;
+	const struct smtpd_config *cfg;
+	struct bufferevent *bev;
+	enum session_state state;
+	char listener[32];
+	bool unix_client;
+	char peer[SESSION_PEER_SIZE]; /* "unknown[192.0.2.1]" */
+	char addr[INET6_ADDRSTRLEN];
+	bool trusted;
+	unsigned timeout;
+	unsigned error_limit;
+
+	/* EHLO state */
+	bool helo_seen, esmtp;
+	char helo[ADDRESS_DOMAIN_SIZE + 2];
+
+	struct transaction t;
+
+	/* staging for content on its way to the queue store */
+	char *stage;
+	size_t stage_len;
+
+	bool skipping;	   /* discarding the rest of an over-long line */
+	bool out_blocked;  /* input paused until the output drains */
+	bool commit_gone;  /* the client left while a commit ran */
+	unsigned errors, junk, commands;
+	const char *last_verb; /* for "lost connection after X" */
+	struct verb_count counts[SMTP_CMD_AUTH + 2];
+};
+
+static void session_process(struct session *s);
+
+/* ---- replies ---- */
+
+static void session_vreply(struct session *s, int code, const char *enh, const char *fmt,
+			   va_list ap)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+
+	if (enh && enh[0] && s->cfg->enhancedstatuscodes)
+		evbuffer_add_printf(out, "%d %s ", code, enh);
+	else
+		evbuffer_add_printf(out, "%d ", code);
+	evbuffer_add_vprintf(out, fmt, ap);
+	evbuffer_add(out, "\r\n", 2);
+}
+
+static void session_reply(struct session *s, int code, const char *enh, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void session_reply(struct session *s, int code, const char *enh, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	session_vreply(s, code, enh, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- life cycle ---- */
+
+static void transaction_reset(struct session *s)
+{
+	struct transaction *t = &s->t;
+
+	qstore_abort(&t->w);
+	for (unsigned i = 0; i < t->nrcpt; i++) {
+		free(t->rcpt[i]->address);
+		free(t->rcpt[i]->orcpt);
+		free(t->rcpt[i]);
+	}
+	free(t->rcpt);
+	memset(t, 0, sizeof(*t));
+	s->stage_len = 0;
+}
+
+static void session_log_disconnect(struct session *s)
+{
+	char line[512];
+	size_t n = 0;
+
+	for (int v = SMTP_CMD_HELO; v <= SMTP_CMD_AUTH + 1 && n < sizeof(line); v++) {
+		const struct verb_count *c = &s->counts[v];
+		const char *name = v <= SMTP_CMD_AUTH ? smtp_cmd_verb_name(v) : "unknown";
+		char lower[16];
+		size_t i;
+
+		if (c->total == 0)
+			continue;
+		for (i = 0; name[i] && i < sizeof(lower) - 1; i++)
+			lower[i] = (char)(name[i] | 0x20);
+		lower[i] = '\0';
+		if (c->ok == c->total)
+			n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=%u", lower, c->total);
+		else
+			n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=%u/%u", lower, c->ok,
+					      c->total);
+	}
+	if (n >= sizeof(line))
+		n = sizeof(line) - 1;
+	line[n] = '\0';
+	log_info("disconnect from %s%s commands=%u", s->peer, line, s->commands);
+}
+
+static void session_free(struct session *s)
+{
+	struct session_env *env = s->env;
+
+	session_log_disconnect(s);
+	transaction_reset(s);
+	bufferevent_free(s->bev);
+	free(s->stage);
+	free(s);
+	env->session_end(env->arg);
+}
+
+/* session_close - stop reading; close once the queued replies are out. */
+static void session_close(struct session *s)
+{
+	struct timeval tv = {s->timeout < 10 ? s->timeout : 10, 0};
+
+	if (s->state == SESSION_COMMIT) {
+		s->commit_gone = true; /* freed when the committer calls back */
+		return;
+	}
+	s->state = SESSION_CLOSING;
+	bufferevent_disable(s->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+		session_free(s);
+		return;
+	}
+	/* A client that does not read gets a short grace, then the door. */
+	bufferevent_set_timeouts(s->bev, NULL, &tv);
+}
+
+static void session_error(struct session *s)
+{
+	s->errors++;
+	if (s->errors >= s->error_limit) {
+		log_info("too many errors after %s from %s", s->last_verb, s->peer);
+		session_reply(s, 421, "4.7.0", "%s Error: too many errors", s->cfg->myhostname);
+		session_close(s);
+	}
+}
+
+static void session_junk(struct session *s)
+{
+	if (++s->junk > s->cfg->junk_command_limit)
+		session_error(s);
+}
+
+/* ---- content staging ---- */
+
+static void stage_flush(struct session *s)
+{
+	struct transaction *t = &s->t;
+
+	if (s->stage_len == 0)
+		return;
+	if (!t->write_failed && t->w &&
+	    qstore_append(t->w, s->stage, s->stage_len, &t->write_errnum, t->write_reason,
+			  sizeof(t->write_reason)) < 0)
+		t->write_failed = true;
+	s->stage_len = 0;
+}
+
+static void stage_add(struct session *s, const char *p, size_t n)
+{
+	while (n > 0) {
+		size_t room = SESSION_STAGE - s->stage_len;
+		size_t k = n < room ? n : room;
+
+		memcpy(s->stage + s->stage_len, p, k);
+		s->stage_len += k;
+		p += k;
+		n -= k;
+		if (s->stage_len == SESSION_STAGE)
+			stage_flush(s);
+	}
+}
+
+/* ---- message start and end ---- */
+
+static const char *session_protocol(const struct session *s)
+{
+	if (s->t.smtputf8)
+		return "UTF8SMTP";
+	return s->esmtp ? "ESMTP" : "SMTP";
+}
+
+static const char *body_name(enum smtp_cmd_body b)
+{
+	switch (b) {
+	case SMTP_CMD_BODY_7BIT:
+		return "7BIT";
+	case SMTP_CMD_BODY_8BITMIME:
+		return "8BITMIME";
+	case SMTP_CMD_BODY_BINARYMIME:
+		return "BINARYMIME";
+	default:
+		return "";
+	}
+}
+
+/* Reply to a queue store failure: 452 4.3.1 for a full disk, else 451. */
+static void session_reply_store_error(struct session *s, int errnum)
+{
+	if (errnum == ENOSPC || errnum == EDQUOT)
+		session_reply(s, 452, "4.3.1", "Insufficient system storage");
+	else
+		session_reply(s, 451, "4.3.0", "Error: queue file write error");
+}
+
+/*
+ * message_begin - create the queue file (envelope first) and stage the
+ * Received: header.  -1 after replying when the store refused.
+ */
+static int message_begin(struct session *s, enum smtp_body_mode mode)
+{
+	struct transaction *t = &s->t;
+	Zfarm__Envelope env = ZFARM__ENVELOPE__INIT;
+	struct smtp_body_limits lim = {
+	    .size_max = s->cfg->message_size_limit,
+	    .line_max = s->cfg->data_line_limit,
+	    .header_max = s->cfg->header_size_limit,
+	    .hops_max = s->cfg->hopcount_limit,
+	};
+	char reason[256], date[64], hdr[1024];
+	int errnum = 0, n;
+
+	env.client_addr = s->addr;
+	env.client_name = s->unix_client ? "localhost" : "unknown";
+	env.helo = s->helo;
+	env.protocol = (char *)session_protocol(s);
+	env.sender = t->sender;
+	env.n_recipients = t->nrcpt;
+	env.recipients = t->rcpt;
+	env.envid = t->envid;
+	env.ret = t->ret == SMTP_CMD_RET_FULL ? "FULL" : t->ret == SMTP_CMD_RET_HDRS ? "HDRS" : "";
+	env.size_declared = t->has_size ? t->size : 0;
+	env.body = (char *)body_name(t->body);
+	env.smtputf8 = t->smtputf8;
+	env.auth_user = "";
+	t->w = qstore_create(s->env->qs, &env, &errnum, reason, sizeof(reason));
+	if (!t->w) {
+		log_error("NOQUEUE: cannot create a queue file for %s: %s", s->peer, reason);
+		session_reply_store_error(s, errnum);
+		return -1;
+	}
+	memcpy(t->qid, qstore_writer_qid(t->w), QID_SIZE);
+	log_info("%s: client=%s", t->qid, s->peer);
+	smtp_body_init(&t->body_dec, mode, &lim);
+	t->write_failed = false;
+	s->stage_len = 0;
+
+	clock_format_rfc5322(clock_now(), date, sizeof(date));
+	if (s->unix_client)
+		n = snprintf(hdr, sizeof(hdr),
+			     "Received: from %s (localhost)\r\n\tby %s (zfarm) with %s id %s",
+			     s->helo[0] ? s->helo : "localhost", s->cfg->myhostname,
+			     session_protocol(s), t->qid);
+	else
+		n = snprintf(hdr, sizeof(hdr),
+			     "Received: from %s (unknown [%s])\r\n\tby %s (zfarm) with %s id %s",
+			     s->helo[0] ? s->helo : "unknown", s->addr, s->cfg->myhostname,
+			     session_protocol(s), t->qid);
+	stage_add(s, hdr, (size_t)n);
+	if (t->nrcpt == 1)
+		n = snprintf(hdr, sizeof(hdr), "\r\n\tfor <%s>; %s\r\n", t->rcpt[0]->address, date);
+	else
+		n = snprintf(hdr, sizeof(hdr), "; %s\r\n", date);
+	stage_add(s, hdr, (size_t)n);
+	return 0;
+}
+
+static void session_log_reject(struct session *s, const char *stage, const char *qid, int code,
+			       const char *enh, const char *text, const char *rcpt)
+{
+	log_info("%s: reject: %s from %s: %d %s %s; from=<%s>%s%s%s proto=%s helo=<%s>",
+		 qid ? qid : "NOQUEUE", stage, s->peer, code, enh, text, s->t.sender,
+		 rcpt ? " to=<" : "", rcpt ? rcpt : "", rcpt ? ">" : "", session_protocol(s),
+		 s->helo);
+}
+
+static void session_on_committed(void *arg, int rc, const char *qid, int errnum,
+				 const char *reason)
+{
+	struct session *s = arg;
+	struct transaction *t = &s->t;
+	uint64_t size = t->body_dec.size;
+	char why[512];
+
+	if (rc < 0) {
+		log_error("%s: cannot commit the message from %s: %s", t->qid, s->peer, reason);
+		if (!s->commit_gone)
+			session_reply_store_error(s, errnum);
+	} else {
+		log_info("%s: from=<%s>, size=%" PRIu64 ", nrcpt=%u, proto=%s (queued)", qid,
+			 t->sender, size, t->nrcpt, session_protocol(s));
+		if (s->env->handoff &&
+		    handoff_send(s->env->handoff, qid, qstore_backend(s->env->qs), size, t->nrcpt,
+				 (int64_t)(qid_time_us(qid) / 1000000), why, sizeof(why)) < 0)
+			log_warn("%s: hand-off to the router failed: %s; the message stays in "
+				 "the queue for the reinjector",
+				 qid, why);
+		if (s->commit_gone)
+			log_info("%s: the client from %s left before the 250; the message is "
+				 "queued and may arrive twice if it is sent again",
+				 qid, s->peer);
+		else
+			session_reply(s, 250, "2.0.0", "Ok: queued as %s", qid);
+		s->counts[t->bdat ? SMTP_CMD_BDAT : SMTP_CMD_DATA].ok++;
+	}
+	transaction_reset(s);
+	if (s->commit_gone) {
+		s->state = SESSION_CLOSING;
+		session_free(s);
+		return;
+	}
+	s->state = SESSION_COMMAND;
+	session_process(s);
+}
+
+/*
+ * message_end - the client finished the message: answer its errors, or
+ * commit it (the 250 comes from session_on_committed).
+ */
+static void message_end(struct session *s)
+{
+	struct transaction *t = &s->t;
+	int code;
+	const char *enh, *text;
+
+	stage_flush(s);
+	if (t->body_dec.error != SMTP_BODY_OK) {
+		smtp_body_reply(t->body_dec.error, &code, &enh, &text);
+		session_log_reject(s, "END-OF-MESSAGE", t->qid, code, enh, text, NULL);
+		session_reply(s, code, enh, "%s", text);
+		transaction_reset(s);
+		s->state = SESSION_COMMAND;
+		session_error(s);
+		return;
+	}
+	if (t->write_failed) {
+		log_error("%s: cannot write the message from %s: %s", t->qid, s->peer,
+			  t->write_reason);
+		session_reply_store_error(s, t->write_errnum);
+		transaction_reset(s);
+		s->state = SESSION_COMMAND;
+		return;
+	}
+	s->state = SESSION_COMMIT;
+	committer_submit(s->env->committer, t->w, session_on_committed, s);
+	t->w = NULL;
+}
+
+/* ---- commands ---- */
+
+static bool session_need_mail(struct session *s)
+{
+	if (!s->t.active) {
+		session_reply(s, 503, "5.5.1", "Error: need MAIL command");
+		session_error(s);
+		return false;
+	}
+	return true;
+}
+
+static void do_helo(struct session *s, const struct smtp_cmd *c)
+{
+	const struct smtpd_config *cfg = s->cfg;
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+
+	transaction_reset(s);
+	snprintf(s->helo, sizeof(s->helo), "%.*s", (int)c->arg_len, c->arg);
+	s->helo_seen = true;
+	s->esmtp = c->verb == SMTP_CMD_EHLO;
+	s->counts[c->verb].ok++;
+	if (!s->esmtp) {
+		session_reply(s, 250, NULL, "%s", cfg->myhostname);
+		return;
+	}
+	evbuffer_add_printf(out, "250-%s\r\n", cfg->myhostname);
+	if (cfg->pipelining)
+		evbuffer_add_printf(out, "250-PIPELINING\r\n");
+	if (cfg->size) {
+		if (cfg->message_size_limit)
+			evbuffer_add_printf(out, "250-SIZE %" PRIu64 "\r\n",
+					    cfg->message_size_limit);
+		else
+			evbuffer_add_printf(out, "250-SIZE\r\n");
+	}
+	if (cfg->vrfy_command)
+		evbuffer_add_printf(out, "250-VRFY\r\n");
+	if (cfg->eightbitmime)
+		evbuffer_add_printf(out, "250-8BITMIME\r\n");
+	if (cfg->enhancedstatuscodes)
+		evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
+	if (cfg->smtputf8)
+		evbuffer_add_printf(out, "250-SMTPUTF8\r\n");
+	if (cfg->chunking)
+		evbuffer_add_printf(out, "250-CHUNKING\r\n");
+	if (cfg->dsn)
+		evbuffer_add_printf(out, "250-DSN\r\n");
+	evbuffer_add_printf(out, "250 HELP\r\n");
+}
+
+static void do_mail(struct session *s, const struct smtp_cmd *c)
+{
+	const struct smtpd_config *cfg = s->cfg;
+	struct transaction *t = &s->t;
+	long long avail;
+
+	if (cfg->helo_required && !s->helo_seen) {
+		session_reply(s, 503, "5.5.1", "Error: send HELO/EHLO first");
+		session_error(s);
+		return;
+	}
+	if (t->active) {
+		session_reply(s, 503, "5.5.1", "Error: nested MAIL command");
+		session_error(s);
+		return;
+	}
+	if (cfg->queue_minfree) {
+		avail = qstore_free_bytes(s->env->qs);
+		/* Room for the declared size 1.5 times over, as Postfix does. */
+		if (avail >= 0 &&
+		    ((uint64_t)avail < cfg->queue_minfree ||
+		     (c->has_size && (uint64_t)avail - cfg->queue_minfree < c->size / 2 * 3))) {
+			log_warn("NOQUEUE: reject: MAIL from %s: 452 4.3.1 Insufficient system "
+				 "storage; %lld bytes free, queue_minfree %" PRIu64,
+				 s->peer, avail, cfg->queue_minfree);
+			session_reply(s, 452, "4.3.1", "Insufficient system storage");
+			return;
+		}
+	}
+	transaction_reset(s);
+	t->active = true;
+	address_format(&c->addr, t->sender, sizeof(t->sender));
+	t->smtputf8 = c->smtputf8;
+	t->has_size = c->has_size;
+	t->size = c->size;
+	t->body = c->body;
+	t->ret = c->ret;
+	if (c->has_envid)
+		snprintf(t->envid, sizeof(t->envid), "%s", c->envid);
+	s->counts[SMTP_CMD_MAIL].ok++;
+	session_reply(s, 250, "2.1.0", "Ok");
+}
+
+static void do_rcpt(struct session *s, const struct smtp_cmd *c)
+{
+	struct transaction *t = &s->t;
+	Zfarm__EnvRecipient *r;
+	char addr[ADDRESS_MAILBOX_SIZE], orcpt[SMTP_CMD_ATYPE_MAX + SMTP_CMD_ORCPT_MAX + 2];
+	const char *why = NULL;
+
+	if (!session_need_mail(s))
+		return;
+	if (t->nrcpt >= s->cfg->recipient_limit) {
+		session_reply(s, 452, "4.5.3", "Error: too many recipients");
+		return;
+	}
+	address_format(&c->addr, addr, sizeof(addr));
+	if (relay_check(s->cfg->relay, &c->addr, s->trusted, &why) == RELAY_DENIED) {
+		char text[ADDRESS_MAILBOX_SIZE + 128];
+
+		snprintf(text, sizeof(text), "<%s>: %s", addr, why);
+		session_log_reject(s, "RCPT", NULL, 554, "5.7.1", text, addr);
+		session_reply(s, 554, "5.7.1", "%s", text);
+		session_error(s);
+		return;
+	}
+	if (t->nrcpt == t->rcpt_cap) {
+		t->rcpt_cap = t->rcpt_cap ? t->rcpt_cap * 2 : 4;
+		t->rcpt = xrealloc(t->rcpt, t->rcpt_cap * sizeof(*t->rcpt));
+	}
+	r = xmalloc(sizeof(*r));
+	zfarm__env_recipient__init(r);
+	r->address = xstrdup(addr);
+	if (c->has_orcpt) {
+		snprintf(orcpt, sizeof(orcpt), "%s;%s", c->orcpt_type, c->orcpt);
+		r->orcpt = xstrdup(orcpt);
+	} else {
+		r->orcpt = xstrdup("");
+	}
+	r->notify = c->notify;
+	t->rcpt[t->nrcpt++] = r;
+	s->counts[SMTP_CMD_RCPT].ok++;
+	session_reply(s, 250, "2.1.5", "Ok");
+}
+
+static void do_data(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	if (!session_need_mail(s))
+		return;
+	if (s->t.bdat) {
+		session_reply(s, 503, "5.5.1", "Error: DATA after BDAT");
+		session_error(s);
+		return;
+	}
+	if (s->t.nrcpt == 0) {
+		session_reply(s, 503, "5.5.1", "Error: need RCPT command");
+		session_error(s);
+		return;
+	}
+	if (message_begin(s, SMTP_BODY_DOT) < 0) {
+		transaction_reset(s);
+		return;
+	}
+	session_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+	s->state = SESSION_DATA;
+}
+
+/* bdat_skip - read this chunk and throw it away, then reply code. */
+static void bdat_skip(struct session *s, uint64_t size, int code, const char *enh,
+		      const char *text)
+{
+	struct transaction *t = &s->t;
+
+	t->bdat_left = size;
+	t->bdat_skip = true;
+	t->bdat_skip_code = code;
+	t->bdat_skip_enh = enh;
+	t->bdat_skip_text = text;
+	s->state = SESSION_BDAT;
+}
+
+static void do_bdat(struct session *s, const struct smtp_cmd *c)
+{
+	struct transaction *t = &s->t;
+
+	/* Whatever the answer, the chunk's octets are read: they are not commands. */
+	if (!s->cfg->chunking) {
+		bdat_skip(s, c->chunk_size, 502, "5.5.1", "Error: command not implemented");
+		return;
+	}
+	if (!t->active) {
+		bdat_skip(s, c->chunk_size, 503, "5.5.1", "Error: need MAIL command");
+		return;
+	}
+	if (t->nrcpt == 0) {
+		bdat_skip(s, c->chunk_size, 503, "5.5.1", "Error: need RCPT command");
+		return;
+	}
+	if (t->failed) {
+		bdat_skip(s, c->chunk_size, 503, "5.5.1",
+			  "Error: the message failed; send RSET");
+		return;
+	}
+	if (!t->bdat) {
+		if (message_begin(s, SMTP_BODY_RAW) < 0) {
+			/* Replied already; the chunk still has to go. */
+			t->failed = true;
+			t->bdat = true;
+			bdat_skip(s, c->chunk_size, 0, NULL, NULL);
+			return;
+		}
+		t->bdat = true;
+	}
+	t->bdat_left = c->chunk_size;
+	t->bdat_last = c->last;
+	t->bdat_skip = false;
+	s->state = SESSION_BDAT;
+}
+
+/* bdat_chunk_end - every octet of the chunk is read. */
+static void bdat_chunk_end(struct session *s)
+{
+	struct transaction *t = &s->t;
+	int code;
+	const char *enh, *text;
+	char tail[2];
+	size_t n;
+
+	s->state = SESSION_COMMAND;
+	if (t->bdat_skip) {
+		if (t->bdat_skip_code) {
+			session_reply(s, t->bdat_skip_code, t->bdat_skip_enh, "%s",
+				      t->bdat_skip_text);
+			session_error(s);
+		}
+		return;
+	}
+	if (t->bdat_last) {
+		n = smtp_body_finish(&t->body_dec, tail);
+		stage_add(s, tail, n);
+		message_end(s);
+		return;
+	}
+	if (t->body_dec.error != SMTP_BODY_OK) {
+		/* RFC 3030: a failed chunk fails the message; later chunks are skipped. */
+		smtp_body_reply(t->body_dec.error, &code, &enh, &text);
+		session_log_reject(s, "BDAT", t->qid, code, enh, text, NULL);
+		session_reply(s, code, enh, "%s", text);
+		qstore_abort(&t->w);
+		t->failed = true;
+		session_error(s);
+		return;
+	}
+	s->counts[SMTP_CMD_BDAT].ok++;
+	session_reply(s, 250, "2.0.0", "Ok: %" PRIu64 " octets", t->body_dec.size);
+}
+
+static void do_vrfy(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	s->counts[SMTP_CMD_VRFY].ok++;
+	session_reply(s, 252, "2.0.0", "Cannot VRFY user, but will accept message and attempt "
+				       "delivery");
+	session_junk(s);
+}
+
+static void session_command(struct session *s, const char *line, size_t len)
+{
+	const struct smtpd_config *cfg = s->cfg;
+	struct smtp_cmd_opts opts = {
+	    .size = cfg->size && s->esmtp,
+	    .eightbitmime = cfg->eightbitmime && s->esmtp,
+	    .smtputf8 = cfg->smtputf8 && s->esmtp,
+	    .dsn = cfg->dsn && s->esmtp,
+	    .chunking = cfg->chunking && s->esmtp,
+	    .utf8_transaction = s->t.smtputf8,
+	    .size_limit = cfg->message_size_limit,
+	    .line_max = cfg->command_line_limit,
+	};
+	struct smtp_cmd c;
+	char why[256];
+	enum smtp_cmd_result r;
+
+	s->commands++;
+	r = smtp_cmd_parse(line, len, &opts, &c, why, sizeof(why));
+	s->counts[c.verb == SMTP_CMD_NONE ? SMTP_CMD_AUTH + 1 : c.verb].total++;
+	s->last_verb = c.verb == SMTP_CMD_NONE ? "unknown command" : smtp_cmd_verb_name(c.verb);
+	if (r != SMTP_CMD_OK) {
+		/* BDAT with a size we understood still owns its octets. */
+		if (c.verb == SMTP_CMD_BDAT && c.chunk_size > 0) {
+			bdat_skip(s, c.chunk_size, c.reply_code, c.enhanced, c.text);
+			return;
+		}
+		if (r == SMTP_CMD_ERR_UNKNOWN)
+			session_reply(s, 500, "5.5.2", "Error: command not recognized");
+		else
+			session_reply(s, c.reply_code, c.enhanced, "%s: %s", c.text, why);
+		session_error(s);
+		return;
+	}
+	switch (c.verb) {
+	case SMTP_CMD_HELO:
+	case SMTP_CMD_EHLO:
+		do_helo(s, &c);
+		break;
+	case SMTP_CMD_MAIL:
+		do_mail(s, &c);
+		break;
+	case SMTP_CMD_RCPT:
+		do_rcpt(s, &c);
+		break;
+	case SMTP_CMD_DATA:
+		do_data(s, &c);
+		break;
+	case SMTP_CMD_BDAT:
+		do_bdat(s, &c);
+		break;
+	case SMTP_CMD_RSET:
+		transaction_reset(s);
+		s->counts[c.verb].ok++;
+		session_reply(s, 250, "2.0.0", "Ok");
+		session_junk(s);
+		break;
+	case SMTP_CMD_NOOP:
+		s->counts[c.verb].ok++;
+		session_reply(s, 250, "2.0.0", "Ok");
+		session_junk(s);
+		break;
+	case SMTP_CMD_QUIT:
+		s->counts[c.verb].ok++;
+		session_reply(s, 221, "2.0.0", "Bye");
+		session_close(s);
+		break;
+	case SMTP_CMD_VRFY:
+		do_vrfy(s, &c);
+		break;
+	case SMTP_CMD_HELP:
+		s->counts[c.verb].ok++;
+		session_reply(s, 214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP "
+					       "QUIT VRFY HELP");
+		session_junk(s);
+		break;
+	default: /* STARTTLS, AUTH: a later issue */
+		session_reply(s, 502, "5.5.1", "Error: command not implemented");
+		session_error(s);
+		break;
+	}
+}
+
+/* ---- input ---- */
+
+/* One command line from the input; false when more input is needed. */
+static bool session_read_command(struct session *s, struct evbuffer *in)
+{
+	size_t limit = s->cfg->command_line_limit;
+	size_t avail = evbuffer_get_length(in);
+	struct evbuffer_ptr p;
+	char *line;
+	size_t len;
+
+	p = evbuffer_search(in, "\n", 1, NULL);
+	if (s->skipping) {
+		if (p.pos < 0) {
+			evbuffer_drain(in, avail);
+			return false;
+		}
+		evbuffer_drain(in, (size_t)p.pos + 1);
+		s->skipping = false;
+		return true;
+	}
+	if (p.pos < 0) {
+		if (avail < limit)
+			return false;
+		/* No LF within the limit: answer now, drop the rest of the line. */
+		s->commands++;
+		session_reply(s, 500, "5.5.2", "Error: line too long");
+		evbuffer_drain(in, avail);
+		s->skipping = true;
+		session_error(s);
+		return s->state == SESSION_COMMAND;
+	}
+	len = (size_t)p.pos + 1;
+	if (len > limit) {
+		s->commands++;
+		session_reply(s, 500, "5.5.2", "Error: line too long");
+		evbuffer_drain(in, len);
+		session_error(s);
+		return true;
+	}
+	line = (char *)evbuffer_pullup(in, (ssize_t)len);
+	if (len < 2 || line[len - 2] != '\r') {
+		s->commands++;
+		session_reply(s, 501, "5.5.2", "Error: bare <LF> received; commands end with <CR><LF>");
+		evbuffer_drain(in, len);
+		session_error(s);
+		return true;
+	}
+	session_command(s, line, len - 2);
+	evbuffer_drain(in, len);
+	return true;
+}
+
+/* Feed DATA or a BDAT chunk through the decoder; false when more is needed. */
+static bool session_read_content(struct session *s, struct evbuffer *in)
+{
+	struct transaction *t = &s->t;
+	struct evbuffer_iovec v[8];
+	size_t want = evbuffer_get_length(in), used = 0;
+	bool end = false;
+	int n;
+
+	if (s->state == SESSION_BDAT && want > t->bdat_left)
+		want = t->bdat_left;
+	if (want == 0)
+		return s->state == SESSION_BDAT && t->bdat_left == 0 ? (bdat_chunk_end(s), true)
+								     : false;
+	n = evbuffer_peek(in, (ssize_t)want, NULL, v, 8);
+	if (n > 8)
+		n = 8;
+	for (int i = 0; i < n && used < want && !end; i++) {
+		const char *p = v[i].iov_base;
+		size_t len = v[i].iov_len;
+
+		if (len > want - used)
+			len = want - used;
+		if (s->state == SESSION_BDAT && t->bdat_skip) {
+			used += len;
+			continue;
+		}
+		while (len > 0 && !end) {
+			size_t room = SESSION_STAGE - s->stage_len, k = len < room ? len : room;
+			size_t out_len, c;
+
+			c = smtp_body_feed(&t->body_dec, p, k, s->stage + s->stage_len, &out_len,
+					   &end);
+			s->stage_len += out_len;
+			if (s->stage_len == SESSION_STAGE)
+				stage_flush(s);
+			p += c;
+			len -= c;
+			used += c;
+		}
+	}
+	evbuffer_drain(in, used);
+	if (s->state == SESSION_DATA) {
+		if (end) {
+			message_end(s);
+			return true;
+		}
+		return evbuffer_get_length(in) > 0;
+	}
+	t->bdat_left -= used;
+	if (t->bdat_left == 0) {
+		bdat_chunk_end(s);
+		return true;
+	}
+	return evbuffer_get_length(in) > 0;
+}
+
+static void session_process(struct session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	bool more = true;
+
+	while (more) {
+		switch (s->state) {
+		case SESSION_COMMAND:
+			if (evbuffer_get_length(out) > SESSION_OUT_HIGH) {
+				/* Resumed by the write callback once the client reads. */
+				s->out_blocked = true;
+				bufferevent_disable(s->bev, EV_READ);
+				return;
+			}
+			more = evbuffer_get_length(in) > 0 && session_read_command(s, in);
+			break;
+		case SESSION_DATA:
+		case SESSION_BDAT:
+			more = session_read_content(s, in);
+			break;
+		case SESSION_COMMIT:
+		case SESSION_CLOSING:
+			return;
+		}
+	}
+}
+
+/* ---- events ---- */
+
+static void session_on_read(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	session_process(arg);
+}
+
+static void session_on_write(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+
+	(void)bev;
+	if (s->state == SESSION_CLOSING) {
+		session_free(s);
+		return;
+	}
+	if (s->out_blocked) {
+		s->out_blocked = false;
+		bufferevent_enable(s->bev, EV_READ);
+		session_process(s);
+	}
+}
+
+static void session_on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct session *s = arg;
+
+	(void)bev;
+	if (s->state == SESSION_CLOSING) {
+		session_free(s);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		log_info("timeout after %s from %s", s->last_verb, s->peer);
+		session_reply(s, 421, "4.4.2", "%s Error: timeout exceeded", s->cfg->myhostname);
+		session_close(s);
+		return;
+	}
+	if (what & BEV_EVENT_ERROR)
+		log_info("lost connection after %s from %s: %s", s->last_verb, s->peer,
+			 strerror(EVUTIL_SOCKET_ERROR()));
+	else if (s->state != SESSION_COMMAND || s->t.active)
+		log_info("lost connection after %s from %s", s->last_verb, s->peer);
+	if (s->state == SESSION_COMMIT) {
+		s->commit_gone = true;
+		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+		return;
+	}
+	s->state = SESSION_CLOSING;
+	session_free(s);
+}
+
+/* ---- start ---- */
+
+static void session_peer(struct session *s, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	memset(&ss, 0, sizeof(ss));
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET) {
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, s->addr,
+			  sizeof(s->addr));
+	} else if (ss.ss_family == AF_INET6) {
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, s->addr,
+			  sizeof(s->addr));
+	} else {
+		struct ucred cred;
+		socklen_t cl = sizeof(cred);
+
+		s->unix_client = true;
+		/* Local users: the sendmail injector is trusted like Postfix's. */
+		s->trusted = true;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0)
+			snprintf(s->peer, sizeof(s->peer), "local[uid=%u]", (unsigned)cred.uid);
+		else
+			snprintf(s->peer, sizeof(s->peer), "local");
+		return;
+	}
+	snprintf(s->peer, sizeof(s->peer), "unknown[%s]", s->addr);
+	s->trusted = cidr_list_match(s->cfg->mynetworks, (struct sockaddr *)&ss);
+}
+
+void session_start(struct session_env *env, int fd, const char *listener)
+{
+	struct session *s = xcalloc(1, sizeof(*s));
+	bool stress = env->stress && env->stress(env->arg);
+	struct timeval tv;
+
+	s->env = env;
+	s->cfg = env->cfg;
+	s->state = SESSION_COMMAND;
+	s->last_verb = "CONNECT";
+	snprintf(s->listener, sizeof(s->listener), "%s", listener ? listener : "");
+	s->timeout = stress ? env->cfg->stress_timeout : env->cfg->timeout;
+	s->error_limit = stress ? env->cfg->stress_error_limit : env->cfg->hard_error_limit;
+	if (s->error_limit == 0)
+		s->error_limit = 1;
+	session_peer(s, fd);
+	s->stage = xmalloc(SESSION_STAGE);
+	s->bev = bufferevent_socket_new(env->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (!s->bev) {
+		log_error("cannot set up a session for %s", s->peer);
+		close(fd);
+		free(s->stage);
+		free(s);
+		env->session_end(env->arg);
+		return;
+	}
+	log_info("connect from %s", s->peer);
+	bufferevent_setcb(s->bev, session_on_read, session_on_write, session_on_event, s);
+	/* Room for a whole command line at the limit, so a full buffer always holds an LF. */
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_IN_HIGH + env->cfg->command_line_limit);
+	tv.tv_sec = s->timeout;
+	tv.tv_usec = 0;
+	bufferevent_set_timeouts(s->bev, &tv, &tv);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	session_reply(s, 220, NULL, "%s", env->cfg->banner);
+}
