@@ -9,6 +9,7 @@ libzfarm_a_SOURCES = \
 	common/farm_server.c common/farm_server.h \
 	common/frame.c common/frame.h \
 	common/log.c common/log.h \
+	common/params.c common/params.h \
 	common/paths.c common/paths.h \
 	common/qid.c common/qid.h \
 	common/qstore.c common/qstore.h \

@@ -7,6 +7,7 @@
 
 #include "common/config.h"
 #include "common/endpoint.h"
+#include "common/params.h"
 #include "common/paths.h"
 #include "common/xalloc.h"
 
@@ -56,6 +57,9 @@ static int farm_def_check_param(const char *param, const char *value, const char
 	for (size_t i = 0; i < sizeof(farm_def_params) / sizeof(farm_def_params[0]); i++)
 		if (strcmp(param, farm_def_params[i]) == 0)
 			return 0;
+	/* A global of some service, overridden for this farm's children. */
+	if (params_known(param))
+		return 0;
 	snprintf(bad, 512, "%s:%u: unknown farm parameter \"%s\"", file, line, param);
 	return 1;
 }

@@ -12,6 +12,7 @@ ZF_UNIT_TESTS = \
 	tests/common/test_farm_server \
 	tests/common/test_frame \
 	tests/common/test_log \
+	tests/common/test_params \
 	tests/common/test_qid \
 	tests/common/test_qstore \
 	tests/common/test_strbuf \
@@ -48,6 +49,9 @@ tests_common_test_frame_LDADD = $(ZF_TEST_LIBS)
 tests_common_test_log_SOURCES = tests/common/test_log.c
 tests_common_test_log_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_log_LDADD = $(ZF_TEST_LIBS)
+tests_common_test_params_SOURCES = tests/common/test_params.c
+tests_common_test_params_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_common_test_params_LDADD = $(ZF_TEST_LIBS)
 tests_common_test_qid_SOURCES = tests/common/test_qid.c
 tests_common_test_qid_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_qid_LDADD = $(ZF_TEST_LIBS)
@@ -79,6 +83,7 @@ tests_farm_echo_farm_LDADD = $(ZF_LIBS)
 TEST_EXTENSIONS = .py
 PY_LOG_COMPILER = $(PYTHON3)
 AM_PY_LOG_FLAGS = -B
-ZF_PY_TESTS = tests/farmd/test_farmd.py
+ZF_PY_TESTS = tests/farmd/test_farmd.py tests/smtpserver/test_smtpserver.py
 TESTS += $(ZF_PY_TESTS)
-EXTRA_DIST += $(ZF_PY_TESTS) tests/farmd/farmlib.py bench/farm_echo.py
+EXTRA_DIST += $(ZF_PY_TESTS) tests/farmd/farmlib.py tests/smtpserver/smtplib_helpers.py \
+	bench/farm_echo.py bench/smtp_accept.py

@@ -1,0 +1,54 @@
+/* params - see params.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/params.h"
+
+/* Sorted (strcmp order) for bsearch. */
+static const char *const params_names[] = {
+    "busy_warn_interval",
+    "header_size_limit",
+    "hopcount_limit",
+    "log_level",
+    "message_size_limit",
+    "mydestination",
+    "myhostname",
+    "mynetworks",
+    "program_directory",
+    "queue_directory",
+    "queue_minfree",
+    "queue_store",
+    "relay_domains",
+    "router_endpoint",
+    "run_directory",
+    "smtp_listen",
+    "smtpd_banner",
+    "smtpd_command_line_limit",
+    "smtpd_commit_threads",
+    "smtpd_data_line_limit",
+    "smtpd_discard_ehlo_keywords",
+    "smtpd_hard_error_limit",
+    "smtpd_helo_required",
+    "smtpd_junk_command_limit",
+    "smtpd_recipient_limit",
+    "smtpd_stress_error_limit",
+    "smtpd_stress_timeout",
+    "smtpd_timeout",
+    "smtpd_vrfy_command",
+    "startup_timeout",
+    "stop_grace",
+    "stress_duration",
+    "submission_listen",
+    "throttle_max",
+};
+
+static int params_cmp(const void *key, const void *elem)
+{
+	return strcmp(key, *(const char *const *)elem);
+}
+
+bool params_known(const char *name)
+{
+	return bsearch(name, params_names, sizeof(params_names) / sizeof(params_names[0]),
+		       sizeof(params_names[0]), params_cmp) != NULL;
+}

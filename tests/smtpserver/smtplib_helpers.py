@@ -1,0 +1,269 @@
+"""smtplib_helpers - helpers for the smtpserver farm's integration tests.
+
+Python 3 standard library only; builds on tests/farmd/farmlib.py.
+
+  smtp_farm(name, port, **params)   a [farm NAME] section running smtpserver
+  Queue(dir)                        look at a spool queue directory
+  Raw(port=..|path=..)              a raw SMTP connection that reads replies
+  Standalone(...)                   smtpserver run alone (-s), optionally
+                                    under a wrapper (strace)
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import shutil
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP_SRCDIR = os.path.abspath(os.environ.get("top_srcdir") or os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(TOP_SRCDIR, "tests", "farmd"))
+import farmlib  # noqa: E402
+from farmlib import wait_until, free_port, alive  # noqa: E402,F401
+
+TOP_BUILDDIR = farmlib.TOP_BUILDDIR
+SMTPSERVER = os.path.join(TOP_BUILDDIR, "smtpserver", "smtpserver")
+LOCALHOST = farmlib.LOCALHOST
+
+BASE_GLOBALS = {
+    "router_endpoint": "none",
+    "mydestination": "localhost, example.test",
+    "mynetworks": "127.0.0.0/8",
+}
+
+
+def binaries_missing():
+    return [p for p in (farmlib.FARMD, farmlib.ZFARMCTL, SMTPSERVER) if not os.access(p, os.X_OK)]
+
+
+def smtp_farm(name, port, extra_listen=None, **params):
+    listen = "smtp=inet:127.0.0.1:%d" % port
+    if extra_listen:
+        listen += ", " + extra_listen
+    p = {"listen": listen, "program": SMTPSERVER, "process_limit": 4, "client_limit": 16}
+    p.update(params)
+    return farmlib.farm_section(name, **p)
+
+
+# ---- the queue ----
+
+class Queue:
+    """A spool queue directory: msg/XX/ID, tmp/."""
+
+    def __init__(self, directory):
+        self.dir = directory
+
+    def msg_path(self, qid):
+        return os.path.join(self.dir, "msg", qid[-2:], qid)
+
+    def _files(self, sub):
+        out = []
+        top = os.path.join(self.dir, sub)
+        for root, _dirs, files in os.walk(top):
+            for f in files:
+                out.append(os.path.join(root, f))
+        return out
+
+    def msg_files(self):
+        return self._files("msg")
+
+    def tmp_files(self):
+        return self._files("tmp")
+
+    def msg_ids(self):
+        return set(os.path.basename(p) for p in self.msg_files())
+
+    def read(self, qid):
+        """(envelope bytes, content bytes) of a committed message."""
+        with open(self.msg_path(qid), "rb") as f:
+            data = f.read()
+        if data[:4] != b"ZFQ1":
+            raise AssertionError("%s: bad magic %r" % (qid, data[:4]))
+        n = int.from_bytes(data[4:8], "big")
+        return data[8:8 + n], data[8 + n:]
+
+
+# ---- a raw client ----
+
+class Raw:
+    """One SMTP connection on a raw socket; replies parsed (multi-line)."""
+
+    def __init__(self, port=None, path=None, timeout=10.0, greet=True):
+        if path is not None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(path)
+        else:
+            self.sock = socket.create_connection((LOCALHOST, port), timeout=timeout)
+        self.buf = b""
+        self.greeting = self.reply() if greet else None
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            try:
+                d = self.sock.recv(65536)
+            except ConnectionResetError:
+                d = b""
+            if not d:
+                return None
+            self.buf += d
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def reply(self):
+        """(code, [text lines]) of the next reply, or (None, []) at EOF."""
+        lines = []
+        while True:
+            line = self._line()
+            if line is None:
+                if lines:
+                    raise AssertionError("EOF inside a multi-line reply: %r" % lines)
+                return None, []
+            if len(line) < 3 or not line[:3].isdigit():
+                raise AssertionError("not a reply line: %r" % line)
+            lines.append(line[4:])
+            if len(line) == 3 or line[3] == " ":
+                return int(line[:3]), lines
+            if line[3] != "-":
+                raise AssertionError("bad reply line: %r" % line)
+
+    def reply_line(self):
+        """The next reply as one string "CODE text" (last line), None at EOF."""
+        code, lines = self.reply()
+        if code is None:
+            return None
+        return "%d %s" % (code, lines[-1])
+
+    def cmd(self, line):
+        self.send(line + "\r\n")
+        return self.reply_line()
+
+    def replies(self, n):
+        return [self.reply_line() for _ in range(n)]
+
+    def at_eof(self):
+        """True once the server closed (reads until EOF, no more replies)."""
+        extra = self._line()
+        if extra is not None:
+            raise AssertionError("expected EOF, got %r" % extra)
+        return True
+
+    def settimeout(self, t):
+        self.sock.settimeout(t)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def qid_of(reply):
+    m = re.search(r"queued as (\S+)", reply or "")
+    if not m:
+        raise AssertionError("no queue id in %r" % reply)
+    return m.group(1)
+
+
+# ---- processes ----
+
+def vmrss_kb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class Standalone:
+    """smtpserver -c CONF -s smtp=inet:127.0.0.1:PORT -n 16 -L stderr, in a
+    temp dir with its own run and queue directory.  wrapper: argv prefix
+    (strace ...).  Always call stop()."""
+
+    def __init__(self, params=None, stress=False, wrapper=None, tag="alone", queue_dir=None):
+        self.tmp = tempfile.mkdtemp(prefix="zfarm-smtpd-%s-" % tag)
+        self.run = os.path.join(self.tmp, "run")
+        os.mkdir(self.run)
+        self.queue_dir = queue_dir or os.path.join(self.run, "queue")
+        self.queue = Queue(self.queue_dir)
+        self.port = free_port()
+        self.conf = os.path.join(self.tmp, "zfarm.conf")
+        g = {"run_directory": self.run, "queue_directory": self.queue_dir,
+             "log_level": "info"}
+        g.update(BASE_GLOBALS)
+        g.update(params or {})
+        with open(self.conf, "w") as f:
+            f.write("".join("%s = %s\n" % (k, v) for k, v in g.items()))
+        self.logpath = os.path.join(self.tmp, "smtpserver.log")
+        cmd = list(wrapper or []) + [SMTPSERVER, "-c", self.conf, "-s",
+                                     "smtp=inet:127.0.0.1:%d" % self.port, "-n", "16",
+                                     "-L", "stderr"]
+        if stress:
+            cmd.append("-S")
+        log = open(self.logpath, "ab")
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=log, cwd=self.tmp, start_new_session=True)
+        finally:
+            log.close()
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError("smtpserver exited %s at start:\n%s"
+                                     % (self.proc.returncode, self.log()))
+            return farmlib.can_connect(self.port)
+        wait_until(up, 15, what="standalone smtpserver to listen")
+
+    def log(self):
+        try:
+            with open(self.logpath, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def wait_log(self, pattern, timeout=5.0):
+        def pred():
+            return re.search(pattern, self.log())
+        pred.__name__ = "log line /%s/" % pattern
+        return wait_until(pred, timeout)
+
+    def stop(self):
+        """SIGTERM the process group (wrapper and server), then SIGKILL."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
