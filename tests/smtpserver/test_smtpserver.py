@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import smtplib
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,8 +31,8 @@ PORTS = {}         # farm name -> port
 QUEUES = {}        # farm name -> Queue
 SUBMIT = None      # the unix listener's path
 
-# farm name -> smtpserver -o overrides.  They go in the farm's args because
-# farmd rejects service parameters in a [farm NAME] section (T16 below).
+# farm name -> smtpserver parameters, set in the farm's own section (they
+# override the globals for that farm; T16 checks it on its own).
 FARMS = {
     "smtpserver": {},
     "limits": {"message_size_limit": "100k", "smtpd_recipient_limit": 5,
@@ -61,8 +62,7 @@ def setUpModule():
             qdir = os.path.join(FD.run, "q-" + name)
             over = dict(over, queue_directory=qdir)
             extra = None
-        if over:
-            params["args"] = " ".join("-o %s=%s" % (k, v) for k, v in over.items())
+        params.update(over)
         QUEUES[name] = Queue(qdir)
         sections.append(H.smtp_farm(name, port, extra_listen=extra, **params))
     FD.write_config(sections, H.BASE_GLOBALS)
@@ -956,6 +956,116 @@ class T16FarmSection(unittest.TestCase):
                 self.assertIn("SIZE 102400", lines)
         finally:
             fd.cleanup()
+
+
+class FakeRouter:
+    """A unix socket that reads zfarm frames (4-byte big-endian length +
+    protobuf) and keeps them; optionally closes after the first one."""
+
+    def __init__(self, path, close_after=None):
+        self.path = path
+        self.frames = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(4)
+        self.close_after = close_after
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            buf = b""
+            with c:
+                while True:
+                    try:
+                        d = c.recv(65536)
+                    except OSError:
+                        break
+                    if not d:
+                        break
+                    buf += d
+                    while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
+                        n = int.from_bytes(buf[:4], "big")
+                        with self.lock:
+                            self.frames.append(buf[4:4 + n])
+                        buf = buf[4 + n:]
+                    if self.close_after and len(self.frames) >= self.close_after:
+                        break
+
+    def holding(self, qid):
+        with self.lock:
+            return [f for f in self.frames if qid.encode() in f]
+
+    def close(self):
+        self.sock.close()
+
+
+class T17Handoff(unittest.TestCase):
+    """After the commit the queue handle goes to router_endpoint; a failed
+    hand-off keeps the message queued and says so."""
+
+    def send_one(self, srv):
+        with Raw(srv.port) as r:
+            r.send("EHLO x\r\n")
+            r.reply()
+            transaction(r)
+            r.send("Subject: handoff\r\n\r\nbody\r\n.\r\n")
+            code, lines = r.reply()
+            self.assertEqual(code, 250)
+            return qid_of(lines[-1])
+
+    def test_route_request_reaches_the_router(self):
+        tmp = tempfile.mkdtemp(prefix="zfarm-router-")
+        router = FakeRouter(os.path.join(tmp, "router"))
+        srv = H.Standalone({"router_endpoint": "unix:" + router.path}, tag="handoff")
+        try:
+            qids = [self.send_one(srv) for _ in range(3)]
+            for qid in qids:
+                frames = wait_until(lambda: router.holding(qid), 5,
+                                    what="a RouteRequest for %s" % qid)
+                self.assertEqual(len(frames), 1)
+                self.assertIn(b"spool", frames[0])
+                self.assertTrue(srv.queue.read(qid))
+            self.assertNotIn("hand-off to the router failed", srv.log())
+        finally:
+            srv.cleanup()
+            router.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_no_router_keeps_the_message(self):
+        tmp = tempfile.mkdtemp(prefix="zfarm-router-")
+        srv = H.Standalone({"router_endpoint": "unix:" + os.path.join(tmp, "absent")},
+                           tag="handoff")
+        try:
+            qid = self.send_one(srv)
+            self.assertIn(qid, srv.queue.msg_ids())
+            srv.wait_log(r"%s: hand-off to the router failed: .*stays in the queue" % qid)
+        finally:
+            srv.cleanup()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_router_closing_with_requests_unanswered(self):
+        tmp = tempfile.mkdtemp(prefix="zfarm-router-")
+        router = FakeRouter(os.path.join(tmp, "router"), close_after=1)
+        srv = H.Standalone({"router_endpoint": "unix:" + router.path}, tag="handoff")
+        try:
+            first = self.send_one(srv)
+            wait_until(lambda: router.holding(first), 5, what="the first RouteRequest")
+            srv.wait_log(r"router connection .* closed .* 1 hand-offs unanswered")
+            # the next message reconnects and arrives
+            second = self.send_one(srv)
+            wait_until(lambda: router.holding(second), 5, what="the second RouteRequest")
+            for qid in (first, second):
+                self.assertIn(qid, srv.queue.msg_ids())
+        finally:
+            srv.cleanup()
+            router.close()
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- runner: counts, prints "N passed, N failed" ----
