@@ -232,6 +232,25 @@ void qstore_abort(struct qstore_writer **w)
 
 /* ---- reading ---- */
 
+/*
+ * qstore_same_message - is the stored envelope ID (stored) the message
+ * named qid?  A backend may recycle a removed message's storage (the spool
+ * reuses inodes), so a reader racing a remove could find another message
+ * under its handle.  Equal IDs match; so does an empty one (name wins).
+ * After a commit collision the envelope keeps the ID first tried: made by
+ * the same process (same pid part) and earlier, as one process's IDs only
+ * grow (qid.h).  A recycled file holds a later ID or another pid's.
+ */
+static bool qstore_same_message(const char *stored, const char *qid)
+{
+	const size_t pid_off = QID_LEN - 5; /* 11 time characters, 5 of pid */
+
+	if (!stored || !*stored || strcmp(stored, qid) == 0)
+		return true;
+	return qid_valid(stored) && memcmp(stored + pid_off, qid + pid_off, 5) == 0 &&
+	       qid_time_us(stored) < qid_time_us(qid);
+}
+
 /* qstore_read_exact - len bytes at off or -1 (short file: corrupt). */
 static int qstore_read_exact(struct qstore_reader *r, void *buf, size_t len, uint64_t off,
 			     char *err, size_t errlen)
@@ -295,6 +314,11 @@ struct qstore_reader *qstore_read(struct qstore *qs, const char *qid, int *errnu
 	free(buf);
 	if (!r->stored) {
 		snprintf(err, errlen, "%s: envelope does not decode", qid);
+		goto fail;
+	}
+	if (!qstore_same_message(r->stored->queue_id, qid)) {
+		snprintf(err, errlen, "%s: file holds the envelope of %.*s", qid, QID_LEN,
+			 r->stored->queue_id);
 		goto fail;
 	}
 	r->view = *r->stored;

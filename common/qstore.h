@@ -12,19 +12,34 @@
  * Envelope) plus RFC 5322 content.  Routing and delivery state goes into
  * the message's control record, an append-only list of CtlRecords.
  *
- * Spool layout under the queue directory:
- *   tmp/ID            being received; removed at start by qstore_sweep()
- *   msg/XX/ID         committed messages; XX = last two characters of ID
- *   ctl/XX/ID         control records (append-only, each append fsync'ed)
- *   corrupt/ID[.ctl]  quarantined, never read again automatically
+ * Spool layout under the queue directory (one file, one inode per message):
+ *   tmp/NAME          being received (or a crash leftover); moved to free/
+ *                     at start by qstore_sweep()
+ *   msg/XX/ID         committed messages; XX = last two characters of ID.
+ *                     A 16-byte spool header ("ZSP1", 4 zero bytes, the
+ *                     message length M, 8 bytes big endian; 0 while being
+ *                     received), the M message bytes, then the control
+ *                     records, appended (each append fdatasync'ed)
+ *   free/NAME         emptied files of removed messages, reused by the next
+ *                     create: on ext4 without a journal a new inode near
+ *                     many freed ones is expensive, a recycled one is not
+ *   corrupt/ID        quarantined, never read again automatically
+ * A ctl/ directory left by older versions is ignored.
  *
  * Durability (spool): qstore_commit() writes the envelope and content to
- * tmp/, fsyncs the file, links it into msg/XX/ (exclusively: an existing
- * ID is a collision, the message gets a new ID), fsyncs msg/XX/, removes
- * the tmp name.  Only then does it return 0: a 250 may be given.  Any
- * failure (ENOSPC, EIO) leaves nothing visible under msg/ and returns -1
- * with a reason and the errno in *errnum so smtpserver can answer 452.
- * qstore_ctl_append() returns only after its record is fsync'ed.
+ * tmp/, sets M, fsyncs the file, links it into msg/XX/ (exclusively: an
+ * existing ID is a collision, the message gets a new ID), fsyncs msg/XX/,
+ * removes the tmp name.  Only then does it return 0: a 250 may be given.
+ * Any failure (ENOSPC, EIO) leaves nothing visible under msg/ and returns
+ * -1 with a reason and the errno in *errnum so smtpserver can answer 452.
+ * qstore_ctl_append() returns only after its record is fdatasync'ed.
+ * qstore_remove() does not sync: a crash may bring a removed message back,
+ * with its control records, so it is removed again, never redelivered.
+ *
+ * Threads: qstore_create, qstore_remove, qstore_sweep and qstore_scan of
+ * one qstore must be called from one thread (the spool keeps its pool of
+ * free files without locks); qstore_commit and qstore_abort of different
+ * writers may run in parallel threads (smtpserver commits in workers).
  *
  * Library code: errors are returned with a reason, never logged.
  */
@@ -81,7 +96,12 @@ void qstore_abort(struct qstore_writer **w);
 
 /* ---- reading ---- */
 
-/* qstore_read - open a committed message.  NULL + reason (ENOENT: gone). */
+/*
+ * qstore_read - open a committed message.  NULL + reason (ENOENT: gone;
+ * EBADMSG: damaged, quarantine it).  The stored envelope must be this
+ * message's (its queue ID, or after a commit collision the ID first tried
+ * by the same process): a file reused for another message is refused.
+ */
 struct qstore_reader *qstore_read(struct qstore *qs, const char *qid, int *errnum, char *err,
 				  size_t errlen);
 const Zfarm__Envelope *qstore_envelope(const struct qstore_reader *r);
@@ -109,9 +129,21 @@ void qstore_ctl_free(Zfarm__CtlRecord ***recs, size_t n);
 
 /* ---- queue management ---- */
 
-/* qstore_remove - the message and its control record go. */
+/*
+ * qstore_remove - the message and its control record go.  -1 with errno
+ * ENOENT if there is no such message.
+ *
+ * Safety rule: the spool recycles a removed message's file (inode) for a
+ * later message, so a reader or ctl appender still holding the removed
+ * message open could see (or write into) another message's bytes; it does
+ * not keep its old content the way an unlinked file would.  Therefore the
+ * scheduler, the one owner of queue state, removes a message only when no
+ * delivery is reading it and no other process appends to it.  Readers
+ * check the envelope's queue ID against the name (qstore_read), which
+ * catches a reuse before the envelope was read, not one after.
+ */
 int qstore_remove(struct qstore *qs, const char *qid, char *err, size_t errlen);
-/* qstore_quarantine - move message and control record to corrupt/. */
+/* qstore_quarantine - move message and control record (one file) to corrupt/. */
 int qstore_quarantine(struct qstore *qs, const char *qid, char *err, size_t errlen);
 /*
  * qstore_scan - call fn for every committed queue ID, oldest first (IDs
@@ -122,7 +154,11 @@ int qstore_quarantine(struct qstore *qs, const char *qid, char *err, size_t errl
 int qstore_scan(struct qstore *qs, int (*fn)(const char *qid, void *arg),
 		void (*bad_fn)(const char *name, void *arg), void *arg, char *err,
 		size_t errlen);
-/* qstore_sweep - remove leftovers in tmp/ (start-up only); count removed. */
+/*
+ * qstore_sweep - clear leftovers in tmp/ (start-up only, no writer may be
+ * live); count handled.  Spool: they are emptied into free/ (a twin of a
+ * committed message is only unlinked), then free/ is trimmed to 4096.
+ */
 int qstore_sweep(struct qstore *qs, char *err, size_t errlen);
 
 /* ---- backends ---- */
@@ -142,6 +178,7 @@ struct qstore_ops {
 	void (*read_close)(void *rd);
 	int (*ctl_append)(void *be, const char *qid, const void *data, size_t len, char *err,
 			  size_t errlen);
+	/* ctl_append: ENOENT (errno) if the message does not exist. */
 	/* ctl_read: the whole control record, malloc'ed; ENOENT-free (0 bytes). */
 	int (*ctl_read)(void *be, const char *qid, uint8_t **data, size_t *len, char *err,
 			size_t errlen);

@@ -4,24 +4,47 @@
  * Layout and durability as in qstore.h.  All names are opened relative to
  * a descriptor of the queue directory (openat and friends), so the spool
  * keeps working if its path is renamed and paths never need building from
- * untrusted parts: every name here is a fixed word or a valid queue ID.
+ * untrusted parts: every name here is a fixed word, a valid queue ID, a
+ * name this module made up (tmp/PID.MS.SEQ) or one read back from free/.
+ *
+ * One file, one inode per message: msg/XX/ID holds a 16-byte spool header
+ * ("ZSP1", 4 reserved zero bytes, the message length M as 8 bytes big
+ * endian), the M message bytes qstore.c wrote, then the control records,
+ * appended.  M is 0 while the message is received and set by commit.
+ *
+ * Why inodes are recycled through free/: on ext4 without a journal,
+ * creating a file near many recently deleted inodes costs ~1 ms of system
+ * CPU (the allocator skips them one by one).  An MTA deletes one file per
+ * message, so instead remove() truncates the file and parks it in free/,
+ * and create() takes it back with a rename: the steady state allocates
+ * and frees no inodes.  Every pooled inode has exactly one name, is empty,
+ * and is only ever truncated by whoever holds it under a private name
+ * (tmp/...): a truncate after it is back in free/ could hit another
+ * process that has claimed it already.
  *
  * Order of operations, and what a crash at each point leaves:
- *   commit:  tmp/N written, fsync'ed; linked to msg/XX/ID; msg/XX fsync'ed;
- *            tmp/N unlinked.  Before the link: a tmp/ leftover, swept at
- *            start.  After: the message (and maybe a tmp/ twin, swept).
- *   remove:  msg/XX/ID unlinked, msg/XX fsync'ed, then ctl/XX/ID unlinked.
- *            A crash in between leaves a control record without message,
- *            which scan never sees (it walks msg/) and which is harmless.
- *            The other order could leave a message without its delivery
- *            state: delivered again to every recipient.
- *   ctl:     O_APPEND write + fsync (and ctl/XX fsync on creation); a torn
- *            append is cut back (ftruncate) or, after a crash, ignored by
- *            qstore_ctl_load().
+ *   commit:  tmp/N written, M set, fsync'ed; linked to msg/XX/ID; msg/XX
+ *            fsync'ed; tmp/N unlinked.  Before the link: a tmp/ leftover,
+ *            swept at start.  After: the message (and maybe a tmp/ twin,
+ *            which sweep recognises by its link count and unlinks).
+ *   remove:  msg/XX/ID renamed to tmp/N, truncated, renamed to free/ID; no
+ *            fsync.  A crash that loses it brings the message back with
+ *            its control records, so every recipient is final and the
+ *            scheduler removes it again: nothing is delivered twice.  A
+ *            crash in the middle leaves a tmp/ leftover: swept into free/.
+ *   ctl:     O_APPEND write + fdatasync; a torn append is cut back
+ *            (ftruncate) or, after a crash, ignored by qstore_ctl_load().
+ *
+ * Threads: create, remove, sweep and scan use the pool below and the tmp
+ * name counter without locks, so they belong to one thread per qstore;
+ * commit and abort (of different writers) may run in other threads
+ * (smtpserver commits in a thread pool): they share only the msg/XX
+ * bitmap, which is atomic.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,28 +60,49 @@
 /* Defined here, declared where the backend table is (qstore.c). */
 extern const struct qstore_ops qstore_spool_ops;
 
-#define SPOOL_PATH    64 /* "msg/XX/" + ID + ".ctl" fits with room to spare */
+#define SPOOL_NAME    64 /* a name in tmp/ or free/: "PID.MS.SEQ" or an ID */
+#define SPOOL_PATH    (8 + SPOOL_NAME)
 #define SPOOL_MAX_CTL (256 * 1024 * 1024)
+#define SPOOL_MAGIC   "ZSP1"
+#define SPOOL_HDR     16
+/* sweep trims free/ to this many inodes. */
+#define SPOOL_FREE_MAX 4096
+/* Names of free/ held in memory; a refill reads at most this many. */
+#define SPOOL_POOL_MAX 256
+/* After a refill that found nothing, wait this long or this many creates. */
+#define SPOOL_REFILL_MS	     1000
+#define SPOOL_REFILL_CREATES 256
 
 struct spool {
 	int dfd; /* the queue directory */
 	char *dir;
 	unsigned long tmp_seq;
+	/* Names in free/ to claim, newest last (LIFO: its pages are warm). */
+	char pool[SPOOL_POOL_MAX][SPOOL_NAME];
+	size_t npool;
+	bool refill_wait; /* the last refill found nothing */
+	uint64_t refill_at_ms;
+	unsigned refill_creates;
+	/* msg/XX known to exist (and be durable), one bit per XX. */
+	_Atomic uint32_t xx_seen[32];
 };
 
 struct spool_writer {
 	struct spool *sp;
 	int fd;
 	char tmp[SPOOL_PATH];
+	uint64_t len; /* message bytes after the spool header */
 	bool failed;
 };
 
 struct spool_reader {
 	int fd;
+	uint64_t len; /* M: the message ends at SPOOL_HDR + len */
 	char qid[QID_SIZE];
 };
 
-static const char *const spool_subdirs[] = {"tmp", "msg", "ctl", "corrupt"};
+static const char *const spool_subdirs[] = {"tmp", "msg", "free", "corrupt"};
+static const char spool_digits[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 static void spool_errnum(int *errnum, int e)
 {
@@ -66,10 +110,34 @@ static void spool_errnum(int *errnum, int e)
 		*errnum = e;
 }
 
+static void spool_put_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--) {
+		p[i] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+
+static uint64_t spool_get_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
 /* spool_path - "top/XX/ID" for a valid queue ID. */
 static void spool_path(char out[SPOOL_PATH], const char *top, const char *qid)
 {
 	snprintf(out, SPOOL_PATH, "%s/%s/%s", top, qid + QID_LEN - 2, qid);
+}
+
+/* spool_tmp_name - a fresh name under tmp/: unique per process and call. */
+static void spool_tmp_name(struct spool *sp, char out[SPOOL_PATH])
+{
+	snprintf(out, SPOOL_PATH, "tmp/%ld.%llu.%lu", (long)getpid(),
+		 (unsigned long long)clock_mono_ms(), ++sp->tmp_seq);
 }
 
 /* spool_fsync_dir - fsync a directory relative to the queue directory. */
@@ -87,15 +155,93 @@ static int spool_fsync_dir(struct spool *sp, const char *name)
 	return rc;
 }
 
-/* spool_mkdir_xx - top/XX for qid exists (and is durable if new). */
-static int spool_mkdir_xx(struct spool *sp, const char *top, const char *qid)
+/* spool_xx_bit - qid's msg/XX as (word, bit) of the bitmap. */
+static void spool_xx_bit(const char *qid, int *word, uint32_t *bit)
+{
+	const char *a = strchr(spool_digits, qid[QID_LEN - 2]);
+	const char *b = strchr(spool_digits, qid[QID_LEN - 1]);
+
+	/* qstore.c passes valid IDs only; a stray one shares bit 0. */
+	*word = a ? (int)(a - spool_digits) : 0;
+	*bit = (uint32_t)1 << (b ? (int)(b - spool_digits) : 0);
+}
+
+/*
+ * spool_mkdir_xx - msg/XX for qid exists and is durable.  The bit is set
+ * only after msg/ was fsync'ed, also when the mkdir found the directory
+ * there (another thread or process may have made it a moment ago): at most
+ * one fsync per XX and process, then no system call at all.
+ */
+static int spool_mkdir_xx(struct spool *sp, const char *qid)
 {
 	char name[SPOOL_PATH];
+	uint32_t bit;
+	int word;
 
-	snprintf(name, sizeof(name), "%s/%s", top, qid + QID_LEN - 2);
-	if (mkdirat(sp->dfd, name, 0700) == 0)
-		return spool_fsync_dir(sp, top);
-	return errno == EEXIST ? 0 : -1;
+	spool_xx_bit(qid, &word, &bit);
+	if (atomic_load_explicit(&sp->xx_seen[word], memory_order_relaxed) & bit)
+		return 0;
+	snprintf(name, sizeof(name), "msg/%s", qid + QID_LEN - 2);
+	if (mkdirat(sp->dfd, name, 0700) < 0 && errno != EEXIST)
+		return -1;
+	if (spool_fsync_dir(sp, "msg") < 0)
+		return -1;
+	atomic_fetch_or_explicit(&sp->xx_seen[word], bit, memory_order_relaxed);
+	return 0;
+}
+
+/* spool_xx_forget - msg/XX vanished under us (an operator): ask again. */
+static void spool_xx_forget(struct spool *sp, const char *qid)
+{
+	uint32_t bit;
+	int word;
+
+	spool_xx_bit(qid, &word, &bit);
+	atomic_fetch_and_explicit(&sp->xx_seen[word], ~bit, memory_order_relaxed);
+}
+
+/*
+ * spool_header - check the spool header of an open message: its length M
+ * in *len and the file size in *size.  -1 + reason (errno EBADMSG) for a
+ * file commit cannot have made: too short, bad magic, M 0 or past the end.
+ */
+static int spool_header(int fd, const char *qid, uint64_t *len, uint64_t *size, char *err,
+			size_t errlen)
+{
+	uint8_t hdr[SPOOL_HDR];
+	struct stat st;
+	ssize_t n;
+
+	if (fstat(fd, &st) < 0) {
+		snprintf(err, errlen, "%s: fstat: %s", qid, strerror(errno));
+		return -1;
+	}
+	*size = (uint64_t)st.st_size;
+	do
+		n = pread(fd, hdr, sizeof(hdr), 0);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		snprintf(err, errlen, "%s: read: %s", qid, strerror(errno));
+		return -1;
+	}
+	if ((size_t)n < sizeof(hdr) || *size < SPOOL_HDR) {
+		snprintf(err, errlen, "%s: shorter than its spool header (%zd bytes)", qid, n);
+		goto bad;
+	}
+	if (memcmp(hdr, SPOOL_MAGIC, 4) != 0) {
+		snprintf(err, errlen, "%s: bad spool magic, not a spool file", qid);
+		goto bad;
+	}
+	*len = spool_get_be64(hdr + 8);
+	if (*len == 0 || *len > *size - SPOOL_HDR) {
+		snprintf(err, errlen, "%s: message length %llu does not fit file size %llu", qid,
+			 (unsigned long long)*len, (unsigned long long)*size);
+		goto bad;
+	}
+	return 0;
+bad:
+	errno = EBADMSG;
+	return -1;
 }
 
 static void *spool_open(const char *dir, char *err, size_t errlen)
@@ -156,38 +302,158 @@ static long long spool_free_bytes(void *be)
 	return (long long)vfs.f_bavail * (long long)vfs.f_frsize;
 }
 
+/* ---- the pool of free inodes ---- */
+
+static void spool_pool_push(struct spool *sp, const char *name)
+{
+	if (sp->npool < SPOOL_POOL_MAX && strlen(name) < SPOOL_NAME)
+		memcpy(sp->pool[sp->npool++], name, strlen(name) + 1);
+}
+
+/*
+ * spool_pool_refill - read names from free/ into the empty list.  After a
+ * refill that found nothing, free/ is not read again before
+ * SPOOL_REFILL_MS or SPOOL_REFILL_CREATES creates: no directory scan per
+ * message while the pool is dry.
+ */
+static void spool_pool_refill(struct spool *sp)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	if (sp->refill_wait && sp->refill_creates < SPOOL_REFILL_CREATES &&
+	    clock_mono_ms() < sp->refill_at_ms)
+		return;
+	fd = openat(sp->dfd, "free", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0 && (d = fdopendir(fd))) {
+		while (sp->npool < SPOOL_POOL_MAX && (de = readdir(d))) {
+			if (de->d_name[0] == '.')
+				continue;
+			if (de->d_type != DT_REG && de->d_type != DT_UNKNOWN)
+				continue;
+			spool_pool_push(sp, de->d_name);
+		}
+		closedir(d);
+	} else if (fd >= 0) {
+		close(fd);
+	}
+	sp->refill_wait = sp->npool == 0;
+	sp->refill_at_ms = clock_mono_ms() + SPOOL_REFILL_MS;
+	sp->refill_creates = 0;
+}
+
+/*
+ * spool_pool_claim - move a pooled inode to the fresh name w->tmp, empty
+ * and open for writing; -1 if the pool has none (create one then).  A
+ * rename is atomic: ENOENT means another process took that one first.
+ * At most one refill per call, so names that keep failing cannot loop.
+ */
+static int spool_pool_claim(struct spool *sp, struct spool_writer *w)
+{
+	bool refilled = false;
+
+	sp->refill_creates++;
+	for (;;) {
+		char from[SPOOL_PATH];
+		struct stat st;
+		int fd;
+
+		if (!sp->npool) {
+			if (refilled)
+				return -1;
+			spool_pool_refill(sp);
+			refilled = true;
+			if (!sp->npool)
+				return -1;
+		}
+		snprintf(from, sizeof(from), "free/%s", sp->pool[--sp->npool]);
+		spool_tmp_name(sp, w->tmp);
+		if (renameat(sp->dfd, from, sp->dfd, w->tmp) < 0)
+			continue;
+		/* No O_TRUNC yet: an inode with a second name is not ours to empty. */
+		fd = openat(sp->dfd, w->tmp, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			renameat(sp->dfd, w->tmp, sp->dfd, from); /* a foreign thing: leave it */
+			continue;
+		}
+		if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+		    (st.st_size != 0 && ftruncate(fd, 0) < 0)) {
+			close(fd);
+			unlinkat(sp->dfd, w->tmp, 0);
+			continue;
+		}
+		w->fd = fd;
+		return 0;
+	}
+}
+
+/* ---- receiving ---- */
+
+/*
+ * spool_fail - drop the tmp file at once, giving its space back: emptied
+ * while it still has its private name, then parked in free/.  An inode
+ * with another name (linked into msg/ already) is only unlinked.
+ */
+static void spool_fail(struct spool_writer *w)
+{
+	struct stat st;
+
+	if (w->fd >= 0) {
+		if (fstat(w->fd, &st) == 0 && st.st_nlink == 1 && ftruncate(w->fd, 0) == 0) {
+			char to[SPOOL_PATH];
+
+			snprintf(to, sizeof(to), "free/%s", w->tmp + 4);
+			if (renameat(w->sp->dfd, w->tmp, w->sp->dfd, to) < 0)
+				unlinkat(w->sp->dfd, w->tmp, 0);
+		} else {
+			unlinkat(w->sp->dfd, w->tmp, 0);
+		}
+		close(w->fd);
+		w->fd = -1;
+	}
+	w->failed = true;
+}
+
 static void *spool_create(void *be, int *errnum, char *err, size_t errlen)
 {
 	struct spool *sp = be;
 	struct spool_writer *w = xcalloc(1, sizeof(*w));
+	uint8_t hdr[SPOOL_HDR] = SPOOL_MAGIC;
+	ssize_t n;
 
 	w->sp = sp;
-	/* Unique per process and open; O_EXCL catches the rest. */
-	for (int tries = 0; tries < 100; tries++) {
-		snprintf(w->tmp, sizeof(w->tmp), "tmp/%ld.%llu.%lu", (long)getpid(),
-			 (unsigned long long)clock_mono_ms(), ++sp->tmp_seq);
-		w->fd = openat(sp->dfd, w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (w->fd >= 0 || errno != EEXIST)
-			break;
+	w->fd = -1;
+	if (spool_pool_claim(sp, w) < 0) {
+		/* Unique per process and open; O_EXCL catches the rest. */
+		for (int tries = 0; tries < 100; tries++) {
+			spool_tmp_name(sp, w->tmp);
+			w->fd =
+			    openat(sp->dfd, w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+			if (w->fd >= 0 || errno != EEXIST)
+				break;
+		}
+		if (w->fd < 0) {
+			spool_errnum(errnum, errno);
+			snprintf(err, errlen, "%s/%s: %s", sp->dir, w->tmp, strerror(errno));
+			free(w);
+			return NULL;
+		}
 	}
-	if (w->fd < 0) {
-		spool_errnum(errnum, errno);
-		snprintf(err, errlen, "%s/%s: %s", sp->dir, w->tmp, strerror(errno));
+	/* M stays 0 until commit: a torn file never looks complete. */
+	do
+		n = write(w->fd, hdr, sizeof(hdr));
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(hdr)) {
+		int e = n < 0 ? errno : ENOSPC;
+
+		spool_errnum(errnum, e);
+		snprintf(err, errlen, "%s/%s: write: %s", sp->dir, w->tmp, strerror(e));
+		spool_fail(w);
 		free(w);
 		return NULL;
 	}
 	return w;
-}
-
-/* spool_fail - drop the tmp file at once, giving its space back. */
-static void spool_fail(struct spool_writer *w)
-{
-	if (w->fd >= 0) {
-		close(w->fd);
-		w->fd = -1;
-		unlinkat(w->sp->dfd, w->tmp, 0);
-	}
-	w->failed = true;
 }
 
 static int spool_write(void *wr, const void *data, size_t len, int *errnum, char *err,
@@ -216,6 +482,7 @@ static int spool_write(void *wr, const void *data, size_t len, int *errnum, char
 		}
 		p += n;
 		len -= (size_t)n;
+		w->len += (uint64_t)n;
 	}
 	return 0;
 }
@@ -228,11 +495,28 @@ static void spool_abort(void *wr)
 	free(w);
 }
 
+/* spool_link - tmp name to msg/XX/ID, making msg/XX first if needed. */
+static int spool_link(struct spool *sp, struct spool_writer *w, const char *qid, const char *msg)
+{
+	for (int tries = 0;; tries++) {
+		if (spool_mkdir_xx(sp, qid) < 0)
+			return -1;
+		if (linkat(sp->dfd, w->tmp, sp->dfd, msg, 0) == 0)
+			return 0;
+		if (errno != ENOENT || tries > 0)
+			return -1;
+		/* msg/XX went away after we saw it: make it again, once. */
+		spool_xx_forget(sp, qid);
+	}
+}
+
 static int spool_commit(void *wr, const char *qid, int *errnum, char *err, size_t errlen)
 {
 	struct spool_writer *w = wr;
 	struct spool *sp = w->sp;
 	char msg[SPOOL_PATH], xx[SPOOL_PATH];
+	uint8_t len[8];
+	ssize_t n;
 	int e;
 
 	if (w->failed) {
@@ -243,17 +527,21 @@ static int spool_commit(void *wr, const char *qid, int *errnum, char *err, size_
 	}
 	spool_path(msg, "msg", qid);
 	snprintf(xx, sizeof(xx), "msg/%s", qid + QID_LEN - 2);
+	spool_put_be64(len, w->len);
+	do
+		n = pwrite(w->fd, len, sizeof(len), 8);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(len)) {
+		e = n < 0 ? errno : EIO;
+		snprintf(err, errlen, "%s/%s: write: %s", sp->dir, w->tmp, strerror(e));
+		goto fail;
+	}
 	if (fsync(w->fd) < 0) {
 		e = errno;
 		snprintf(err, errlen, "%s/%s: fsync: %s", sp->dir, w->tmp, strerror(e));
 		goto fail;
 	}
-	if (spool_mkdir_xx(sp, "msg", qid) < 0) {
-		e = errno;
-		snprintf(err, errlen, "%s/%s: mkdir: %s", sp->dir, xx, strerror(e));
-		goto fail;
-	}
-	if (linkat(sp->dfd, w->tmp, sp->dfd, msg, 0) < 0) {
+	if (spool_link(sp, w, qid, msg) < 0) {
 		e = errno;
 		snprintf(err, errlen, "%s/%s: link: %s", sp->dir, msg, strerror(e));
 		if (e == EEXIST) {
@@ -280,11 +568,14 @@ fail:
 	return -1;
 }
 
+/* ---- reading ---- */
+
 static void *spool_read(void *be, const char *qid, int *errnum, char *err, size_t errlen)
 {
 	struct spool *sp = be;
 	struct spool_reader *r;
 	char msg[SPOOL_PATH];
+	uint64_t len, size;
 	int fd;
 
 	spool_path(msg, "msg", qid);
@@ -297,19 +588,30 @@ static void *spool_read(void *be, const char *qid, int *errnum, char *err, size_
 			snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(errno));
 		return NULL;
 	}
+	if (spool_header(fd, qid, &len, &size, err, errlen) < 0) {
+		spool_errnum(errnum, errno);
+		close(fd);
+		return NULL;
+	}
 	r = xmalloc(sizeof(*r));
 	r->fd = fd;
+	r->len = len;
 	memcpy(r->qid, qid, QID_SIZE);
 	return r;
 }
 
+/* spool_pread - message bytes only: EOF where the control records start. */
 static ssize_t spool_pread(void *rd, void *buf, size_t len, uint64_t off, char *err, size_t errlen)
 {
 	struct spool_reader *r = rd;
 	ssize_t n;
 
+	if (off >= r->len)
+		return 0;
+	if (len > r->len - off)
+		len = (size_t)(r->len - off);
 	do
-		n = pread(r->fd, buf, len, (off_t)off);
+		n = pread(r->fd, buf, len, (off_t)(SPOOL_HDR + off));
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		snprintf(err, errlen, "%s: read: %s", r->qid, strerror(errno));
@@ -324,33 +626,35 @@ static void spool_read_close(void *rd)
 	free(r);
 }
 
+/* ---- control records ---- */
+
 static int spool_ctl_append(void *be, const char *qid, const void *data, size_t len, char *err,
 			    size_t errlen)
 {
 	struct spool *sp = be;
-	char ctl[SPOOL_PATH], xx[SPOOL_PATH];
+	char msg[SPOOL_PATH];
 	const uint8_t *p = data;
-	bool created = false;
-	struct stat st = {.st_size = -1};
-	int fd;
+	uint64_t mlen, size;
+	int fd, e;
 
-	spool_path(ctl, "ctl", qid);
-	snprintf(xx, sizeof(xx), "ctl/%s", qid + QID_LEN - 2);
-	fd = openat(sp->dfd, ctl, O_WRONLY | O_APPEND | O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT) {
-		if (spool_mkdir_xx(sp, "ctl", qid) < 0) {
-			snprintf(err, errlen, "%s/%s: mkdir: %s", sp->dir, xx, strerror(errno));
-			return -1;
-		}
-		fd = openat(sp->dfd, ctl, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-		created = true;
-	}
+	spool_path(msg, "msg", qid);
+	fd = openat(sp->dfd, msg, O_RDWR | O_APPEND | O_CLOEXEC);
 	if (fd < 0) {
-		snprintf(err, errlen, "%s/%s: %s", sp->dir, ctl, strerror(errno));
+		e = errno;
+		if (e == ENOENT)
+			snprintf(err, errlen, "%s: no such message", qid);
+		else
+			snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(e));
+		errno = e;
 		return -1;
 	}
-	if (fstat(fd, &st) < 0)
-		goto fail;
+	/* Also refuses (most of) an append racing a remove: M is 0 again. */
+	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0) {
+		e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
 	while (len > 0) {
 		ssize_t n = write(fd, p, len);
 
@@ -364,20 +668,18 @@ static int spool_ctl_append(void *be, const char *qid, const void *data, size_t 
 		p += n;
 		len -= (size_t)n;
 	}
-	if (fsync(fd) < 0)
+	if (fdatasync(fd) < 0)
 		goto fail;
 	close(fd);
-	if (created && spool_fsync_dir(sp, xx) < 0) {
-		snprintf(err, errlen, "%s/%s: fsync: %s", sp->dir, xx, strerror(errno));
-		return -1;
-	}
 	return 0;
 fail:
-	snprintf(err, errlen, "%s/%s: %s", sp->dir, ctl, strerror(errno));
+	e = errno;
+	snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(e));
 	/* No torn record left behind while we can help it. */
-	if (st.st_size >= 0 && ftruncate(fd, st.st_size) == 0)
-		fsync(fd);
+	if (ftruncate(fd, (off_t)size) == 0)
+		fdatasync(fd);
 	close(fd);
+	errno = e;
 	return -1;
 }
 
@@ -385,38 +687,42 @@ static int spool_ctl_read(void *be, const char *qid, uint8_t **data, size_t *len
 			  size_t errlen)
 {
 	struct spool *sp = be;
-	char ctl[SPOOL_PATH];
+	char msg[SPOOL_PATH];
 	size_t got = 0, cap = 0;
+	uint64_t mlen, size, off;
 	uint8_t *buf = NULL;
 	int fd;
 
 	*data = NULL;
 	*len = 0;
-	spool_path(ctl, "ctl", qid);
-	fd = openat(sp->dfd, ctl, O_RDONLY | O_CLOEXEC);
+	spool_path(msg, "msg", qid);
+	fd = openat(sp->dfd, msg, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		if (errno == ENOENT)
 			return 0;
-		snprintf(err, errlen, "%s/%s: %s", sp->dir, ctl, strerror(errno));
+		snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(errno));
 		return -1;
 	}
+	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0)
+		goto fail;
+	off = SPOOL_HDR + mlen;
 	for (;;) {
 		ssize_t n;
 
 		if (got == cap) {
 			if (cap >= SPOOL_MAX_CTL) {
 				snprintf(err, errlen, "%s/%s: control record over %d bytes",
-					 sp->dir, ctl, SPOOL_MAX_CTL);
+					 sp->dir, msg, SPOOL_MAX_CTL);
 				goto fail;
 			}
 			cap = cap ? cap * 2 : 4096;
 			buf = xrealloc(buf, cap);
 		}
-		n = read(fd, buf + got, cap - got);
+		n = pread(fd, buf + got, cap - got, (off_t)(off + got));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			snprintf(err, errlen, "%s/%s: read: %s", sp->dir, ctl, strerror(errno));
+			snprintf(err, errlen, "%s/%s: read: %s", sp->dir, msg, strerror(errno));
 			goto fail;
 		}
 		if (n == 0)
@@ -424,6 +730,10 @@ static int spool_ctl_read(void *be, const char *qid, uint8_t **data, size_t *len
 		got += (size_t)n;
 	}
 	close(fd);
+	if (!got) {
+		free(buf);
+		buf = NULL;
+	}
 	*data = buf;
 	*len = got;
 	return 0;
@@ -433,55 +743,73 @@ fail:
 	return -1;
 }
 
+/* ---- queue management ---- */
+
+/*
+ * spool_park - empty the file at the private name tmp (nobody else uses
+ * it) and move it to free/name; an inode that has another name too (a
+ * commit twin) is only unlinked.  Errors just cost the inode: false.
+ */
+static bool spool_park(struct spool *sp, const char *tmp, const char *name)
+{
+	char to[SPOOL_PATH];
+	struct stat st;
+	int fd;
+
+	fd = openat(sp->dfd, tmp, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+	    (st.st_size == 0 || ftruncate(fd, 0) == 0)) {
+		close(fd);
+		snprintf(to, sizeof(to), "free/%s", name);
+		if (renameat(sp->dfd, tmp, sp->dfd, to) == 0)
+			return true;
+	} else if (fd >= 0) {
+		close(fd);
+	}
+	unlinkat(sp->dfd, tmp, 0);
+	return false;
+}
+
 static int spool_remove(void *be, const char *qid, char *err, size_t errlen)
 {
 	struct spool *sp = be;
-	char msg[SPOOL_PATH], ctl[SPOOL_PATH], xx[SPOOL_PATH];
-	int rc = 0;
+	char msg[SPOOL_PATH], tmp[SPOOL_PATH];
 
 	spool_path(msg, "msg", qid);
-	spool_path(ctl, "ctl", qid);
-	snprintf(xx, sizeof(xx), "msg/%s", qid + QID_LEN - 2);
-	/* Message first (see the top of this file), made durable, then ctl. */
-	if (unlinkat(sp->dfd, msg, 0) < 0) {
-		if (errno == ENOENT)
+	spool_tmp_name(sp, tmp);
+	/*
+	 * Through a private name, not straight to free/: once in free/ another
+	 * process may claim and fill it, and our truncate would then empty a
+	 * message being received.  No fsync: see the top of this file.
+	 */
+	if (renameat(sp->dfd, msg, sp->dfd, tmp) < 0) {
+		int e = errno;
+
+		if (e == ENOENT)
 			snprintf(err, errlen, "%s: no such message", qid);
 		else
-			snprintf(err, errlen, "%s/%s: unlink: %s", sp->dir, msg, strerror(errno));
-		if (errno != ENOENT)
-			return -1;
-		rc = -1; /* still clear an orphaned control record */
-	} else if (spool_fsync_dir(sp, xx) < 0) {
-		snprintf(err, errlen, "%s/%s: fsync: %s", sp->dir, xx, strerror(errno));
+			snprintf(err, errlen, "%s/%s: rename: %s", sp->dir, msg, strerror(e));
+		errno = e;
 		return -1;
 	}
-	if (unlinkat(sp->dfd, ctl, 0) < 0 && errno != ENOENT) {
-		snprintf(err, errlen, "%s/%s: unlink: %s", sp->dir, ctl, strerror(errno));
-		return -1;
-	}
-	return rc;
+	/* Ours to reuse at the next create, no directory read needed. */
+	if (spool_park(sp, tmp, qid))
+		spool_pool_push(sp, qid);
+	return 0;
 }
 
 static int spool_quarantine(void *be, const char *qid, char *err, size_t errlen)
 {
 	struct spool *sp = be;
 	char from[SPOOL_PATH], to[SPOOL_PATH];
-	int moved = 0;
 
 	spool_path(from, "msg", qid);
 	snprintf(to, sizeof(to), "corrupt/%s", qid);
-	if (renameat(sp->dfd, from, sp->dfd, to) == 0)
-		moved++;
-	else if (errno != ENOENT)
-		goto fail;
-	spool_path(from, "ctl", qid);
-	snprintf(to, sizeof(to), "corrupt/%s.ctl", qid);
-	if (renameat(sp->dfd, from, sp->dfd, to) == 0)
-		moved++;
-	else if (errno != ENOENT)
-		goto fail;
-	if (!moved) {
-		snprintf(err, errlen, "%s: no such message", qid);
+	if (renameat(sp->dfd, from, sp->dfd, to) < 0) {
+		if (errno == ENOENT)
+			snprintf(err, errlen, "%s: no such message", qid);
+		else
+			snprintf(err, errlen, "%s/%s: rename: %s", sp->dir, from, strerror(errno));
 		return -1;
 	}
 	if (spool_fsync_dir(sp, "corrupt") < 0) {
@@ -489,9 +817,6 @@ static int spool_quarantine(void *be, const char *qid, char *err, size_t errlen)
 		return -1;
 	}
 	return 0;
-fail:
-	snprintf(err, errlen, "%s/%s: rename: %s", sp->dir, from, strerror(errno));
-	return -1;
 }
 
 static int spool_qid_cmp(const void *a, const void *b)
@@ -589,24 +914,46 @@ static int spool_scan(void *be, int (*fn)(const char *qid, void *arg),
 	return rc;
 }
 
+/* spool_opendir - a top-level directory for readdir, or NULL + reason. */
+static DIR *spool_opendir(struct spool *sp, const char *name, char *err, size_t errlen)
+{
+	int fd = openat(sp->dfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+
+	if (!d) {
+		snprintf(err, errlen, "%s/%s: %s", sp->dir, name, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+	}
+	return d;
+}
+
+/*
+ * spool_sweep - tmp/ leftovers (a message cut off by a crash or a remove
+ * interrupted halfway) go to free/, emptied; a twin of a committed message
+ * (two links) is only unlinked.  Then free/ is trimmed to SPOOL_FREE_MAX.
+ */
 static int spool_sweep(void *be, char *err, size_t errlen)
 {
 	struct spool *sp = be;
 	struct dirent *de;
-	int fd, count = 0;
+	int count = 0, kept = 0;
 	DIR *d;
 
-	fd = openat(sp->dfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || !(d = fdopendir(fd))) {
-		snprintf(err, errlen, "%s/tmp: %s", sp->dir, strerror(errno));
-		if (fd >= 0)
-			close(fd);
+	if (!(d = spool_opendir(sp, "tmp", err, errlen)))
 		return -1;
-	}
 	while ((de = readdir(d))) {
+		char tmp[SPOOL_PATH];
+		struct stat st;
+
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		if (unlinkat(dirfd(d), de->d_name, 0) < 0) {
+		if (strlen(de->d_name) < SPOOL_NAME &&
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(st.st_mode) && st.st_nlink == 1) {
+			snprintf(tmp, sizeof(tmp), "tmp/%.*s", SPOOL_NAME - 1, de->d_name);
+			spool_park(sp, tmp, de->d_name);
+		} else if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT) {
 			snprintf(err, errlen, "%s/tmp/%s: unlink: %s", sp->dir, de->d_name,
 				 strerror(errno));
 			closedir(d);
@@ -615,6 +962,20 @@ static int spool_sweep(void *be, char *err, size_t errlen)
 		count++;
 	}
 	closedir(d);
+	if (!(d = spool_opendir(sp, "free", err, errlen)))
+		return -1;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (kept < SPOOL_FREE_MAX)
+			kept++;
+		else
+			unlinkat(dirfd(d), de->d_name, 0);
+	}
+	closedir(d);
+	/* The names held may be gone now: read free/ again at the next create. */
+	sp->npool = 0;
+	sp->refill_wait = false;
 	return count;
 }
 

@@ -3,7 +3,8 @@
  * against both "spool" and "ram" (the backend name is the test's
  * prestate); spool-only tests cover what only files have: collisions
  * planted on disk, crash leftovers, foreign names, corrupt files, a full
- * or size-limited file system.
+ * or size-limited file system, and the spool's one-file layout (spool
+ * header, message, control records) with its pool of recycled inodes.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -210,6 +211,19 @@ static void plant(struct fixture *f, const char *rel, const void *data, size_t l
 	close(fd);
 }
 
+/* plant_msg - plant a message file: spool header (M = len), then bytes. */
+static void plant_msg(struct fixture *f, const char *rel, const void *data, size_t len)
+{
+	uint8_t *buf = calloc(1, 16 + len + 1);
+
+	memcpy(buf, "ZSP1", 4);
+	for (int i = 0; i < 8; i++)
+		buf[8 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+	memcpy(buf + 16, data, len);
+	plant(f, rel, buf, 16 + len);
+	free(buf);
+}
+
 /* ctl_tear - cut the last cut bytes off qid's control record. */
 static void ctl_tear(struct fixture *f, const char *qid, size_t cut)
 {
@@ -220,7 +234,7 @@ static void ctl_tear(struct fixture *f, const char *qid, size_t cut)
 		assert_int_equal(qstore_ram_ctl_truncate(qid, cut), 0);
 		return;
 	}
-	spool_file(f, path, sizeof(path), "ctl", qid);
+	spool_file(f, path, sizeof(path), "msg", qid);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(truncate(path, st.st_size - (off_t)cut), 0);
 }
@@ -235,7 +249,7 @@ static void ctl_raw(struct fixture *f, const char *qid, const void *data, size_t
 		assert_int_equal(qstore_ram_ctl_raw(qid, data, len), 0);
 		return;
 	}
-	spool_file(f, path, sizeof(path), "ctl", qid);
+	spool_file(f, path, sizeof(path), "msg", qid);
 	fd = open(path, O_WRONLY | O_APPEND);
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, data, len), (ssize_t)len);
@@ -423,7 +437,7 @@ static void test_ctl_torn(void **state)
 		Zfarm__CtlRecord *two[2] = {in[0], in[2]};
 		size_t got;
 
-		qid_format(qid, 5000 + i, 77);
+		commit_msg(f, 10, 10, qid);
 		assert_int_equal(qstore_ctl_append(f->qs, qid, two, 2, f->err, sizeof(f->err)), 0);
 		if (rows[i].cut)
 			ctl_tear(f, qid, rows[i].cut);
@@ -459,7 +473,7 @@ static void test_ctl_bad(void **state)
 		char qid[QID_SIZE];
 		size_t n = 99;
 
-		qid_format(qid, 6000 + i, 77);
+		commit_msg(f, 10, 10, qid);
 		assert_int_equal(qstore_ctl_append(f->qs, qid, in, 1, f->err, sizeof(f->err)), 0);
 		ctl_raw(f, qid, rows[i].bytes, rows[i].len);
 		if (rows[i].good_after)
@@ -486,12 +500,15 @@ static void test_remove(void **state)
 	test_records(in);
 	commit_msg(f, 50, 7, qid);
 	assert_int_equal(qstore_ctl_append(f->qs, qid, in, 3, f->err, sizeof(f->err)), 0);
-	/* A reader opened before the remove keeps its message, like an fd. */
+	/*
+	 * A reader opened before the remove: ram keeps its message like an fd;
+	 * the spool empties the file for reuse, so the reader sees the end.
+	 */
 	r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
 	assert_non_null(r);
 	assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), 0);
 	read_all(f, r, 64, (uint8_t *)buf, sizeof(buf), &got);
-	assert_int_equal(got, 50);
+	assert_int_equal(got, IS_SPOOL(f) ? 0 : 50);
 	qstore_reader_free(&r);
 	assert_null(qstore_read(f->qs, qid, &e, f->err, sizeof(f->err)));
 	assert_int_equal(e, ENOENT);
@@ -501,7 +518,9 @@ static void test_remove(void **state)
 	if (IS_SPOOL(f)) {
 		char path[256];
 
-		spool_file(f, path, sizeof(path), "ctl", qid);
+		spool_file(f, path, sizeof(path), "msg", qid);
+		assert_int_equal(access(path, F_OK), -1);
+		snprintf(path, sizeof(path), "%s/ctl", f->dir);
 		assert_int_equal(access(path, F_OK), -1);
 	}
 }
@@ -526,10 +545,14 @@ static void test_quarantine(void **state)
 	if (IS_SPOOL(f)) {
 		char path[256];
 
+		struct stat st;
+
+		/* One file: the control record went along inside it. */
 		snprintf(path, sizeof(path), "%s/corrupt/%s", f->dir, qid);
-		assert_int_equal(access(path, F_OK), 0);
+		assert_int_equal(stat(path, &st), 0);
+		assert_true(st.st_size > 16 + 50);
 		snprintf(path, sizeof(path), "%s/corrupt/%s.ctl", f->dir, qid);
-		assert_int_equal(access(path, F_OK), 0);
+		assert_int_equal(access(path, F_OK), -1);
 	}
 }
 
@@ -573,8 +596,10 @@ static void test_sweep(void **state)
 		want = 3;
 	}
 	assert_int_equal(qstore_sweep(f->qs, f->err, sizeof(f->err)), want);
-	if (IS_SPOOL(f))
+	if (IS_SPOOL(f)) {
 		assert_int_equal(dir_count(f, "tmp"), 0);
+		assert_int_equal(dir_count(f, "free"), 3); /* recycled, not freed */
+	}
 	/* The swept message cannot be committed any more. */
 	assert_int_equal(qstore_commit(&w, qid, &e, f->err, sizeof(f->err)), -1);
 	assert_null(w);
@@ -878,6 +903,8 @@ static void test_spool_crash_after_link(void **state)
 	struct fixture *f = *state;
 	struct qstore_reader *r;
 	char qid[QID_SIZE], path[256], twin[256];
+	uint8_t buf[256];
+	size_t got;
 	int e = 0;
 
 	commit_msg(f, 100, 100, qid);
@@ -886,8 +913,12 @@ static void test_spool_crash_after_link(void **state)
 	assert_int_equal(link(path, twin), 0);
 	assert_int_equal(scan_count(f), 1);
 	assert_int_equal(qstore_sweep(f->qs, f->err, sizeof(f->err)), 1);
+	/* The twin shares the message's inode: unlinked, never emptied into free/. */
+	assert_int_equal(dir_count(f, "free"), 0);
 	r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
 	assert_non_null(r);
+	read_all(f, r, 64, buf, sizeof(buf), &got);
+	assert_int_equal(got, 100);
 	qstore_reader_free(&r);
 }
 
@@ -901,20 +932,22 @@ static void test_spool_scan_foreign(void **state)
 	struct fixture *f = *state;
 	struct id_list l = {.n = 0};
 	char qid[QID_SIZE], path[256], misplaced[QID_SIZE];
-	const char *good = "ZFQ1\0\0\0\0body";
+	const char *good = "ZSP1\0\0\0\0\0\0\0\0\0\0\0\x0cZFQ1\0\0\0\0body";
 
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		char rel[64];
 
 		qid_format(qid, rows[i].us, rows[i].pid);
 		snprintf(rel, sizeof(rel), "msg/%s/%s", qid + QID_LEN - 2, qid);
-		plant(f, rel, good, 12);
+		plant(f, rel, good, 28);
 	}
 	plant(f, "msg/junk", "x", 1);
 	plant(f, "msg/AB/not-an-id", "x", 1);
 	qid_format(misplaced, 4000, 1);
 	snprintf(path, sizeof(path), "msg/ZZ/%s", misplaced);
-	plant(f, path, good, 12);
+	plant(f, path, good, 28);
+	plant(f, "free/0000000000000000", "", 0); /* free/ and tmp/ are not messages */
+	plant(f, "tmp/0000000000000001", good, 28);
 	assert_int_equal(qstore_scan(f->qs, collect_fn, bad_fn, &l, f->err, sizeof(f->err)), 0);
 	assert_int_equal(l.n, 5);
 	assert_int_equal(l.bad, 3);
@@ -956,7 +989,7 @@ static void test_spool_corrupt(void **state)
 
 		qid_format(qid, 9000 + i, 3);
 		snprintf(rel, sizeof(rel), "msg/%s/%s", qid + QID_LEN - 2, qid);
-		plant(f, rel, rows[i].bytes, rows[i].len);
+		plant_msg(f, rel, rows[i].bytes, rows[i].len);
 		r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
 		if (!rows[i].ok) {
 			if (r || e != EBADMSG)
@@ -971,6 +1004,342 @@ static void test_spool_corrupt(void **state)
 		assert_memory_equal(buf, "body", 4);
 		qstore_reader_free(&r);
 	}
+}
+
+/* ---- spool: one file per message, recycled inodes ---- */
+
+static ino_t msg_ino(struct fixture *f, const char *qid)
+{
+	char path[256];
+	struct stat st;
+
+	spool_file(f, path, sizeof(path), "msg", qid);
+	if (stat(path, &st) < 0)
+		fail_msg("stat %s: %s", path, strerror(errno));
+	return st.st_ino;
+}
+
+/* msg_files - regular files under msg/XX/ (the XX directories stay). */
+static int msg_files(struct fixture *f)
+{
+	char path[256];
+	struct dirent *de;
+	int n = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/msg", f->dir);
+	d = opendir(path);
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		char sub[300];
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(sub, sizeof(sub), "msg/%s", de->d_name);
+		n += dir_count(f, sub) > 0 ? dir_count(f, sub) : 0;
+	}
+	closedir(d);
+	return n;
+}
+
+/* free_sizes - the number of files in free/, and how many are not empty. */
+static int free_nonempty(struct fixture *f)
+{
+	char path[256];
+	struct dirent *de;
+	int n = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/free", f->dir);
+	d = opendir(path);
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		char file[600];
+		struct stat st;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(file, sizeof(file), "%s/%s", path, de->d_name);
+		assert_int_equal(stat(file, &st), 0);
+		if (st.st_size != 0)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/* The inode of a removed message is the next message's. */
+static void test_spool_recycle_inode(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QID_SIZE], next[QID_SIZE];
+	ino_t ino;
+
+	commit_msg(f, 5000, 4096, qid);
+	ino = msg_ino(f, qid);
+	assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), 0);
+	commit_msg(f, 10, 10, next);
+	if (msg_ino(f, next) != ino)
+		fail_msg("got inode %lu, want the recycled %lu", (unsigned long)msg_ino(f, next),
+			 (unsigned long)ino);
+	assert_int_equal(dir_count(f, "free"), 0);
+	assert_int_equal(dir_count(f, "ctl"), -1); /* no ctl/ any more */
+}
+
+/*
+ * Control records live after the message in the same file: read back
+ * after reopening, and content reads stop where they start.
+ */
+static void test_spool_ctl_in_message(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__CtlRecord *in[3];
+	struct qstore_reader *r;
+	char qid[QID_SIZE], path[256];
+	size_t len = 3000, got;
+	uint8_t *buf = malloc(len + 4096);
+	struct stat st;
+	int e = 0;
+
+	test_records(in);
+	commit_msg(f, len, 1000, qid);
+	assert_int_equal(qstore_ctl_append(f->qs, qid, in, 2, f->err, sizeof(f->err)), 0);
+	assert_int_equal(qstore_ctl_append(f->qs, qid, in + 2, 1, f->err, sizeof(f->err)), 0);
+	qstore_close(&f->qs);
+	f->qs = qstore_open("spool", f->dir, f->err, sizeof(f->err));
+	assert_non_null(f->qs);
+	assert_int_equal(ctl_load_n(f, qid), 3);
+	spool_file(f, path, sizeof(path), "msg", qid);
+	assert_int_equal(stat(path, &st), 0);
+	assert_true((size_t)st.st_size > 16 + len + 3 * 4);
+	r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
+	assert_non_null(r);
+	read_all(f, r, 4096, buf, len + 4096, &got);
+	if (got != len)
+		fail_msg("got %zu content bytes, want %zu (no control records)", got, len);
+	for (size_t i = 0; i < len; i++)
+		assert_int_equal(buf[i], content_byte(i));
+	/* Reads after the end stay at the end. */
+	assert_int_equal(qstore_content(r, buf, 4096, f->err, sizeof(f->err)), 0);
+	qstore_reader_free(&r);
+	/* An append to a message that does not exist fails with ENOENT. */
+	qid_format(qid, 4242, 42);
+	errno = 0;
+	assert_int_equal(qstore_ctl_append(f->qs, qid, in, 1, f->err, sizeof(f->err)), -1);
+	assert_int_equal(errno, ENOENT);
+	free(buf);
+}
+
+/* A torn append written by hand at the end of the file is ignored. */
+static void test_spool_ctl_torn_by_hand(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__CtlRecord *in[3];
+	uint8_t rec[256];
+	char qid[QID_SIZE];
+	size_t len;
+
+	test_records(in);
+	commit_msg(f, 100, 100, qid);
+	assert_int_equal(qstore_ctl_append(f->qs, qid, in, 2, f->err, sizeof(f->err)), 0);
+	len = zfarm__ctl_record__get_packed_size(in[2]);
+	assert_true(len + 4 <= sizeof(rec));
+	rec[0] = rec[1] = 0;
+	rec[2] = (uint8_t)(len >> 8);
+	rec[3] = (uint8_t)len;
+	zfarm__ctl_record__pack(in[2], rec + 4);
+	ctl_raw(f, qid, rec, 4 + len / 2);
+	assert_int_equal(ctl_load_n(f, qid), 2);
+}
+
+/* remove: nothing left under msg/, one empty file in free/. */
+static void test_spool_remove_to_free(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__CtlRecord *in[3];
+	char qid[QID_SIZE];
+
+	test_records(in);
+	commit_msg(f, 20000, 8192, qid);
+	assert_int_equal(qstore_ctl_append(f->qs, qid, in, 3, f->err, sizeof(f->err)), 0);
+	assert_int_equal(msg_files(f), 1);
+	assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), 0);
+	assert_int_equal(msg_files(f), 0);
+	assert_int_equal(dir_count(f, "free"), 1);
+	assert_int_equal(free_nonempty(f), 0);
+	assert_int_equal(dir_count(f, "tmp"), 0);
+	errno = 0;
+	assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(dir_count(f, "free"), 1);
+}
+
+/* sweep: tmp/ leftovers go to free/, emptied; free/ is trimmed. */
+static void test_spool_sweep_free(void **state)
+{
+	struct fixture *f = *state;
+	int n;
+
+	plant(f, "tmp/1.2.3", "leftover", 8);
+	plant(f, "tmp/1.2.4", "another leftover", 16);
+	assert_int_equal(qstore_sweep(f->qs, f->err, sizeof(f->err)), 2);
+	assert_int_equal(dir_count(f, "tmp"), 0);
+	assert_int_equal(dir_count(f, "free"), 2);
+	assert_int_equal(free_nonempty(f), 0);
+	for (int i = 0; i < 4100; i++) {
+		char rel[64];
+
+		snprintf(rel, sizeof(rel), "free/planted.%d", i);
+		plant(f, rel, "", 0);
+	}
+	assert_int_equal(qstore_sweep(f->qs, f->err, sizeof(f->err)), 0);
+	n = dir_count(f, "free");
+	if (n > 4096)
+		fail_msg("free/: got %d files, want at most 4096", n);
+	/* The pool still works after the trim. */
+	commit_msg(f, 10, 10, (char[QID_SIZE]){0});
+	assert_int_equal(dir_count(f, "free"), n - 1);
+}
+
+/* A damaged spool header is an error from qstore_read, not a crash. */
+static void test_spool_bad_header(void **state)
+{
+	static const struct {
+		const char *what;
+		const char *bytes;
+		size_t len;
+	} rows[] = {
+	    {"bad magic", "ZSP2\0\0\0\0\0\0\0\0\0\0\0\x0cZFQ1\0\0\0\0body", 28},
+	    {"length past the end", "ZSP1\0\0\0\0\0\0\0\0\0\0\0\x0dZFQ1\0\0\0\0body", 28},
+	    {"huge length", "ZSP1\0\0\0\0\xff\xff\xff\xff\xff\xff\xff\xffZFQ1\0\0\0\0body", 28},
+	    {"length 0 (never committed)", "ZSP1\0\0\0\0\0\0\0\0\0\0\0\0ZFQ1\0\0\0\0body", 28},
+	    {"header cut", "ZSP1\0\0\0\0\0\0", 10},
+	    {"old layout", "ZFQ1\0\0\0\0body", 12},
+	};
+	struct fixture *f = *state;
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		Zfarm__CtlRecord **recs;
+		char qid[QID_SIZE], rel[64];
+		size_t n;
+		int e = 0;
+
+		qid_format(qid, 7000 + i, 3);
+		snprintf(rel, sizeof(rel), "msg/%s/%s", qid + QID_LEN - 2, qid);
+		plant(f, rel, rows[i].bytes, rows[i].len);
+		f->err[0] = '\0';
+		if (qstore_read(f->qs, qid, &e, f->err, sizeof(f->err)) || e != EBADMSG)
+			fail_msg("%s: got errnum %d, want NULL EBADMSG", rows[i].what, e);
+		assert_true(f->err[0] != '\0');
+		assert_int_equal(qstore_ctl_load(f->qs, qid, &recs, &n, f->err, sizeof(f->err)),
+				 -1);
+		assert_int_equal(qstore_quarantine(f->qs, qid, f->err, sizeof(f->err)), 0);
+	}
+}
+
+/* A file under a name that holds another message's envelope is refused. */
+static void test_spool_wrong_envelope(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__Envelope env = test_envelope();
+	char qid[QID_SIZE], other[QID_SIZE], rel[64];
+	uint8_t buf[512];
+	size_t len;
+	int e = 0;
+
+	qid_format(qid, 8000, 3);
+	qid_format(other, 8001, 3); /* a later ID: a recycled inode */
+	env.queue_id = other;
+	len = zfarm__envelope__get_packed_size(&env);
+	assert_true(8 + len <= sizeof(buf));
+	memcpy(buf, "ZFQ1", 4);
+	buf[4] = buf[5] = 0;
+	buf[6] = (uint8_t)(len >> 8);
+	buf[7] = (uint8_t)len;
+	zfarm__envelope__pack(&env, buf + 8);
+	snprintf(rel, sizeof(rel), "msg/%s/%s", qid + QID_LEN - 2, qid);
+	plant_msg(f, rel, buf, 8 + len);
+	assert_null(qstore_read(f->qs, qid, &e, f->err, sizeof(f->err)));
+	assert_int_equal(e, EBADMSG);
+	/* Another pid's ID, earlier: refused as well. */
+	qid_format(other, 7999, 4);
+	zfarm__envelope__pack(&env, buf + 8);
+	plant_msg(f, rel, buf, 8 + len);
+	assert_null(qstore_read(f->qs, qid, &e, f->err, sizeof(f->err)));
+	assert_int_equal(e, EBADMSG);
+}
+
+/* Many cycles: the pool keeps free/ small and allocates no new inodes. */
+static void test_spool_cycles(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QID_SIZE];
+	ino_t first = 0;
+	int fresh = 0;
+
+	for (int i = 0; i < 1000; i++) {
+		commit_msg(f, 500, 500, qid);
+		if (i == 0)
+			first = msg_ino(f, qid);
+		else if (msg_ino(f, qid) != first)
+			fresh++;
+		assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), 0);
+	}
+	if (dir_count(f, "free") > 2)
+		fail_msg("free/: got %d files, want at most 2", dir_count(f, "free"));
+	assert_int_equal(msg_files(f), 0);
+	assert_int_equal(dir_count(f, "tmp"), 0);
+	assert_int_equal(fresh, 0);
+}
+
+/*
+ * Another process (here: a second qstore) removes a message while this
+ * one's refill is rate-limited: create still works, with a new inode, and
+ * takes the pooled one once the wait is over.
+ */
+static void test_spool_refill_limited(void **state)
+{
+	struct fixture *f = *state;
+	struct qstore *other;
+	char a[QID_SIZE], b[QID_SIZE], c[QID_SIZE];
+	ino_t ino_a;
+
+	clock_set_fake(1700000000000000ull, 5000);
+	commit_msg(f, 10, 10, a); /* free/ empty: refill found nothing */
+	ino_a = msg_ino(f, a);
+	other = qstore_open("spool", f->dir, f->err, sizeof(f->err));
+	assert_non_null(other);
+	assert_int_equal(qstore_remove(other, a, f->err, sizeof(f->err)), 0);
+	qstore_close(&other);
+	assert_int_equal(dir_count(f, "free"), 1);
+	commit_msg(f, 10, 10, b);
+	assert_true(msg_ino(f, b) != ino_a);
+	assert_int_equal(dir_count(f, "free"), 1);
+	clock_advance_fake(1001);
+	commit_msg(f, 10, 10, c);
+	assert_true(msg_ino(f, c) == ino_a);
+	assert_int_equal(dir_count(f, "free"), 0);
+}
+
+/* Not a check: the system CPU of a create+commit+remove cycle, printed. */
+static void test_spool_cycle_cost(void **state)
+{
+	struct fixture *f = *state;
+	struct rusage a, b;
+	char qid[QID_SIZE];
+	double sys;
+	int n = 2000;
+
+	getrusage(RUSAGE_SELF, &a);
+	for (int i = 0; i < n; i++) {
+		commit_msg(f, 2048, 2048, qid);
+		assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), 0);
+	}
+	getrusage(RUSAGE_SELF, &b);
+	sys = (double)(b.ru_stime.tv_sec - a.ru_stime.tv_sec) * 1e3 +
+	      (double)(b.ru_stime.tv_usec - a.ru_stime.tv_usec) / 1e3;
+	print_message("spool: %d create+commit+remove cycles: %.3f ms system CPU per cycle\n", n,
+		      sys / n);
 }
 
 static void test_open_errors(void **state)
@@ -1021,6 +1390,16 @@ int main(void)
 	    SPOOL(test_spool_scan_foreign),
 	    SPOOL(test_spool_corrupt),
 	    SPOOL(test_open_errors),
+	    SPOOL(test_spool_recycle_inode),
+	    SPOOL(test_spool_ctl_in_message),
+	    SPOOL(test_spool_ctl_torn_by_hand),
+	    SPOOL(test_spool_remove_to_free),
+	    SPOOL(test_spool_sweep_free),
+	    SPOOL(test_spool_bad_header),
+	    SPOOL(test_spool_wrong_envelope),
+	    SPOOL(test_spool_cycles),
+	    SPOOL(test_spool_refill_limited),
+	    SPOOL(test_spool_cycle_cost),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -80,6 +80,11 @@ class Queue:
         """(envelope bytes, content bytes) of a committed message."""
         with open(self.msg_path(qid), "rb") as f:
             data = f.read()
+        # spool file: "ZSP1", 4 reserved, 8-byte message length, the message
+        # ("ZFQ1", 4-byte envelope length, envelope, content), control records
+        if data[:4] != b"ZSP1":
+            raise AssertionError("%s: bad spool magic %r" % (qid, data[:4]))
+        data = data[16:16 + int.from_bytes(data[8:16], "big")]
         if data[:4] != b"ZFQ1":
             raise AssertionError("%s: bad magic %r" % (qid, data[:4]))
         n = int.from_bytes(data[4:8], "big")
