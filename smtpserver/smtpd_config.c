@@ -209,7 +209,7 @@ int smtpd_config_load(struct smtpd_config *sc, const struct config *cfg, const c
 		free(router);
 	else
 		sc->router_endpoint = router;
-	if (get_uint(&s, "smtpd_commit_threads", 4, 64, &u, err, errlen) < 0)
+	if (get_uint(&s, "smtpd_commit_threads", 16, 64, &u, err, errlen) < 0)
 		goto fail;
 	sc->commit_threads = (unsigned)u;
 	if (load_tables(sc, &s, err, errlen) < 0)
