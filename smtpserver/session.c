@@ -293,13 +293,13 @@ static const char *body_name(enum smtp_cmd_body b)
 	}
 }
 
-/* Reply to a queue store failure: 452 4.3.1 for a full disk, else 451. */
+/* Reply to a queue store failure (full disk, I/O error): 452 4.3.1, try later. */
 static void session_reply_store_error(struct session *s, int errnum)
 {
 	if (errnum == ENOSPC || errnum == EDQUOT)
 		session_reply(s, 452, "4.3.1", "Insufficient system storage");
 	else
-		session_reply(s, 451, "4.3.0", "Error: queue file write error");
+		session_reply(s, 452, "4.3.1", "Error: queue file write error");
 }
 
 /*
@@ -697,11 +697,68 @@ static void bdat_chunk_end(struct session *s)
 static void do_vrfy(struct session *s, const struct smtp_cmd *c)
 {
 	(void)c;
-	s->counts[SMTP_CMD_VRFY].ok++;
 	session_reply(s, 252, "2.0.0", "Cannot VRFY user, but will accept message and attempt "
 				       "delivery");
-	session_junk(s);
 }
+
+static void do_rset(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	transaction_reset(s);
+	session_reply(s, 250, "2.0.0", "Ok");
+}
+
+static void do_noop(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	session_reply(s, 250, "2.0.0", "Ok");
+}
+
+static void do_quit(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	session_reply(s, 221, "2.0.0", "Bye");
+	session_close(s);
+}
+
+static void do_help(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	session_reply(s, 214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT "
+				       "VRFY HELP");
+}
+
+static void do_not_implemented(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	session_reply(s, 502, "5.5.1", "Error: command not implemented");
+	session_error(s);
+}
+
+/*
+ * The command table.  ok: the verb always succeeds once parsed (the
+ * others count their own successes in s->counts); junk: counts against
+ * smtpd_junk_command_limit.  Sequence checks (503) are in the handlers.
+ * STARTTLS and AUTH get their handlers with the TLS issue.
+ */
+static const struct command {
+	void (*handle)(struct session *s, const struct smtp_cmd *c);
+	bool ok, junk;
+} commands[] = {
+    [SMTP_CMD_HELO] = {do_helo, false, false},
+    [SMTP_CMD_EHLO] = {do_helo, false, false},
+    [SMTP_CMD_MAIL] = {do_mail, false, false},
+    [SMTP_CMD_RCPT] = {do_rcpt, false, false},
+    [SMTP_CMD_DATA] = {do_data, false, false},
+    [SMTP_CMD_BDAT] = {do_bdat, false, false},
+    [SMTP_CMD_RSET] = {do_rset, true, true},
+    [SMTP_CMD_NOOP] = {do_noop, true, true},
+    [SMTP_CMD_QUIT] = {do_quit, true, false},
+    [SMTP_CMD_VRFY] = {do_vrfy, true, true},
+    [SMTP_CMD_HELP] = {do_help, true, true},
+    [SMTP_CMD_STARTTLS] = {do_not_implemented, false, false},
+    [SMTP_CMD_AUTH] = {do_not_implemented, false, false},
+};
 
 static void session_command(struct session *s, const char *line, size_t len)
 {
@@ -716,6 +773,7 @@ static void session_command(struct session *s, const char *line, size_t len)
 	    .size_limit = cfg->message_size_limit,
 	    .line_max = cfg->command_line_limit,
 	};
+	const struct command *cmd;
 	struct smtp_cmd c;
 	char why[256];
 	enum smtp_cmd_result r;
@@ -737,53 +795,12 @@ static void session_command(struct session *s, const char *line, size_t len)
 		session_error(s);
 		return;
 	}
-	switch (c.verb) {
-	case SMTP_CMD_HELO:
-	case SMTP_CMD_EHLO:
-		do_helo(s, &c);
-		break;
-	case SMTP_CMD_MAIL:
-		do_mail(s, &c);
-		break;
-	case SMTP_CMD_RCPT:
-		do_rcpt(s, &c);
-		break;
-	case SMTP_CMD_DATA:
-		do_data(s, &c);
-		break;
-	case SMTP_CMD_BDAT:
-		do_bdat(s, &c);
-		break;
-	case SMTP_CMD_RSET:
-		transaction_reset(s);
+	cmd = &commands[c.verb];
+	if (cmd->ok)
 		s->counts[c.verb].ok++;
-		session_reply(s, 250, "2.0.0", "Ok");
+	cmd->handle(s, &c);
+	if (cmd->junk && s->state != SESSION_CLOSING)
 		session_junk(s);
-		break;
-	case SMTP_CMD_NOOP:
-		s->counts[c.verb].ok++;
-		session_reply(s, 250, "2.0.0", "Ok");
-		session_junk(s);
-		break;
-	case SMTP_CMD_QUIT:
-		s->counts[c.verb].ok++;
-		session_reply(s, 221, "2.0.0", "Bye");
-		session_close(s);
-		break;
-	case SMTP_CMD_VRFY:
-		do_vrfy(s, &c);
-		break;
-	case SMTP_CMD_HELP:
-		s->counts[c.verb].ok++;
-		session_reply(s, 214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP "
-					       "QUIT VRFY HELP");
-		session_junk(s);
-		break;
-	default: /* STARTTLS, AUTH: a later issue */
-		session_reply(s, 502, "5.5.1", "Error: command not implemented");
-		session_error(s);
-		break;
-	}
 }
 
 /* ---- input ---- */
