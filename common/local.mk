@@ -2,12 +2,14 @@
 noinst_LIBRARIES += libzfarm.a
 libzfarm_a_SOURCES = \
 	common/address.c common/address.h \
+	common/channel.c common/channel.h \
 	common/cidr.c common/cidr.h \
 	common/clock.c common/clock.h \
 	common/config.c common/config.h \
 	common/endpoint.c common/endpoint.h \
 	common/farm_server.c common/farm_server.h \
 	common/frame.c common/frame.h \
+	common/frame_client.c common/frame_client.h \
 	common/log.c common/log.h \
 	common/params.c common/params.h \
 	common/paths.c common/paths.h \

@@ -6,9 +6,13 @@
 
 /* Sorted (strcmp order) for bsearch. */
 static const char *const params_names[] = {
+    "alias_maps",
+    "allow_mail_to_commands",
+    "allow_mail_to_files",
     "busy_warn_interval",
     "header_size_limit",
     "hopcount_limit",
+    "local_recipient_maps",
     "log_level",
     "message_size_limit",
     "mydestination",
@@ -18,9 +22,12 @@ static const char *const params_names[] = {
     "queue_directory",
     "queue_minfree",
     "queue_store",
+    "recipient_delimiter",
     "relay_domains",
+    "relayhost",
     "router_endpoint",
     "run_directory",
+    "scheduler_endpoint",
     "smtp_listen",
     "smtpd_banner",
     "smtpd_command_line_limit",
@@ -34,12 +41,15 @@ static const char *const params_names[] = {
     "smtpd_stress_error_limit",
     "smtpd_stress_timeout",
     "smtpd_timeout",
+    "smtpd_verify_recipients",
     "smtpd_vrfy_command",
     "startup_timeout",
     "stop_grace",
     "stress_duration",
     "submission_listen",
     "throttle_max",
+    "transport_maps",
+    "virtual_alias_maps",
 };
 
 static int params_cmp(const void *key, const void *elem)

@@ -1,96 +1,57 @@
 /*
- * handoff - see handoff.h.
+ * handoff - see handoff.h.  RouteRequests over common/frame_client.
  */
-#include <errno.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/endpoint.h"
 #include "common/frame.h"
+#include "common/frame_client.h"
 #include "common/log.h"
+#include "common/qid.h"
 #include "common/xalloc.h"
 #include "smtpserver/handoff.h"
 
-/* Queued but unwritten bytes past which the router counts as stuck. */
-#define HANDOFF_MAX_PENDING (256 * 1024)
+/* Unanswered hand-offs past which the router counts as stuck. */
+#define HANDOFF_MAX_PENDING 10000
+/* A router that has not answered a hand-off in this long is reconnected. */
+#define HANDOFF_TIMEOUT_MS 60000
 
 struct handoff {
-	struct event_base *base;
-	struct endpoint ep;
-	char spec[704];
-	struct frame_conn *conn;
-	uint64_t next_id;
-	unsigned unanswered;
+	struct frame_client *fc;
 };
 
 struct handoff *handoff_new(struct event_base *base, const char *spec, const char *run_directory,
 			    char *err, size_t errlen)
 {
 	struct handoff *h = xcalloc(1, sizeof(*h));
-	char full[700];
 
-	if (strncmp(spec, "unix:", 5) == 0 && spec[5] != '/') {
-		snprintf(full, sizeof(full), "unix:%s/%s", run_directory, spec + 5);
-		spec = full;
-	}
-	if (endpoint_parse(spec, &h->ep, err, errlen) < 0) {
+	h->fc = frame_client_new(base, spec, run_directory, HANDOFF_TIMEOUT_MS, err, errlen);
+	if (!h->fc) {
 		free(h);
 		return NULL;
 	}
-	snprintf(h->spec, sizeof(h->spec), "%s", spec);
-	h->base = base;
-	h->next_id = 1;
 	return h;
 }
 
-static void handoff_on_close(struct frame_conn *conn, const char *reason, void *arg)
+/* The router's answer: only failures are news (the message stays queued). */
+static void handoff_on_reply(void *arg, const Zfarm__Frame *reply, const char *reason)
 {
-	struct handoff *h = arg;
+	char *qid = arg;
 
-	if (h->unanswered > 0)
-		log_warn("router connection %s closed (%s) with %u hand-offs unanswered; "
-			 "those messages stay in the queue for the reinjector",
-			 h->spec, reason[0] ? reason : "EOF", h->unanswered);
-	h->unanswered = 0;
-	frame_conn_free(&conn);
-	h->conn = NULL;
-}
-
-static void handoff_on_recv(struct frame_conn *conn, Zfarm__Frame *f, void *arg)
-{
-	struct handoff *h = arg;
-
-	(void)conn;
-	if (f->body_case == ZFARM__FRAME__BODY_ROUTE_REPLY) {
-		Zfarm__RouteReply *r = f->route_reply;
-
-		if (h->unanswered > 0)
-			h->unanswered--;
-		if (r->status != ZFARM__STATUS__OK)
-			log_warn("router answered request %llu with status %d: %s",
-				 (unsigned long long)f->request_id, (int)r->status,
-				 r->reason ? r->reason : "");
-	} else {
-		log_warn("router %s sent an unexpected %s frame", h->spec, frame_body_name(f));
-	}
-	frame_free(&f);
-}
-
-static int handoff_connect(struct handoff *h, char *err, size_t errlen)
-{
-	int fd = endpoint_connect(&h->ep, true, err, errlen);
-
-	if (fd < 0)
-		return -1;
-	h->conn = frame_conn_new(h->base, fd, 0, handoff_on_recv, handoff_on_close, h);
-	if (!h->conn) {
-		snprintf(err, errlen, "cannot set up the connection");
-		return -1;
-	}
-	h->unanswered = 0;
-	return 0;
+	if (!reply)
+		log_warn("%s: hand-off to the router failed: %s; the message stays in the queue "
+			 "for the reinjector",
+			 qid, reason);
+	else if (reply->body_case != ZFARM__FRAME__BODY_ROUTE_REPLY)
+		log_warn("%s: the router answered with a %s frame", qid, frame_body_name(reply));
+	else if (reply->route_reply->status != ZFARM__STATUS__OK)
+		log_warn("%s: the router did not route the message: %s; it stays in the queue "
+			 "for the reinjector",
+			 qid, reply->route_reply->reason ? reply->route_reply->reason : "");
+	else if (reply->route_reply->reason && reply->route_reply->reason[0])
+		log_info("%s: routed; %s", qid, reply->route_reply->reason);
+	free(qid);
 }
 
 int handoff_send(struct handoff *h, const char *qid, const char *store, uint64_t size,
@@ -99,15 +60,10 @@ int handoff_send(struct handoff *h, const char *qid, const char *store, uint64_t
 	Zfarm__Frame f;
 	Zfarm__RouteRequest req = ZFARM__ROUTE_REQUEST__INIT;
 	Zfarm__QueueRef ref = ZFARM__QUEUE_REF__INIT;
-	char why[256];
 
-	if (!h->conn && handoff_connect(h, why, sizeof(why)) < 0) {
-		snprintf(err, errlen, "router %s: %s", h->spec, why);
-		return -1;
-	}
-	if (frame_conn_output_pending(h->conn) > HANDOFF_MAX_PENDING) {
-		snprintf(err, errlen, "router %s is not keeping up (%zu bytes unsent)", h->spec,
-			 frame_conn_output_pending(h->conn));
+	if (frame_client_pending(h->fc) >= HANDOFF_MAX_PENDING) {
+		snprintf(err, errlen, "router %.600s is not keeping up (%zu hand-offs unanswered)",
+			 frame_client_spec(h->fc), frame_client_pending(h->fc));
 		return -1;
 	}
 	ref.queue_id = (char *)qid;
@@ -116,14 +72,10 @@ int handoff_send(struct handoff *h, const char *qid, const char *store, uint64_t
 	ref.nrcpt = nrcpt;
 	ref.arrival = arrival;
 	req.ref = &ref;
-	frame_init(&f, h->next_id++);
+	frame_init(&f, 0);
 	f.body_case = ZFARM__FRAME__BODY_ROUTE;
 	f.route = &req;
-	if (frame_conn_send(h->conn, &f, why, sizeof(why)) < 0) {
-		snprintf(err, errlen, "router %s: %s", h->spec, why);
-		return -1;
-	}
-	h->unanswered++;
+	frame_client_request(h->fc, &f, handoff_on_reply, xstrdup(qid));
 	return 0;
 }
 
@@ -134,6 +86,6 @@ void handoff_free(struct handoff **hp)
 	if (!h)
 		return;
 	*hp = NULL;
-	frame_conn_free(&h->conn);
+	frame_client_free(&h->fc);
 	free(h);
 }

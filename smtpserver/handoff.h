@@ -3,13 +3,14 @@
  * farm (RouteRequest over the router's socket).
  *
  * Called by the smtpserver session right after a commit succeeded, before
- * the 250 goes out.  One connection per smtpserver child, opened on first
- * use and again after it broke; requests are pipelined on it and the
- * replies are only logged, so a slow router never holds up a 250.  The
- * message is already durable when handoff_send() is called, so every
- * failure here (router not running, connection lost with requests
- * unanswered, router too far behind) leaves it in the queue for the
- * reinjector: the caller logs the returned reason with the queue ID.
+ * the 250 goes out.  One connection per smtpserver child (common/
+ * frame_client), requests pipelined on it; the replies are only logged, so
+ * a slow router never holds up a 250.  The message is already durable when
+ * handoff_send() is called, so every failure (router not running,
+ * connection lost with the request unanswered, no answer within a minute,
+ * router too far behind) leaves it in the queue for the reinjector and is
+ * logged with the queue ID: here when the reply fails, by the caller when
+ * handoff_send() refuses at once.
  */
 #ifndef ZFARM_HANDOFF_H
 #define ZFARM_HANDOFF_H

@@ -31,6 +31,8 @@
 
 #include "common/cidr.h"
 #include "common/clock.h"
+#include "common/frame.h"
+#include "common/frame_client.h"
 #include "common/log.h"
 #include "common/qstore.h"
 #include "common/xalloc.h"
@@ -53,6 +55,7 @@ enum session_state {
 	SESSION_DATA,
 	SESSION_BDAT,
 	SESSION_COMMIT,
+	SESSION_VERIFY,
 	SESSION_CLOSING,
 };
 
@@ -89,6 +92,13 @@ struct transaction {
 	const char *bdat_skip_enh, *bdat_skip_text;
 };
 
+/* A RCPT waiting for the router's verification. */
+struct pending_rcpt {
+	char addr[ADDRESS_MAILBOX_SIZE];
+	char orcpt[SMTP_CMD_ATYPE_MAX + SMTP_CMD_ORCPT_MAX + 2];
+	unsigned notify;
+};
+
 struct session {
 	struct session_env *env;
 	const struct smtpd_config *cfg;
@@ -107,6 +117,7 @@ struct session {
 	char helo[ADDRESS_DOMAIN_SIZE + 2];
 
 	struct transaction t;
+	struct pending_rcpt vrcpt;
 
 	/* staging for content on its way to the queue store */
 	char *stage;
@@ -197,6 +208,8 @@ static void session_free(struct session *s)
 {
 	struct session_env *env = s->env;
 
+	if (env->verify)
+		frame_client_cancel(env->verify, s);
 	session_log_disconnect(s);
 	transaction_reset(s);
 	bufferevent_free(s->bev);
@@ -539,12 +552,65 @@ static void do_mail(struct session *s, const struct smtp_cmd *c)
 	session_reply(s, 250, "2.1.0", "Ok");
 }
 
-static void do_rcpt(struct session *s, const struct smtp_cmd *c)
+/* rcpt_add - the recipient is accepted: into the envelope, 250. */
+static void rcpt_add(struct session *s, const char *addr, const char *orcpt, unsigned notify)
 {
 	struct transaction *t = &s->t;
 	Zfarm__EnvRecipient *r;
-	char addr[ADDRESS_MAILBOX_SIZE], orcpt[SMTP_CMD_ATYPE_MAX + SMTP_CMD_ORCPT_MAX + 2];
+
+	if (t->nrcpt == t->rcpt_cap) {
+		t->rcpt_cap = t->rcpt_cap ? t->rcpt_cap * 2 : 4;
+		t->rcpt = xrealloc(t->rcpt, t->rcpt_cap * sizeof(*t->rcpt));
+	}
+	r = xmalloc(sizeof(*r));
+	zfarm__env_recipient__init(r);
+	r->address = xstrdup(addr);
+	r->orcpt = xstrdup(orcpt);
+	r->notify = notify;
+	t->rcpt[t->nrcpt++] = r;
+	s->counts[SMTP_CMD_RCPT].ok++;
+	session_reply(s, 250, "2.1.5", "Ok");
+}
+
+/* The router's answer to "is this local recipient deliverable?". */
+static void session_on_verified(void *arg, const Zfarm__Frame *reply, const char *reason)
+{
+	struct session *s = arg;
+	struct pending_rcpt *p = &s->vrcpt;
+	const Zfarm__VerifyReply *vr =
+	    reply && reply->body_case == ZFARM__FRAME__BODY_VERIFY_REPLY ? reply->verify_reply : NULL;
+	char text[ADDRESS_MAILBOX_SIZE + 700];
+
+	s->state = SESSION_COMMAND;
+	if (vr && vr->status == ZFARM__STATUS__OK) {
+		rcpt_add(s, p->addr, p->orcpt, p->notify);
+	} else if (vr && vr->status == ZFARM__STATUS__PERMFAIL) {
+		snprintf(text, sizeof(text), "<%s>: Recipient address rejected: %.600s", p->addr,
+			 vr->text && vr->text[0] ? vr->text : "undeliverable address");
+		session_log_reject(s, "RCPT", NULL, 550, vr->enhanced_code, text, p->addr);
+		session_reply(s, 550, vr->enhanced_code && vr->enhanced_code[0] ? vr->enhanced_code
+										  : "5.1.1",
+			      "%s", text);
+		session_error(s);
+	} else {
+		if (!vr)
+			log_warn("cannot verify <%s> for %s: %s", p->addr, s->peer, reason);
+		snprintf(text, sizeof(text), "<%s>: Recipient address rejected: Temporary lookup "
+					     "failure",
+			 p->addr);
+		session_log_reject(s, "RCPT", NULL, 451, "4.3.0", text, p->addr);
+		session_reply(s, 451, "4.3.0", "%s", text);
+	}
+	if (s->state == SESSION_COMMAND)
+		session_process(s);
+}
+
+static void do_rcpt(struct session *s, const struct smtp_cmd *c)
+{
+	struct transaction *t = &s->t;
+	char addr[ADDRESS_MAILBOX_SIZE], orcpt[SMTP_CMD_ATYPE_MAX + SMTP_CMD_ORCPT_MAX + 2] = "";
 	const char *why = NULL;
+	enum relay_verdict v;
 
 	if (!session_need_mail(s))
 		return;
@@ -553,7 +619,8 @@ static void do_rcpt(struct session *s, const struct smtp_cmd *c)
 		return;
 	}
 	address_format(&c->addr, addr, sizeof(addr));
-	if (relay_check(s->cfg->relay, &c->addr, s->trusted, &why) == RELAY_DENIED) {
+	v = relay_check(s->cfg->relay, &c->addr, s->trusted, &why);
+	if (v == RELAY_DENIED) {
 		char text[ADDRESS_MAILBOX_SIZE + 128];
 
 		snprintf(text, sizeof(text), "<%s>: %s", addr, why);
@@ -562,23 +629,26 @@ static void do_rcpt(struct session *s, const struct smtp_cmd *c)
 		session_error(s);
 		return;
 	}
-	if (t->nrcpt == t->rcpt_cap) {
-		t->rcpt_cap = t->rcpt_cap ? t->rcpt_cap * 2 : 4;
-		t->rcpt = xrealloc(t->rcpt, t->rcpt_cap * sizeof(*t->rcpt));
-	}
-	r = xmalloc(sizeof(*r));
-	zfarm__env_recipient__init(r);
-	r->address = xstrdup(addr);
-	if (c->has_orcpt) {
+	if (c->has_orcpt)
 		snprintf(orcpt, sizeof(orcpt), "%s;%s", c->orcpt_type, c->orcpt);
-		r->orcpt = xstrdup(orcpt);
-	} else {
-		r->orcpt = xstrdup("");
+	if (v == RELAY_LOCAL && s->env->verify) {
+		/* Unknown local users are refused now, not bounced later. */
+		Zfarm__Frame f;
+		Zfarm__VerifyRequest vq = ZFARM__VERIFY_REQUEST__INIT;
+
+		snprintf(s->vrcpt.addr, sizeof(s->vrcpt.addr), "%s", addr);
+		snprintf(s->vrcpt.orcpt, sizeof(s->vrcpt.orcpt), "%s", orcpt);
+		s->vrcpt.notify = c->notify;
+		vq.address = s->vrcpt.addr;
+		vq.sender = t->sender;
+		frame_init(&f, 0);
+		f.body_case = ZFARM__FRAME__BODY_VERIFY;
+		f.verify = &vq;
+		s->state = SESSION_VERIFY;
+		frame_client_request(s->env->verify, &f, session_on_verified, s);
+		return;
 	}
-	r->notify = c->notify;
-	t->rcpt[t->nrcpt++] = r;
-	s->counts[SMTP_CMD_RCPT].ok++;
-	session_reply(s, 250, "2.1.5", "Ok");
+	rcpt_add(s, addr, orcpt, c->notify);
 }
 
 static void do_data(struct session *s, const struct smtp_cmd *c)
@@ -935,6 +1005,7 @@ static void session_process(struct session *s)
 			more = session_read_content(s, in);
 			break;
 		case SESSION_COMMIT:
+		case SESSION_VERIFY:
 		case SESSION_CLOSING:
 			return;
 		}

@@ -10,6 +10,8 @@
  *
  * States: COMMAND (reading command lines, pipelined ones in order), DATA
  * (smtp_body DOT mode), BDAT (a chunk of counted octets, RAW mode),
+ * VERIFY (the router is asked whether a local RCPT is deliverable; input
+ * waits),
  * COMMIT (the committer is making the message durable; input waits in
  * the bufferevent, at most the read high-water mark), CLOSING (output is
  * flushed, then the connection closes).  The transaction (MAIL, RCPTs,
@@ -34,6 +36,7 @@ struct smtpd_config;
 struct qstore;
 struct committer;
 struct handoff;
+struct frame_client;
 
 /*
  * What every session of one smtpserver child shares; owned by smtpd.c
@@ -46,6 +49,7 @@ struct session_env {
 	struct qstore *qs;
 	struct committer *committer;
 	struct handoff *handoff; /* NULL: no router, messages wait for the reinjector */
+	struct frame_client *verify; /* the router, for RCPT checks; NULL: none */
 	bool (*stress)(void *arg);  /* farmd runs us under stress (may be NULL) */
 	void (*session_end)(void *arg);
 	void *arg;

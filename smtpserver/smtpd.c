@@ -13,12 +13,16 @@
 
 #include "common/config.h"
 #include "common/farm_server.h"
+#include "common/frame_client.h"
 #include "common/log.h"
 #include "common/qstore.h"
 #include "smtpserver/committer.h"
 #include "smtpserver/handoff.h"
 #include "smtpserver/session.h"
 #include "smtpserver/smtpd_config.h"
+
+/* The router must answer a RCPT check this fast, or the client gets 451. */
+#define SMTPD_VERIFY_TIMEOUT_MS 10000
 
 static struct smtpd_config smtpd_cfg;
 static struct session_env smtpd_env;
@@ -59,6 +63,13 @@ static int smtpd_init(struct farm_server *srv, char *err, size_t errlen)
 						sc->run_directory, err, errlen);
 		if (!smtpd_env.handoff)
 			return -1;
+		if (sc->verify_recipients) {
+			smtpd_env.verify = frame_client_new(farm_server_base(srv), sc->router_endpoint,
+							    sc->run_directory, SMTPD_VERIFY_TIMEOUT_MS,
+							    err, errlen);
+			if (!smtpd_env.verify)
+				return -1;
+		}
 	}
 	log_debug("smtpserver ready: queue %s (%s), %u commit threads, router %s",
 		  sc->queue_directory, qstore_backend(smtpd_env.qs), threads,
@@ -77,6 +88,7 @@ static void smtpd_fini(struct farm_server *srv)
 	(void)srv;
 	committer_free(&smtpd_env.committer);
 	handoff_free(&smtpd_env.handoff);
+	frame_client_free(&smtpd_env.verify);
 	qstore_close(&smtpd_env.qs);
 	smtpd_config_release(&smtpd_cfg);
 }

@@ -184,7 +184,8 @@ int smtpd_config_load(struct smtpd_config *sc, const struct config *cfg, const c
 	if (get_uint(&s, "smtpd_junk_command_limit", 100, 1000000, &u, err, errlen) < 0)
 		goto fail;
 	sc->junk_command_limit = (unsigned)u;
-	if (get_bool(&s, "smtpd_helo_required", false, &sc->helo_required, err, errlen) < 0 ||
+	if (get_bool(&s, "smtpd_verify_recipients", true, &sc->verify_recipients, err, errlen) < 0 ||
+	    get_bool(&s, "smtpd_helo_required", false, &sc->helo_required, err, errlen) < 0 ||
 	    get_bool(&s, "smtpd_vrfy_command", false, &sc->vrfy_command, err, errlen) < 0)
 		goto fail;
 	if (get_list(&s, "smtpd_discard_ehlo_keywords", "", &discard, NULL, err, errlen) < 0)

@@ -43,6 +43,7 @@ struct smtpd_config {
 	char *queue_directory;
 	char *queue_store;	      /* qstore backend name */
 	char *router_endpoint;	      /* NULL: no router ("none") */
+	bool verify_recipients;	      /* ask the router about local RCPTs */
 	char *run_directory;
 	unsigned commit_threads;      /* 0: commit in the event loop */
 	struct cidr_list *mynetworks;

@@ -5,6 +5,7 @@ ZF_TEST_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 
 ZF_UNIT_TESTS = \
 	tests/common/test_address \
+	tests/common/test_channel \
 	tests/common/test_cidr \
 	tests/common/test_clock \
 	tests/common/test_config \
@@ -16,6 +17,8 @@ ZF_UNIT_TESTS = \
 	tests/common/test_qid \
 	tests/common/test_qstore \
 	tests/common/test_strbuf \
+	tests/router/test_route \
+	tests/router/test_table \
 	tests/smtpserver/test_relay \
 	tests/smtpserver/test_session \
 	tests/smtpserver/test_smtp_body \
@@ -28,6 +31,9 @@ check_PROGRAMS += tests/farm/echo_farm
 tests_common_test_address_SOURCES = tests/common/test_address.c
 tests_common_test_address_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_address_LDADD = $(ZF_TEST_LIBS)
+tests_common_test_channel_SOURCES = tests/common/test_channel.c
+tests_common_test_channel_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_common_test_channel_LDADD = $(ZF_TEST_LIBS)
 tests_common_test_cidr_SOURCES = tests/common/test_cidr.c
 tests_common_test_cidr_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_cidr_LDADD = $(ZF_TEST_LIBS)
@@ -61,6 +67,12 @@ tests_common_test_qstore_LDADD = $(ZF_TEST_LIBS)
 tests_common_test_strbuf_SOURCES = tests/common/test_strbuf.c
 tests_common_test_strbuf_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_strbuf_LDADD = $(ZF_TEST_LIBS)
+tests_router_test_route_SOURCES = tests/router/test_route.c
+tests_router_test_route_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_router_test_route_LDADD = router/librouter.a $(ZF_TEST_LIBS)
+tests_router_test_table_SOURCES = tests/router/test_table.c
+tests_router_test_table_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_router_test_table_LDADD = router/librouter.a $(ZF_TEST_LIBS)
 tests_smtpserver_test_relay_SOURCES = tests/smtpserver/test_relay.c
 tests_smtpserver_test_relay_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_smtpserver_test_relay_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS)
@@ -83,7 +95,8 @@ tests_farm_echo_farm_LDADD = $(ZF_LIBS)
 TEST_EXTENSIONS = .py
 PY_LOG_COMPILER = $(PYTHON3)
 AM_PY_LOG_FLAGS = -B
-ZF_PY_TESTS = tests/farmd/test_farmd.py tests/smtpserver/test_smtpserver.py
+ZF_PY_TESTS = tests/farmd/test_farmd.py tests/smtpserver/test_smtpserver.py \
+	tests/router/test_router.py
 TESTS += $(ZF_PY_TESTS)
 EXTRA_DIST += $(ZF_PY_TESTS) tests/farmd/farmlib.py tests/smtpserver/smtplib_helpers.py \
 	bench/farm_echo.py bench/smtp_accept.py

@@ -1029,7 +1029,8 @@ class T17Handoff(unittest.TestCase):
     def test_route_request_reaches_the_router(self):
         tmp = tempfile.mkdtemp(prefix="zfarm-router-")
         router = FakeRouter(os.path.join(tmp, "router"))
-        srv = H.Standalone({"router_endpoint": "unix:" + router.path}, tag="handoff")
+        srv = H.Standalone({"router_endpoint": "unix:" + router.path,
+                            "smtpd_verify_recipients": "no"}, tag="handoff")
         try:
             qids = [self.send_one(srv) for _ in range(3)]
             for qid in qids:
@@ -1046,8 +1047,8 @@ class T17Handoff(unittest.TestCase):
 
     def test_no_router_keeps_the_message(self):
         tmp = tempfile.mkdtemp(prefix="zfarm-router-")
-        srv = H.Standalone({"router_endpoint": "unix:" + os.path.join(tmp, "absent")},
-                           tag="handoff")
+        srv = H.Standalone({"router_endpoint": "unix:" + os.path.join(tmp, "absent"),
+                            "smtpd_verify_recipients": "no"}, tag="handoff")
         try:
             qid = self.send_one(srv)
             self.assertIn(qid, srv.queue.msg_ids())
@@ -1056,14 +1057,36 @@ class T17Handoff(unittest.TestCase):
             srv.cleanup()
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def test_rcpt_check_without_router(self):
+        """Recipient verification on (the default) and no router: a local
+        recipient gets 451 4.3.0, a remote one (trusted client) is not asked."""
+        tmp = tempfile.mkdtemp(prefix="zfarm-router-")
+        srv = H.Standalone({"router_endpoint": "unix:" + os.path.join(tmp, "absent")},
+                           tag="handoff")
+        try:
+            with Raw(srv.port) as r:
+                r.send("EHLO x\r\n")
+                r.reply()
+                self.assertEqual(r.cmd("MAIL FROM:<a@example.test>"), "250 2.1.0 Ok")
+                got = r.cmd("RCPT TO:<b@localhost>")
+                self.assertTrue(got.startswith("451 4.3.0 <b@localhost>: Recipient address "
+                                               "rejected: Temporary lookup failure"), got)
+                self.assertEqual(r.cmd("RCPT TO:<c@remote.test>"), "250 2.1.5 Ok")
+            srv.wait_log(r"cannot verify <b@localhost>")
+        finally:
+            srv.cleanup()
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def test_router_closing_with_requests_unanswered(self):
         tmp = tempfile.mkdtemp(prefix="zfarm-router-")
         router = FakeRouter(os.path.join(tmp, "router"), close_after=1)
-        srv = H.Standalone({"router_endpoint": "unix:" + router.path}, tag="handoff")
+        srv = H.Standalone({"router_endpoint": "unix:" + router.path,
+                            "smtpd_verify_recipients": "no"}, tag="handoff")
         try:
             first = self.send_one(srv)
             wait_until(lambda: router.holding(first), 5, what="the first RouteRequest")
-            srv.wait_log(r"router connection .* closed .* 1 hand-offs unanswered")
+            srv.wait_log(r"%s: hand-off to the router failed: connection to .* closed .*"
+                         r"stays in the queue for the reinjector" % first)
             # the next message reconnects and arrives
             second = self.send_one(srv)
             wait_until(lambda: router.holding(second), 5, what="the second RouteRequest")

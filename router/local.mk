@@ -1,0 +1,11 @@
+# router/ - the router farm.  Everything but main() is in librouter.a so
+# the unit tests link the modules they test.
+noinst_LIBRARIES += router/librouter.a
+router_librouter_a_SOURCES = \
+	router/route.c router/route.h \
+	router/sched_link.c router/sched_link.h \
+	router/table.c router/table.h
+
+zfarmlibexec_PROGRAMS += router/router
+router_router_SOURCES = router/routerd.c
+router_router_LDADD = router/librouter.a $(ZF_LIBS)

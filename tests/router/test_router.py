@@ -1,0 +1,406 @@
+#!/usr/bin/env python3
+"""Integration tests of the router farm (issue #5).
+
+One farmd runs an smtpserver farm and a router farm; a stand-in scheduler
+(a Python unix socket server at run/private/scheduler) records what the
+router submits and answers SchedAck, or holds its answers back.  Mail goes
+in over SMTP; the tests read the routes from the queue file's control
+records and the router's log.  Python 3 standard library only; prints
+"N passed, N failed" and exits non-zero on failure.
+"""
+
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP_SRCDIR = os.path.abspath(os.environ.get("top_srcdir") or os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(TOP_SRCDIR, "tests", "smtpserver"))
+import smtplib_helpers as H  # noqa: E402
+from smtplib_helpers import Raw, Queue, farmlib, qid_of, wait_until  # noqa: E402
+
+ROUTER = os.path.join(H.TOP_BUILDDIR, "router", "router")
+
+
+# ---- a little protobuf, enough for zfarm's frames ----
+
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def read_varint(buf, i):
+    n = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
+def fields(buf):
+    """{field number: [values]} of one protobuf message (varints and bytes)."""
+    out, i = {}, 0
+    while i < len(buf):
+        key, i = read_varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = read_varint(buf, i)
+        elif wt == 2:
+            n, i = read_varint(buf, i)
+            v, i = buf[i:i + n], i + n
+        elif wt == 1:
+            v, i = buf[i:i + 8], i + 8
+        elif wt == 5:
+            v, i = buf[i:i + 4], i + 4
+        else:
+            raise ValueError("wire type %d" % wt)
+        out.setdefault(num, []).append(v)
+    return out
+
+
+def frame(request_id, field, payload):
+    body = b"\x08\x01" + b"\x10" + varint(request_id)
+    body += varint(field << 3 | 2) + varint(len(payload)) + payload
+    return len(body).to_bytes(4, "big") + body
+
+
+FRAME_ROUTE, FRAME_ROUTE_REPLY, FRAME_SCHED_SUBMIT, FRAME_SCHED_ACK = 20, 21, 24, 25
+
+
+class FakeScheduler:
+    """Accepts router connections; records (qid, request id) of every
+    SchedSubmit; answers SchedAck OK unless hold is set."""
+
+    def __init__(self, path):
+        self.path = path
+        self.submits = []
+        self.hold = False
+        self.lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(16)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.conn, args=(c,), daemon=True).start()
+
+    def conn(self, c):
+        buf = b""
+        with c:
+            while True:
+                try:
+                    d = c.recv(65536)
+                except OSError:
+                    return
+                if not d:
+                    return
+                buf += d
+                while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
+                    n = int.from_bytes(buf[:4], "big")
+                    f = fields(buf[4:4 + n])
+                    buf = buf[4 + n:]
+                    if FRAME_SCHED_SUBMIT not in f:
+                        continue
+                    rid = f[2][0]
+                    ref = fields(fields(f[FRAME_SCHED_SUBMIT][0])[1][0])
+                    with self.lock:
+                        self.submits.append(ref[1][0].decode())
+                        hold = self.hold
+                    if not hold:
+                        c.sendall(frame(rid, FRAME_SCHED_ACK, b"\x08\x01"))
+
+    def count(self, qid):
+        with self.lock:
+            return self.submits.count(qid)
+
+    def close(self):
+        self.sock.close()
+
+
+def routes(queue, qid):
+    """The RouteRecords (as dicts) and the number of routed markers in qid's
+    control records."""
+    with open(queue.msg_path(qid), "rb") as f:
+        data = f.read()
+    m = int.from_bytes(data[8:16], "big")
+    ctl, i, out, markers = data[16 + m:], 0, [], 0
+    while i + 4 <= len(ctl):
+        n = int.from_bytes(ctl[i:i + 4], "big")
+        rec = fields(ctl[i + 4:i + 4 + n])
+        i += 4 + n
+        if 1 in rec:
+            r = fields(rec[1][0])
+            d = {k: r[num][0].decode() if num in r else ""
+                 for k, num in (("orig", 3), ("address", 5), ("channel", 6), ("nexthop", 7),
+                                ("user", 8), ("error", 10))}
+            d.update({k: r[num][0] if num in r else 0 for k, num in (("index", 1),
+                                                                     ("total", 11))})
+            out.append(d)
+        elif 3 in rec:
+            markers += 1
+    return out, markers
+
+
+# ---- the instance ----
+
+FD = None
+PORT = None
+NOVERIFY = None   # an smtpserver farm that does not ask the router at RCPT
+QUEUE = None
+SCHED = None
+TMP = None
+
+
+def setUpModule():
+    global FD, PORT, NOVERIFY, QUEUE, SCHED, TMP
+    if not os.access(ROUTER, os.X_OK) or H.binaries_missing():
+        raise unittest.SkipTest("not built")
+    FD = farmlib.FarmdInstance(tag="router")
+    TMP = FD.tmp
+    with open(os.path.join(TMP, "aliases"), "w") as f:
+        f.write("postmaster: alice\nteam: alice, bob, carol@remote.test\n"
+                "loop1: loop2\nloop2: loop1\n")
+    with open(os.path.join(TMP, "bulk.domains"), "w") as f:
+        f.write("bulk.test\n.bulk.test\n")
+    PORT = H.free_port()
+    g = dict(H.BASE_GLOBALS)
+    g.update({
+        "router_endpoint": "unix:private/router",
+        "mydestination": "localhost, example.test",
+        "local_recipient_maps": "inline:{alice, bob}",
+        "alias_maps": "aliases:" + os.path.join(TMP, "aliases"),
+        "transport_maps": "inline:{partner.test=partner1:[127.0.0.1]:2626, dead.test=error:5.1.2 No such domain}",
+        "log_level": "info",
+    })
+    NOVERIFY = H.free_port()
+    farms = [
+        H.smtp_farm("smtpserver", PORT),
+        H.smtp_farm("noverify", NOVERIFY, smtpd_verify_recipients="no"),
+        farmlib.farm_section("router", listen="unix:private/router", program=ROUTER,
+                             process_limit=2, client_limit=20),
+    ]
+    channels = ("\n[channel bulk]\ndomains = set:%s\n\n[channel partner1]\n"
+                "endpoint = unix:private/smtp\n" % os.path.join(TMP, "bulk.domains"))
+    FD.write_config(farms, g)
+    with open(FD.conf, "a") as f:
+        f.write(channels)
+    os.makedirs(os.path.join(FD.run, "private"), mode=0o700, exist_ok=True)
+    SCHED = FakeScheduler(os.path.join(FD.run, "private", "scheduler"))
+    try:
+        FD.start()
+        wait_until(lambda: farmlib.can_connect(PORT) and farmlib.can_connect(NOVERIFY), 10,
+                   what="smtpserver")
+    except Exception:
+        sys.stderr.write(FD.log())
+        FD.cleanup()
+        raise
+    QUEUE = Queue(os.path.join(FD.run, "queue"))
+
+
+def tearDownModule():
+    if FD is not None:
+        FD.cleanup()
+    if SCHED is not None:
+        SCHED.close()
+
+
+def send(rcpts, sender="s@example.test", port=None):
+    with Raw(port or PORT) as r:
+        r.send("EHLO x\r\n")
+        r.reply()
+        assert r.cmd("MAIL FROM:<%s>" % sender).startswith("250")
+        for a in rcpts:
+            got = r.cmd("RCPT TO:<%s>" % a)
+            assert got.startswith("250"), (a, got)
+        assert r.cmd("DATA").startswith("354")
+        r.send("Subject: routing\r\n\r\nhello\r\n.\r\n")
+        code, lines = r.reply()
+        assert code == 250, lines
+        return qid_of(lines[-1])
+
+
+def router_children():
+    """Live router children of farmd (their command line names the program)."""
+    out = []
+    for pid in FD.children():
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                if f.read().split(b"\0")[0] == ROUTER.encode():
+                    out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+class T01Routing(unittest.TestCase):
+    def test_four_channels(self):
+        """One message, recipients in local, smtp, bulk and partner1 (seed
+        001's D1011 idea): routed durably, split by channel, submitted."""
+        qid = send(["alice@localhost", "u@remote.test", "v@x.bulk.test", "w@partner.test"])
+        wait_until(lambda: SCHED.count(qid) == 1, 10, what="SchedSubmit of %s" % qid)
+        rs, markers = routes(QUEUE, qid)
+        self.assertEqual(markers, 1)
+        got = sorted((r["channel"], r["nexthop"], r["address"]) for r in rs)
+        self.assertEqual(got, [("bulk", "x.bulk.test", "v@x.bulk.test"),
+                               ("local", "", "alice@localhost"),
+                               ("partner1", "[127.0.0.1]:2626", "w@partner.test"),
+                               ("smtp", "remote.test", "u@remote.test")])
+        self.assertTrue(all(r["total"] == 4 for r in rs))
+        FD.wait_log(r"%s: to=<alice@localhost>, orig_to=<alice@localhost>, channel=local" % qid)
+        FD.wait_log(r"%s: to=<v@x.bulk.test>, orig_to=<v@x.bulk.test>, channel=bulk, "
+                    r"nexthop=x.bulk.test" % qid)
+
+    def test_aliases_and_errors(self):
+        qid = send(["team@localhost", "postmaster@example.test", "nobody@localhost",
+                    "loop1@localhost", "x@dead.test"], port=NOVERIFY)
+        wait_until(lambda: SCHED.count(qid) == 1, 10, what="SchedSubmit")
+        rs, _ = routes(QUEUE, qid)
+        ok = sorted((r["channel"], r["address"]) for r in rs if not r["error"])
+        errors = sorted((r["orig"], r["error"].split()[0]) for r in rs if r["error"])
+        # team -> alice, bob, carol@remote.test; postmaster -> alice: an
+        # unqualified alias target is in the first local domain, so both give
+        # alice@localhost, delivered once
+        self.assertEqual(ok, [("local", "alice@localhost"), ("local", "bob@localhost"),
+                              ("smtp", "carol@remote.test")])
+        self.assertEqual(errors, [("loop1@localhost", "5.4.6"),
+                                  ("nobody@localhost", "5.1.1"),
+                                  ("x@dead.test", "5.1.2")])
+
+
+class T01aVerify(unittest.TestCase):
+    def test_rcpt_checked_by_the_router(self):
+        with Raw(PORT) as r:
+            r.send("EHLO x\r\n")
+            r.reply()
+            self.assertEqual(r.cmd("MAIL FROM:<s@example.test>"), "250 2.1.0 Ok")
+            self.assertEqual(r.cmd("RCPT TO:<alice@localhost>"), "250 2.1.5 Ok")
+            self.assertEqual(r.cmd("RCPT TO:<team@example.test>"), "250 2.1.5 Ok")
+            self.assertEqual(r.cmd("RCPT TO:<nobody@localhost>"),
+                             "550 5.1.1 <nobody@localhost>: Recipient address rejected: "
+                             "User unknown in local recipient table")
+            got = r.cmd("RCPT TO:<loop1@localhost>")
+            self.assertTrue(got.startswith("550 5.4.6 <loop1@localhost>: Recipient address "
+                                           "rejected: "), got)
+            self.assertEqual(r.cmd("RCPT TO:<u@remote.test>"), "250 2.1.5 Ok")
+            # pipelined RCPTs keep their order through the asynchronous checks
+            r.send("RCPT TO:<nobody@localhost>\r\nRCPT TO:<bob@localhost>\r\n"
+                   "RCPT TO:<nobody2@localhost>\r\nRSET\r\n")
+            got = [r.reply_line() for _ in range(4)]
+            self.assertEqual([g[:3] for g in got], ["550", "250", "550", "250"], got)
+        FD.wait_log(r"NOQUEUE: reject: RCPT from unknown\[127.0.0.1\]: 550 5.1.1 "
+                    r"<nobody@localhost>: Recipient address rejected")
+
+
+class T01bDedup(unittest.TestCase):
+    def test_two_recipients_one_delivery(self):
+        qid = send(["team@localhost", "bob@localhost"])
+        wait_until(lambda: SCHED.count(qid) == 1, 10, what="SchedSubmit")
+        rs, _ = routes(QUEUE, qid)
+        self.assertEqual(sum(1 for r in rs if r["user"] == "bob"), 1, rs)
+
+
+class T02Idempotent(unittest.TestCase):
+    def test_route_again_after_kill(self):
+        """kill -9 of the router child while the scheduler holds its ack: the
+        message is routed on disk; routing it again (a new child, as the
+        reinjector would ask) writes no second set and submits it again."""
+        SCHED.hold = True
+        try:
+            qid = send(["bob@localhost"])
+            wait_until(lambda: SCHED.count(qid) == 1, 10, what="the first SchedSubmit")
+            kids = router_children()
+            self.assertTrue(kids, "no router child found")
+            for pid in kids:
+                os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: not any(farmlib.alive(p) for p in kids), 5,
+                       what="the router children to die")
+        finally:
+            SCHED.hold = False
+        rs, markers = routes(QUEUE, qid)
+        self.assertEqual((len(rs), markers), (1, 1))
+        # as the reinjector will: a RouteRequest straight to the router socket
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(os.path.join(FD.run, "private", "router"))
+        ref = b"\x0a" + varint(len(qid)) + qid.encode()
+        s.sendall(frame(7, FRAME_ROUTE, b"\x0a" + varint(len(ref)) + ref))
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[:4], "big"):
+            d = s.recv(65536)
+            self.assertTrue(d, "router closed without a reply")
+            buf += d
+        s.close()
+        f = fields(buf[4:])
+        self.assertEqual(f[2][0], 7)
+        reply = fields(f[FRAME_ROUTE_REPLY][0])
+        self.assertEqual(reply[1][0], 1)          # OK
+        self.assertEqual(reply.get(3, [0])[0], 1)  # routed: 1
+        self.assertEqual(SCHED.count(qid), 2)
+        rs, markers = routes(QUEUE, qid)
+        self.assertEqual((len(rs), markers), (1, 1))
+
+
+class T03Reload(unittest.TestCase):
+    def routed_to(self, rcpt):
+        qid = send([rcpt])
+        wait_until(lambda: SCHED.count(qid) == 1, 10, what="SchedSubmit")
+        return [r["address"] for r in routes(QUEUE, qid)[0]]
+
+    def test_alias_file_change(self):
+        path = os.path.join(TMP, "aliases")
+        with open(path + ".new", "w") as f:
+            f.write("postmaster: alice\nteam: bob\nloop1: loop2\nloop2: loop1\n")
+        os.rename(path + ".new", path)
+        # the router looks at its tables at most once a second: poll
+        wait_until(lambda: self.routed_to("team@localhost") == ["bob@localhost"], 10,
+                   what="the new aliases in use")
+        # a broken file keeps the old table
+        with open(path + ".new", "w") as f:
+            f.write("team: alice\nteam: bob\n")
+        os.rename(path + ".new", path)
+        before = FD.log_count("not reloaded")
+        wait_until(lambda: self.routed_to("team@localhost") == ["bob@localhost"]
+                   and FD.log_count("not reloaded") > before, 10,
+                   what="the broken aliases refused")
+        self.assertEqual(self.routed_to("team@localhost"), ["bob@localhost"])
+        FD.wait_log(r"not reloaded, the old one stays in use: .*duplicate key")
+
+
+class CountingResult(unittest.TextTestResult):
+    pass
+
+
+def main():
+    t0 = time.monotonic()
+    runner = unittest.TextTestRunner(verbosity=2, resultclass=CountingResult)
+    result = runner.run(unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__]))
+    failed = len(result.failures) + len(result.errors)
+    passed = result.testsRun - failed - len(result.skipped)
+    if failed and FD is not None:
+        sys.stderr.write(FD.log()[-8000:])
+    print("router tests: %.1f s" % (time.monotonic() - t0))
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
