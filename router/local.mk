@@ -9,3 +9,8 @@ router_librouter_a_SOURCES = \
 zfarmlibexec_PROGRAMS += router/router
 router_router_SOURCES = router/routerd.c
 router_router_LDADD = router/librouter.a $(ZF_LIBS)
+
+# bench/route_bench: routing decisions per second with 100,000-entry tables.
+noinst_PROGRAMS += bench/route_bench
+bench_route_bench_SOURCES = bench/route_bench.c
+bench_route_bench_LDADD = router/librouter.a $(ZF_LIBS)
