@@ -52,6 +52,8 @@ struct router {
 	char **mydest;
 	struct table *tables[4]; /* virtual, aliases, local recipients, transport */
 	struct table **domain_tables;
+	char *table_err[4];  /* the last reload failure of each, logged once */
+	char **domain_err;
 	struct route_channel *rchan;
 	char *relayhost;
 	char *delimiter;
@@ -86,14 +88,23 @@ static void router_refresh(struct router *r)
 	if (now - r->checked_ms < 1000)
 		return;
 	r->checked_ms = now;
-	for (size_t i = 0; i < 4; i++)
-		if (r->tables[i] && table_refresh(r->tables[i], err, sizeof(err)) < 0)
+	for (size_t i = 0; i < 4 + r->rc.n_channels; i++) {
+		struct table *t = i < 4 ? r->tables[i] : r->domain_tables[i - 4];
+		char **last = i < 4 ? &r->table_err[i] : &r->domain_err[i - 4];
+
+		if (!t)
+			continue;
+		if (table_refresh(t, err, sizeof(err)) >= 0) {
+			free(*last);
+			*last = NULL;
+		} else if (!*last || strcmp(*last, err) != 0) {
+			/* Once per problem, not once a second while it lasts. */
 			log_warn("table %s not reloaded, the old one stays in use: %s",
-				 table_spec(r->tables[i]), err);
-	for (size_t i = 0; i < r->rc.n_channels; i++)
-		if (r->domain_tables[i] && table_refresh(r->domain_tables[i], err, sizeof(err)) < 0)
-			log_warn("table %s not reloaded, the old one stays in use: %s",
-				 table_spec(r->domain_tables[i]), err);
+				 table_spec(t), err);
+			free(*last);
+			*last = xstrdup(err);
+		}
+	}
 }
 
 static int router_table(const struct config *cfg, const char *param, struct table **out,
@@ -169,6 +180,7 @@ static int router_configure(struct router *r, const struct config *cfg, char *er
 	r->rc.n_channels = channel_table_count(r->channels);
 	r->rchan = xcalloc(r->rc.n_channels + 1, sizeof(*r->rchan));
 	r->domain_tables = xcalloc(r->rc.n_channels + 1, sizeof(*r->domain_tables));
+	r->domain_err = xcalloc(r->rc.n_channels + 1, sizeof(*r->domain_err));
 	for (size_t i = 0; i < r->rc.n_channels; i++) {
 		const struct channel_def *d = channel_table_get(r->channels, i);
 
@@ -599,11 +611,16 @@ static void routerd_fini(struct farm_server *srv)
 	(void)srv;
 	sched_link_free(&r->sched);
 	qstore_close(&r->qs);
-	for (size_t i = 0; i < 4; i++)
+	for (size_t i = 0; i < 4; i++) {
 		table_free(&r->tables[i]);
-	for (size_t i = 0; r->domain_tables && i < r->rc.n_channels; i++)
+		free(r->table_err[i]);
+	}
+	for (size_t i = 0; r->domain_tables && i < r->rc.n_channels; i++) {
 		table_free(&r->domain_tables[i]);
+		free(r->domain_err[i]);
+	}
 	free(r->domain_tables);
+	free(r->domain_err);
 	free(r->rchan);
 	channel_table_free(&r->channels);
 	config_list_free(&r->mydest);

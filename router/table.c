@@ -42,10 +42,10 @@ static const struct {
 	const char *name;
 	enum table_type type;
 } table_types[] = {
-	{"hash", TABLE_HASH},
-	{"aliases", TABLE_ALIASES},
-	{"set", TABLE_SET},
-	{"inline", TABLE_INLINE},
+    {"hash", TABLE_HASH},
+    {"aliases", TABLE_ALIASES},
+    {"set", TABLE_SET},
+    {"inline", TABLE_INLINE},
 };
 
 /* One index slot; line == 0 marks an empty slot (lines count from 1). */
@@ -70,7 +70,7 @@ struct table_data {
 };
 
 struct table {
-	char *spec;       /* as given to table_open() */
+	char *spec;	  /* as given to table_open() */
 	const char *path; /* inside spec: the ARG part */
 	enum table_type type;
 	struct table_data d;
@@ -124,8 +124,7 @@ static bool key_equal(const char *stored, const char *key, size_t len)
 }
 
 /* The slot holding key, or the empty slot where it would go. */
-static struct slot *find_slot(const struct table_data *d, const char *key, size_t len,
-			      uint32_t h)
+static struct slot *find_slot(const struct table_data *d, const char *key, size_t len, uint32_t h)
 {
 	for (size_t i = h & d->mask;; i = (i + 1) & d->mask) {
 		struct slot *s = &d->slots[i];
@@ -138,7 +137,7 @@ static struct slot *find_slot(const struct table_data *d, const char *key, size_
 }
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -153,7 +152,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 
 /* "PATH:LINE: reason" for files, "SPEC: item N: reason" for inline; returns -1. */
 static int build_err(struct builder *b, unsigned line, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static int build_err(struct builder *b, unsigned line, const char *fmt, ...)
 {
@@ -259,8 +258,9 @@ static void append_value(struct builder *b, const char *text, size_t n)
 {
 	struct table_data *d = b->d;
 
-	d->arena_len--; /* drop the value's NUL */
-	if (d->arena[d->arena_len - 1] != '\0') /* value not empty */
+	/* Drop the value's NUL; a non-empty value gets a space first. */
+	d->arena_len--;
+	if (d->arena[d->arena_len - 1] != '\0')
 		arena_put(b, " ", 1);
 	arena_put(b, text, n);
 	arena_put(b, "", 1);
@@ -406,7 +406,7 @@ static int read_file(const char *path, struct stat *stp, char **bufp, size_t *le
 				return -1;
 			}
 			cap = cap * 2 > (size_t)TABLE_MAX_FILE + 1 ? (size_t)TABLE_MAX_FILE + 1
-								    : cap * 2;
+								   : cap * 2;
 			buf = xrealloc(buf, cap);
 		}
 		r = read(fd, buf + len, cap - len);
@@ -480,7 +480,8 @@ static int load_inline(const char *spec, const char *arg, struct table_data *d, 
 	}
 	p++;
 	end--;
-	if (memchr(p, '}', (size_t)(end - p)) != NULL || memchr(p, '{', (size_t)(end - p)) != NULL) {
+	if (memchr(p, '}', (size_t)(end - p)) != NULL ||
+	    memchr(p, '{', (size_t)(end - p)) != NULL) {
 		set_err(err, errlen, "%s: unexpected brace inside {...}", spec);
 		return -1;
 	}

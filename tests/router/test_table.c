@@ -203,7 +203,8 @@ static void test_rows(void **state)
 			continue;
 		}
 		if (t == NULL)
-			fail_msg("row %zu (%s): got error \"%s\", want a table", i, w->content, err);
+			fail_msg("row %zu (%s): got error \"%s\", want a table", i, w->content,
+				 err);
 		if (strcmp(table_spec(t), spec) != 0)
 			fail_msg("row %zu: got spec \"%s\", want \"%s\"", i, table_spec(t), spec);
 		check_pairs(i, t, w);
@@ -233,9 +234,9 @@ static void test_line_max(void **state)
 		const char *eol;
 		bool ok;
 	} cases[] = {
-	    {TABLE_MAX_LINE, "\n", true},      {TABLE_MAX_LINE, "\r\n", true},
-	    {TABLE_MAX_LINE, "", true},        {TABLE_MAX_LINE + 1, "\n", false},
-	    {TABLE_MAX_LINE + 1, "", false},   {3 * TABLE_MAX_LINE, "\n", false},
+	    {TABLE_MAX_LINE, "\n", true},    {TABLE_MAX_LINE, "\r\n", true},
+	    {TABLE_MAX_LINE, "", true},	     {TABLE_MAX_LINE + 1, "\n", false},
+	    {TABLE_MAX_LINE + 1, "", false}, {3 * TABLE_MAX_LINE, "\n", false},
 	};
 	const char *path = tmp_path("long");
 	char spec[300], err[512], want[512];
@@ -305,7 +306,7 @@ static void test_lookup(void **state)
 	    {"bOb", 0, "Bob@Example.ORG"},
 	    {"alice", 0, "alice@example.org"},
 	    {"ALICE", 0, "alice@example.org"},
-	    {"bobby", 3, "Bob@Example.ORG"},  /* not terminated after the key */
+	    {"bobby", 3, "Bob@Example.ORG"}, /* not terminated after the key */
 	    {"ALICE:x", 5, "alice@example.org"},
 	    {"bo", 0, NULL},
 	    {"bobb", 0, NULL},
@@ -325,10 +326,17 @@ static void test_lookup(void **state)
 	    {"44PVB\"", 0, NULL},
 	    {"44pvb\"x", 6, NULL},
 	    {"44pv", 0, NULL},
+	    /*
+	     * FNV-1a("n7kkre") == FNV-1a("n7kkre\0x"), and the arena holds
+	     * "n7kkre\0x\0": a NUL in the caller's key must not let the
+	     * comparison run on into the value.
+	     */
+	    {"n7kkre", 0, "x"},
+	    {"n7kkre\0x", 8, NULL},
 	};
 	const char *path = tmp_path("lookup");
 	const char *data = "# users\nBob Bob@Example.ORG\nalice alice@example.org\nempty\n"
-			   "\xc3\x89t\xc3\xa9 utf8\n44pvb collides\n";
+			   "\xc3\x89t\xc3\xa9 utf8\n44pvb collides\nn7kkre x\n";
 	char spec[300], err[512] = "";
 	struct table *tabs[2];
 
@@ -339,7 +347,7 @@ static void test_lookup(void **state)
 	if (tabs[0] == NULL)
 		fail_msg("hash: %s", err);
 	tabs[1] = table_open("inline:{Bob=Bob@Example.ORG, alice=alice@example.org, EMPTY, "
-			     "\xc3\x89t\xc3\xa9=utf8, 44pvb=collides}",
+			     "\xc3\x89t\xc3\xa9=utf8, 44pvb=collides, n7kkre=x}",
 			     err, sizeof(err));
 	if (tabs[1] == NULL)
 		fail_msg("inline: %s", err);
@@ -464,11 +472,25 @@ static void test_refresh(void **state)
 	refresh_expect("mtime ns", t, 1, NULL);
 	lookup_expect("mtime ns", t, (const char *[]){"d", "6", NULL}, NULL);
 
+	/* Renamed over by a file of the same size and mtime: only the inode tells. */
+	{
+		char tmp[300];
+
+		snprintf(tmp, sizeof(tmp), "%s.new", path);
+		write_file(tmp, "C: THREE\nd: 7\n", 14);
+		if (utimensat(AT_FDCWD, tmp, ts, 0) != 0)
+			fail_msg("utimensat: %s", strerror(errno));
+		if (rename(tmp, path) != 0)
+			fail_msg("rename: %s", strerror(errno));
+	}
+	refresh_expect("inode only", t, 1, NULL);
+	lookup_expect("inode only", t, (const char *[]){"d", "7", NULL}, NULL);
+
 	/* A bad new file is refused; the old table keeps answering. */
 	replace_file(path, "e: 5\nE: 6\n");
 	snprintf(want, sizeof(want), "%s:2: duplicate key \"E\" (first at line 1)", path);
 	refresh_expect("bad file", t, -1, want);
-	lookup_expect("bad file", t, (const char *[]){"c", "THREE", "d", "6", NULL},
+	lookup_expect("bad file", t, (const char *[]){"c", "THREE", "d", "7", NULL},
 		      (const char *[]){"e", NULL});
 	refresh_expect("still bad", t, -1, want);
 	assert_int_equal(table_count(t), 2);
@@ -476,7 +498,7 @@ static void test_refresh(void **state)
 	replace_file(path, "e: 5\nf 6\n");
 	snprintf(want, sizeof(want), "%s:2: missing ':'", path);
 	refresh_expect("bad file 2", t, -1, want);
-	lookup_expect("bad file 2", t, (const char *[]){"d", "6", NULL}, NULL);
+	lookup_expect("bad file 2", t, (const char *[]){"d", "7", NULL}, NULL);
 
 	replace_file(path, "e: 5\n");
 	refresh_expect("fixed", t, 1, NULL);
@@ -512,9 +534,24 @@ static void test_refresh(void **state)
 /* A NULL or tiny error buffer is safe; the reason is truncated, not overrun. */
 static void test_err_buffer(void **state)
 {
-	char err[8];
+	char err[8], big[2048], data[1300], want[300];
+	const char *path = tmp_path("row");
 
 	(void)state;
+	/* A long duplicate key is cut in the message so the line numbers stay. */
+	memset(data, 'k', 600);
+	data[600] = '\n';
+	memset(data + 601, 'K', 600);
+	data[1201] = '\n';
+	write_file(path, data, 1202);
+	snprintf(big, sizeof(big), "set:%s", path);
+	assert_null(table_open(big, big, sizeof(big)));
+	memset(want, 'K', 200);
+	snprintf(want + 200, sizeof(want) - 200, "\" (first at line 1)");
+	if (strstr(big, ":2: duplicate key \"KKKK") == NULL || strlen(big) < strlen(want) ||
+	    strcmp(big + strlen(big) - strlen(want), want) != 0)
+		fail_msg("got \"%s\", want \"%s:2: duplicate key \"%s\"", big, path, want);
+
 	assert_null(table_open("bogus:x", NULL, 0));
 	memset(err, 'z', sizeof(err));
 	assert_null(table_open("bogus:x", err, 5));
@@ -558,8 +595,8 @@ static void test_large(void **state)
 	assert_non_null(data);
 	len += (size_t)snprintf(data + len, cap - len, "# %d users\n", NKEYS);
 	for (int i = 0; i < NKEYS; i++)
-		len += (size_t)snprintf(data + len, cap - len, "User%d@Example.ORG\tlocal:u%d\n",
-					i, i);
+		len += (size_t)snprintf(data + len, cap - len, "User%d@Example.ORG\tlocal:u%d\n", i,
+					i);
 	write_file(path, data, len);
 	free(data);
 	snprintf(spec, sizeof(spec), "hash:%s", path);
@@ -604,8 +641,8 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	static const char *const names[] = {"row", "long", "huge", "lookup", "refresh",
-					    "refresh.new", "large"};
+	static const char *const names[] = {"row",     "long",	      "huge", "lookup",
+					    "refresh", "refresh.new", "large"};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -616,9 +653,9 @@ static int teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_rows),       cmocka_unit_test(test_line_max),
-	    cmocka_unit_test(test_file_max),   cmocka_unit_test(test_lookup),
-	    cmocka_unit_test(test_refresh),    cmocka_unit_test(test_err_buffer),
+	    cmocka_unit_test(test_rows),     cmocka_unit_test(test_line_max),
+	    cmocka_unit_test(test_file_max), cmocka_unit_test(test_lookup),
+	    cmocka_unit_test(test_refresh),  cmocka_unit_test(test_err_buffer),
 	    cmocka_unit_test(test_large),
 	};
 
