@@ -45,6 +45,7 @@ static const struct {
     {"hash", TABLE_HASH},
     {"aliases", TABLE_ALIASES},
     {"set", TABLE_SET},
+    {"file", TABLE_SET}, /* one domain or .domain per line, as the channel docs say */
     {"inline", TABLE_INLINE},
 };
 
@@ -69,11 +70,19 @@ struct table_data {
 	struct timespec mtim;
 };
 
-struct table {
+/* The flat-file backend's state. */
+struct flat {
 	char *spec;	  /* as given to table_open() */
 	const char *path; /* inside spec: the ARG part */
 	enum table_type type;
 	struct table_data d;
+};
+
+/* A table: a backend and its state. */
+struct table {
+	char *spec;
+	const struct table_ops *ops;
+	void *be;
 };
 
 /* Loader state: the table being built and where errors point. */
@@ -536,10 +545,10 @@ fail:
 	return -1;
 }
 
-struct table *table_open(const char *spec, char *err, size_t errlen)
+static void *flat_open(const char *spec, char *err, size_t errlen)
 {
 	const char *colon = strchr(spec, ':');
-	struct table *t;
+	struct flat *t;
 	size_t i, n;
 
 	if (colon == NULL) {
@@ -577,8 +586,9 @@ fail:
 	return NULL;
 }
 
-const char *table_lookup_n(const struct table *t, const char *key, size_t len)
+static const char *flat_lookup(const void *be, const char *key, size_t len)
 {
+	const struct flat *t = be;
 	const struct slot *s;
 
 	if (t == NULL || t->d.count == 0)
@@ -589,13 +599,9 @@ const char *table_lookup_n(const struct table *t, const char *key, size_t len)
 	return t->d.arena + s->off + len + 1;
 }
 
-const char *table_lookup(const struct table *t, const char *key)
+static int flat_refresh(void *be, char *err, size_t errlen)
 {
-	return table_lookup_n(t, key, strlen(key));
-}
-
-int table_refresh(struct table *t, char *err, size_t errlen)
-{
+	struct flat *t = be;
 	struct table_data fresh;
 	struct stat st;
 
@@ -615,9 +621,81 @@ int table_refresh(struct table *t, char *err, size_t errlen)
 	return 1;
 }
 
+static size_t flat_count(const void *be)
+{
+	return ((const struct flat *)be)->d.count;
+}
+
+static void flat_free(void *be)
+{
+	struct flat *t = be;
+
+	data_free(&t->d);
+	free(t->spec);
+	free(t);
+}
+
+/* ---- the backends, chosen by TYPE ---- */
+
+static const struct table_ops flat_ops = {
+    .open = flat_open,
+    .lookup = flat_lookup,
+    .refresh = flat_refresh,
+    .count = flat_count,
+    .free = flat_free,
+};
+
+/* TYPE -> backend.  An LMDB or SQL backend adds its types here. */
+static const struct {
+	const char *type;
+	const struct table_ops *ops;
+} table_backends[] = {
+    {"hash", &flat_ops},   {"aliases", &flat_ops}, {"set", &flat_ops},
+    {"file", &flat_ops},   {"inline", &flat_ops},
+};
+
+struct table *table_open(const char *spec, char *err, size_t errlen)
+{
+	const char *colon = strchr(spec, ':');
+	const struct table_ops *ops = NULL;
+	struct table *t;
+	size_t n = colon ? (size_t)(colon - spec) : strlen(spec);
+
+	for (size_t i = 0; i < sizeof(table_backends) / sizeof(table_backends[0]); i++)
+		if (strlen(table_backends[i].type) == n &&
+		    memcmp(table_backends[i].type, spec, n) == 0)
+			ops = table_backends[i].ops;
+	if (!ops)
+		ops = &flat_ops; /* it reports the bad spec precisely */
+	t = xcalloc(1, sizeof(*t));
+	t->ops = ops;
+	t->be = ops->open(spec, err, errlen);
+	if (!t->be) {
+		free(t);
+		return NULL;
+	}
+	t->spec = xstrdup(spec);
+	return t;
+}
+
+const char *table_lookup_n(const struct table *t, const char *key, size_t len)
+{
+	return t ? t->ops->lookup(t->be, key, len) : NULL;
+}
+
+const char *table_lookup(const struct table *t, const char *key)
+{
+	return table_lookup_n(t, key, strlen(key));
+}
+
+int table_refresh(struct table *t, char *err, size_t errlen)
+{
+	return t->ops->refresh(t->be, err, errlen);
+}
+
 size_t table_count(const struct table *t)
 {
-	return t->d.count;
+	return t->ops->count(t->be);
 }
 
 const char *table_spec(const struct table *t)
@@ -632,8 +710,8 @@ void table_free(struct table **tp)
 	if (tp == NULL || *tp == NULL)
 		return;
 	t = *tp;
-	data_free(&t->d);
+	*tp = NULL;
+	t->ops->free(t->be);
 	free(t->spec);
 	free(t);
-	*tp = NULL;
 }

@@ -11,7 +11,7 @@
  *                 with a blank; a quoted name ("a b": x) is allowed.
  *   set:PATH      one key per line, value "" (domain sets, local
  *                 recipient lists); anything after the first word is an
- *                 error.
+ *                 error.  file:PATH is the same.
  *   inline:{k1=v1, k2=v2, k3}  the same in the config itself (tests, small
  *                 maps); a key without "=" has value "".
  * In every file type: blank lines and lines whose first non-blank is "#"
@@ -46,6 +46,20 @@
 #define TABLE_MAX_FILE (1024L * 1024 * 1024)
 
 struct table;
+
+/*
+ * Backends: a TYPE names a struct table_ops (table.c keeps the list).  The
+ * flat-file family above is built in; an LMDB or SQL backend adds its own
+ * entry with these operations and the router does not change.
+ */
+struct table_ops {
+	/* open - load spec ("TYPE:ARG"); NULL + reason. */
+	void *(*open)(const char *spec, char *err, size_t errlen);
+	const char *(*lookup)(const void *be, const char *key, size_t len);
+	int (*refresh)(void *be, char *err, size_t errlen); /* as table_refresh() */
+	size_t (*count)(const void *be);
+	void (*free)(void *be);
+};
 
 /* table_open - load spec; NULL + "SPEC: reason" or "PATH:LINE: reason". */
 struct table *table_open(const char *spec, char *err, size_t errlen);

@@ -121,6 +121,8 @@ static const struct row rows[] = {
 	OK("set", "example.org\nExample.NET\n", 2, "example.org", "", "EXAMPLE.net", ""),
 	OK("set", "a  \r\n# b c\n\n", 1, "a", ""),
 	ERR("set", "a\nb c\n", ":2: more than one word"),
+	OK("file", "bulk.test\n.bulk.test\n", 2, "bulk.test", "", ".BULK.test", ""),
+	ERR("file", "a b\n", ":1: more than one word"),
 	ERR("set", "a\n  b\n", ":2: continuation line (leading blank) in a set"),
 	ERR("set", "x\nX\n", ":2: duplicate key \"X\" (first at line 1)"),
 	ERRL("set", "a\r\nb\0\r\n", ":2: NUL byte"),
