@@ -1,5 +1,6 @@
 /* config - zfarm's configuration file reader; see config.h. */
 #include "common/config.h"
+#include "common/err.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -98,19 +99,6 @@ struct config {
 };
 
 /* A growable string for values and expansions. */
-static void config_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void config_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static char *config_vasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
@@ -488,7 +476,7 @@ static int config_parse_fail(struct config_parser *ps, const char *fmt, ...)
 	va_start(ap, fmt);
 	reason = config_vasprintf(fmt, ap);
 	va_end(ap);
-	config_err(ps->err, ps->errlen, "%s:%u: %s", ps->label, ps->line, reason);
+	err_printf(ps->err, ps->errlen, "%s:%u: %s", ps->label, ps->line, reason);
 	free(reason);
 	return -1;
 }
@@ -684,12 +672,12 @@ static int config_load_text(struct config *cfg, const char *text, size_t len, co
 	int rc;
 
 	if (cfg->loaded) {
-		config_err(err, errlen, "%s: this config already holds a file; load into a new one",
+		err_printf(err, errlen, "%s: this config already holds a file; load into a new one",
 			   label);
 		return -1;
 	}
 	if (len > CONFIG_MAX_FILE) {
-		config_err(err, errlen, "%s: file is bigger than %d bytes", label, CONFIG_MAX_FILE);
+		err_printf(err, errlen, "%s: file is bigger than %d bytes", label, CONFIG_MAX_FILE);
 		return -1;
 	}
 	stage = config_new();
@@ -721,7 +709,7 @@ static int config_read_file(const char *path, struct strbuf *b, char *err, size_
 	ssize_t r;
 
 	if (fd < 0) {
-		config_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		err_printf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
 		return -1;
 	}
 	for (;;) {
@@ -731,7 +719,7 @@ static int config_read_file(const char *path, struct strbuf *b, char *err, size_
 		if (r <= 0)
 			break;
 		if (b->len + (size_t)r > CONFIG_MAX_FILE) {
-			config_err(err, errlen, "%s: file is bigger than %d bytes", path,
+			err_printf(err, errlen, "%s: file is bigger than %d bytes", path,
 				   CONFIG_MAX_FILE);
 			close(fd);
 			return -1;
@@ -739,7 +727,7 @@ static int config_read_file(const char *path, struct strbuf *b, char *err, size_
 		strbuf_append(b, chunk, (size_t)r);
 	}
 	if (r < 0) {
-		config_err(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+		err_printf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
 		close(fd);
 		return -1;
 	}
@@ -753,7 +741,7 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
 	int rc;
 
 	if (cfg->loaded) {
-		config_err(err, errlen, "%s: this config already holds a file; load into a new one",
+		err_printf(err, errlen, "%s: this config already holds a file; load into a new one",
 			   path);
 		return -1;
 	}
@@ -786,7 +774,7 @@ int config_override(struct config *cfg, const char *setting, char *err, size_t e
 	struct config_section *sec;
 
 	if (eq == NULL) {
-		config_err(err, errlen,
+		err_printf(err, errlen,
 			   "-o: missing '=' in \"%s\" (want name=value or "
 			   "kind.name.param=value)",
 			   setting);
@@ -798,7 +786,7 @@ int config_override(struct config *cfg, const char *setting, char *err, size_t e
 	for (dot2 = dot1 ? e - 1 : NULL; dot2 && *dot2 != '.'; dot2--)
 		;
 	if (!config_override_name_ok(b, e, dot1, dot2)) {
-		config_err(err, errlen, "-o: bad name \"%.*s\": want name or kind.name.param",
+		err_printf(err, errlen, "-o: bad name \"%.*s\": want name or kind.name.param",
 			   (int)(e - b), b);
 		return -1;
 	}
@@ -825,7 +813,7 @@ int config_set_default(struct config *cfg, const char *param, const char *value,
 		       size_t errlen)
 {
 	if (!config_is_param_name(param, strlen(param))) {
-		config_err(err, errlen, "default: bad parameter name \"%s\"", param);
+		err_printf(err, errlen, "default: bad parameter name \"%s\"", param);
 		return -1;
 	}
 	config_scope_set(&cfg->global->scope[CONFIG_DEFAULT], cfg->global, param, value,
@@ -1139,7 +1127,7 @@ static int config_value(const struct config *cfg, const char *kind, const char *
 		return 1;
 	config_expand(cfg, p);
 	if (p->exp_err) {
-		config_err(err, errlen, "%s", p->exp_err);
+		err_printf(err, errlen, "%s", p->exp_err);
 		return -1;
 	}
 	*pp = p;
@@ -1172,7 +1160,7 @@ int config_expand_check(const struct config *cfg, char *err, size_t errlen)
 					continue; /* shadowed by a higher layer */
 				config_expand(cfg, p);
 				if (p->exp_err) {
-					config_err(err, errlen, "%s", p->exp_err);
+					err_printf(err, errlen, "%s", p->exp_err);
 					return -1;
 				}
 			}
@@ -1195,7 +1183,7 @@ static int config_bad(const struct config_param *p, char *err, size_t errlen, co
 	reason = config_vasprintf(fmt, ap);
 	va_end(ap);
 	msg = config_param_msg(p, "%s", reason);
-	config_err(err, errlen, "%s", msg);
+	err_printf(err, errlen, "%s", msg);
 	free(msg);
 	free(reason);
 	return -1;

@@ -18,6 +18,7 @@
  * errors then arrive as EPIPE through the close callback);
  * frame_write_fd() uses send(MSG_NOSIGNAL) on sockets and needs nothing.
  */
+#include "common/err.h"
 #include "common/frame.h"
 
 #include <errno.h>
@@ -55,18 +56,6 @@ struct frame_conn {
 	bool own_fd;	      /* a plain socket from frame_conn_new() */
 };
 
-static void __attribute__((format(printf, 3, 4)))
-frame_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* frame_limit - 0 means the default; nothing goes above the hard ceiling. */
 static size_t frame_limit(size_t max)
 {
@@ -95,11 +84,12 @@ static void frame_put_be32(uint8_t *p, uint32_t v)
 static int frame_check_length(uint32_t n, size_t max, char *err, size_t errlen)
 {
 	if (n == 0) {
-		frame_err(err, errlen, "empty frame");
+		err_printf(err, errlen, "empty frame");
 		return -1;
 	}
 	if (n > max) {
-		frame_err(err, errlen, "oversize frame: %lu bytes, max %zu", (unsigned long)n, max);
+		err_printf(err, errlen, "oversize frame: %lu bytes, max %zu", (unsigned long)n,
+			   max);
 		return -1;
 	}
 	return 0;
@@ -137,18 +127,18 @@ static size_t frame_encoded_size(const Zfarm__Frame *f, size_t max, char *err, s
 	size_t n;
 
 	if (f->version != FRAME_VERSION) {
-		frame_err(err, errlen, "refusing to send frame version %lu",
-			  (unsigned long)f->version);
+		err_printf(err, errlen, "refusing to send frame version %lu",
+			   (unsigned long)f->version);
 		return 0;
 	}
 	if (f->body_case == ZFARM__FRAME__BODY__NOT_SET) {
-		frame_err(err, errlen, "refusing to send a frame without a body");
+		err_printf(err, errlen, "refusing to send a frame without a body");
 		return 0;
 	}
 	n = zfarm__frame__get_packed_size(f);
 	if (n > frame_limit(max)) {
-		frame_err(err, errlen, "%s frame too large: %zu bytes, max %zu", frame_body_name(f),
-			  n, frame_limit(max));
+		err_printf(err, errlen, "%s frame too large: %zu bytes, max %zu",
+			   frame_body_name(f), n, frame_limit(max));
 		return 0;
 	}
 	return n;
@@ -180,13 +170,13 @@ Zfarm__Frame *frame_unpack(const uint8_t *body, size_t len, char *err, size_t er
 	Zfarm__Frame *f = zfarm__frame__unpack(NULL, len, body);
 
 	if (f == NULL) {
-		frame_err(err, errlen, "undecodable frame (%zu bytes)", len);
+		err_printf(err, errlen, "undecodable frame (%zu bytes)", len);
 		return NULL;
 	}
 	if (f->version != FRAME_VERSION)
-		frame_err(err, errlen, "unknown frame version %lu", (unsigned long)f->version);
+		err_printf(err, errlen, "unknown frame version %lu", (unsigned long)f->version);
 	else if (f->body_case == ZFARM__FRAME__BODY__NOT_SET)
-		frame_err(err, errlen, "frame without a body (unknown type?)");
+		err_printf(err, errlen, "frame without a body (unknown type?)");
 	else
 		return f;
 	zfarm__frame__free_unpacked(f, NULL);
@@ -199,7 +189,7 @@ Zfarm__Frame *frame_decode_exact(const uint8_t *buf, size_t len, size_t max, cha
 	uint32_t n;
 
 	if (len < FRAME_HEADER_SIZE) {
-		frame_err(err, errlen, "truncated frame header (%zu bytes)", len);
+		err_printf(err, errlen, "truncated frame header (%zu bytes)", len);
 		return NULL;
 	}
 	n = frame_get_be32(buf);
@@ -207,11 +197,11 @@ Zfarm__Frame *frame_decode_exact(const uint8_t *buf, size_t len, size_t max, cha
 		return NULL;
 	len -= FRAME_HEADER_SIZE;
 	if (len < n) {
-		frame_err(err, errlen, "truncated frame: %zu of %lu bytes", len, (unsigned long)n);
+		err_printf(err, errlen, "truncated frame: %zu of %lu bytes", len, (unsigned long)n);
 		return NULL;
 	}
 	if (len > n) {
-		frame_err(err, errlen, "%zu trailing bytes after frame", len - n);
+		err_printf(err, errlen, "%zu trailing bytes after frame", len - n);
 		return NULL;
 	}
 	return frame_unpack(buf + FRAME_HEADER_SIZE, n, err, errlen);
@@ -274,11 +264,11 @@ static ssize_t frame_read_full(int fd, uint8_t *buf, size_t n, int64_t deadline,
 	while (got < n) {
 		r = frame_wait(fd, POLLIN, deadline);
 		if (r == 0) {
-			frame_err(err, errlen, "read timeout");
+			err_printf(err, errlen, "read timeout");
 			return -1;
 		}
 		if (r < 0) {
-			frame_err(err, errlen, "poll: %s", strerror(errno));
+			err_printf(err, errlen, "poll: %s", strerror(errno));
 			return -1;
 		}
 		r = read(fd, buf + got, n - got);
@@ -287,7 +277,7 @@ static ssize_t frame_read_full(int fd, uint8_t *buf, size_t n, int64_t deadline,
 		if (r > 0)
 			got += (size_t)r;
 		else if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
-			frame_err(err, errlen, "read: %s", strerror(errno));
+			err_printf(err, errlen, "read: %s", strerror(errno));
 			return -1;
 		}
 	}
@@ -302,12 +292,12 @@ Zfarm__Frame *frame_read_fd(int fd, size_t max, int timeout_ms, char *err, size_
 	ssize_t r;
 	uint32_t n;
 
-	frame_err(err, errlen, "%s", "");
+	err_printf(err, errlen, "%s", "");
 	r = frame_read_full(fd, hdr, sizeof(hdr), deadline, err, errlen);
 	if (r <= 0)
 		return NULL; /* r == 0: clean EOF, err stays "" */
 	if (r < FRAME_HEADER_SIZE) {
-		frame_err(err, errlen, "truncated frame at EOF (%zd bytes)", r);
+		err_printf(err, errlen, "truncated frame at EOF (%zd bytes)", r);
 		return NULL;
 	}
 	n = frame_get_be32(hdr);
@@ -316,7 +306,8 @@ Zfarm__Frame *frame_read_fd(int fd, size_t max, int timeout_ms, char *err, size_
 	body = xmalloc(n);
 	r = frame_read_full(fd, body, n, deadline, err, errlen);
 	if (r >= 0 && (size_t)r < n)
-		frame_err(err, errlen, "truncated frame at EOF (%zd bytes)", r + FRAME_HEADER_SIZE);
+		err_printf(err, errlen, "truncated frame at EOF (%zd bytes)",
+			   r + FRAME_HEADER_SIZE);
 	else if (r >= 0)
 		f = frame_unpack(body, n, err, errlen);
 	free(body);
@@ -342,11 +333,11 @@ static int frame_write_all(int fd, const uint8_t *p, size_t n, char *err, size_t
 			sock = false;
 		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
 			if (frame_wait(fd, POLLOUT, -1) < 0) {
-				frame_err(err, errlen, "poll: %s", strerror(errno));
+				err_printf(err, errlen, "poll: %s", strerror(errno));
 				return -1;
 			}
 		} else if (errno != EINTR) {
-			frame_err(err, errlen, "write: %s", strerror(errno));
+			err_printf(err, errlen, "write: %s", strerror(errno));
 			return -1;
 		}
 	}
@@ -612,7 +603,7 @@ int frame_conn_send(struct frame_conn *conn, const Zfarm__Frame *f, char *err, s
 	size_t n;
 
 	if (!frame_conn_live(conn) || conn->flushing) {
-		frame_err(err, errlen, "connection closing");
+		err_printf(err, errlen, "connection closing");
 		return -1;
 	}
 	n = frame_encoded_size(f, FRAME_MAX_LIMIT, err, errlen);
@@ -620,13 +611,13 @@ int frame_conn_send(struct frame_conn *conn, const Zfarm__Frame *f, char *err, s
 		return -1;
 	/* Encode straight into the output buffer: one extent, no copy. */
 	if (evbuffer_reserve_space(out, (ev_ssize_t)(FRAME_HEADER_SIZE + n), &v, 1) != 1) {
-		frame_err(err, errlen, "cannot queue %zu bytes", FRAME_HEADER_SIZE + n);
+		err_printf(err, errlen, "cannot queue %zu bytes", FRAME_HEADER_SIZE + n);
 		return -1;
 	}
 	frame_encode(f, n, v.iov_base);
 	v.iov_len = FRAME_HEADER_SIZE + n;
 	if (evbuffer_commit_space(out, &v, 1) < 0) {
-		frame_err(err, errlen, "cannot queue %zu bytes", FRAME_HEADER_SIZE + n);
+		err_printf(err, errlen, "cannot queue %zu bytes", FRAME_HEADER_SIZE + n);
 		return -1;
 	}
 	return 0;

@@ -7,6 +7,7 @@ libzfarm_a_SOURCES = \
 	common/clock.c common/clock.h \
 	common/config.c common/config.h \
 	common/endpoint.c common/endpoint.h \
+	common/err.c common/err.h \
 	common/farm_server.c common/farm_server.h \
 	common/frame.c common/frame.h \
 	common/frame_client.c common/frame_client.h \

@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/err.h"
 #include "common/xalloc.h"
 
 enum table_type {
@@ -42,9 +43,7 @@ static const struct {
 	const char *name;
 	enum table_type type;
 } table_types[] = {
-    {"hash", TABLE_HASH},
-    {"aliases", TABLE_ALIASES},
-    {"set", TABLE_SET},
+    {"hash", TABLE_HASH},     {"aliases", TABLE_ALIASES}, {"set", TABLE_SET},
     {"file", TABLE_SET}, /* one domain or .domain per line, as the channel docs say */
     {"inline", TABLE_INLINE},
 };
@@ -145,20 +144,6 @@ static struct slot *find_slot(const struct table_data *d, const char *key, size_
 	}
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* "PATH:LINE: reason" for files, "SPEC: item N: reason" for inline; returns -1. */
 static int build_err(struct builder *b, unsigned line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -172,9 +157,9 @@ static int build_err(struct builder *b, unsigned line, const char *fmt, ...)
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
 	if (b->is_inline)
-		set_err(b->err, b->errlen, "%s: item %u: %s", b->where, line, reason);
+		err_printf(b->err, b->errlen, "%s: item %u: %s", b->where, line, reason);
 	else
-		set_err(b->err, b->errlen, "%s:%u: %s", b->where, line, reason);
+		err_printf(b->err, b->errlen, "%s:%u: %s", b->where, line, reason);
 	return -1;
 }
 
@@ -384,17 +369,17 @@ static int read_file(const char *path, struct stat *stp, char **bufp, size_t *le
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		set_err(err, errlen, "%s: open: %s", path, strerror(errno));
+		err_printf(err, errlen, "%s: open: %s", path, strerror(errno));
 		return -1;
 	}
 	if (fstat(fd, &st) < 0) {
-		set_err(err, errlen, "%s: fstat: %s", path, strerror(errno));
+		err_printf(err, errlen, "%s: fstat: %s", path, strerror(errno));
 		close(fd);
 		return -1;
 	}
 	if (st.st_size > TABLE_MAX_FILE) {
-		set_err(err, errlen, "%s: file too large (%lld bytes, max %ld)", path,
-			(long long)st.st_size, TABLE_MAX_FILE);
+		err_printf(err, errlen, "%s: file too large (%lld bytes, max %ld)", path,
+			   (long long)st.st_size, TABLE_MAX_FILE);
 		close(fd);
 		return -1;
 	}
@@ -408,8 +393,8 @@ static int read_file(const char *path, struct stat *stp, char **bufp, size_t *le
 
 		if (len == cap) {
 			if (cap > (size_t)TABLE_MAX_FILE) {
-				set_err(err, errlen, "%s: file too large (over %ld bytes)", path,
-					TABLE_MAX_FILE);
+				err_printf(err, errlen, "%s: file too large (over %ld bytes)", path,
+					   TABLE_MAX_FILE);
 				free(buf);
 				close(fd);
 				return -1;
@@ -422,7 +407,7 @@ static int read_file(const char *path, struct stat *stp, char **bufp, size_t *le
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
-			set_err(err, errlen, "%s: read: %s", path, strerror(errno));
+			err_printf(err, errlen, "%s: read: %s", path, strerror(errno));
 			free(buf);
 			close(fd);
 			return -1;
@@ -480,18 +465,18 @@ static int load_inline(const char *spec, const char *arg, struct table_data *d, 
 	while (end > p && is_space(end[-1]))
 		end--;
 	if (p == end || *p != '{') {
-		set_err(err, errlen, "%s: missing '{'", spec);
+		err_printf(err, errlen, "%s: missing '{'", spec);
 		return -1;
 	}
 	if (end - p < 2 || end[-1] != '}') {
-		set_err(err, errlen, "%s: missing '}'", spec);
+		err_printf(err, errlen, "%s: missing '}'", spec);
 		return -1;
 	}
 	p++;
 	end--;
 	if (memchr(p, '}', (size_t)(end - p)) != NULL ||
 	    memchr(p, '{', (size_t)(end - p)) != NULL) {
-		set_err(err, errlen, "%s: unexpected brace inside {...}", spec);
+		err_printf(err, errlen, "%s: unexpected brace inside {...}", spec);
 		return -1;
 	}
 	for (const char *q = p; q < end; q++)
@@ -552,7 +537,7 @@ static void *flat_open(const char *spec, char *err, size_t errlen)
 	size_t i, n;
 
 	if (colon == NULL) {
-		set_err(err, errlen, "%s: missing ':' (want TYPE:ARG)", spec);
+		err_printf(err, errlen, "%s: missing ':' (want TYPE:ARG)", spec);
 		return NULL;
 	}
 	n = (size_t)(colon - spec);
@@ -561,7 +546,7 @@ static void *flat_open(const char *spec, char *err, size_t errlen)
 			break;
 	}
 	if (i == sizeof(table_types) / sizeof(table_types[0])) {
-		set_err(err, errlen, "%s: unknown table type", spec);
+		err_printf(err, errlen, "%s: unknown table type", spec);
 		return NULL;
 	}
 	t = xcalloc(1, sizeof(*t));
@@ -573,7 +558,7 @@ static void *flat_open(const char *spec, char *err, size_t errlen)
 			goto fail;
 	} else {
 		if (*t->path == '\0') {
-			set_err(err, errlen, "%s: empty path", spec);
+			err_printf(err, errlen, "%s: empty path", spec);
 			goto fail;
 		}
 		if (load_file(t->path, t->type, &t->d, err, errlen) < 0)
@@ -608,7 +593,7 @@ static int flat_refresh(void *be, char *err, size_t errlen)
 	if (t->type == TABLE_INLINE)
 		return 0;
 	if (stat(t->path, &st) < 0) {
-		set_err(err, errlen, "%s: stat: %s", t->path, strerror(errno));
+		err_printf(err, errlen, "%s: stat: %s", t->path, strerror(errno));
 		return -1;
 	}
 	if (st.st_dev == t->d.dev && st.st_ino == t->d.ino && st.st_size == t->d.size &&
@@ -650,8 +635,8 @@ static const struct {
 	const char *type;
 	const struct table_ops *ops;
 } table_backends[] = {
-    {"hash", &flat_ops},   {"aliases", &flat_ops}, {"set", &flat_ops},
-    {"file", &flat_ops},   {"inline", &flat_ops},
+    {"hash", &flat_ops}, {"aliases", &flat_ops}, {"set", &flat_ops},
+    {"file", &flat_ops}, {"inline", &flat_ops},
 };
 
 struct table *table_open(const char *spec, char *err, size_t errlen)

@@ -12,6 +12,7 @@ ZF_UNIT_TESTS = \
 	tests/common/test_endpoint \
 	tests/common/test_farm_server \
 	tests/common/test_frame \
+	tests/common/test_frame_client \
 	tests/common/test_log \
 	tests/common/test_params \
 	tests/common/test_qid \
@@ -52,6 +53,9 @@ tests_common_test_farm_server_LDADD = $(ZF_TEST_LIBS)
 tests_common_test_frame_SOURCES = tests/common/test_frame.c
 tests_common_test_frame_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_frame_LDADD = $(ZF_TEST_LIBS)
+tests_common_test_frame_client_SOURCES = tests/common/test_frame_client.c
+tests_common_test_frame_client_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_common_test_frame_client_LDADD = $(ZF_TEST_LIBS)
 tests_common_test_log_SOURCES = tests/common/test_log.c
 tests_common_test_log_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_log_LDADD = $(ZF_TEST_LIBS)

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import unittest
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -503,3 +504,60 @@ class FarmdInstance:
         if not keep:
             shutil.rmtree(self.tmp, ignore_errors=True)
         return left
+
+
+# ---- running a test module ----
+
+class CountingResult(unittest.TextTestResult):
+    """Counts passes and remembers failing tests (subtests included)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.passed = 0
+        self.failed_tests = []
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed += 1
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self.failed_tests.append(test)
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self.failed_tests.append(test)
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None and test not in self.failed_tests:
+            self.failed_tests.append(test)
+
+    def addUnexpectedSuccess(self, test):
+        super().addUnexpectedSuccess(test)
+        self.failed_tests.append(test)
+
+
+def run_tests(title, failure_log=None):
+    """Run the calling module's tests (unittest.main, so -k and names work),
+    print the daemons' log for failures (failure_log(test) gives it; the same
+    text is printed once), "<title> tests: N s" and the "N passed, N failed"
+    line that .ci/run adds up; exit 1 if anything failed."""
+    t0 = time.monotonic()
+    runner = unittest.TextTestRunner(verbosity=2, resultclass=CountingResult)
+    result = unittest.main(testRunner=runner, exit=False).result
+    failed_ids, shown = [], set()
+    for test in result.failed_tests:
+        if test.id() in failed_ids:
+            continue
+        failed_ids.append(test.id())
+        log = failure_log(test) if failure_log else None
+        if log and log not in shown:
+            shown.add(log)
+            lines = log.splitlines()
+            sys.stderr.write("---- log for %s (last %d of %d lines) ----\n"
+                             % (test.id(), min(80, len(lines)), len(lines)))
+            sys.stderr.write("\n".join(lines[-80:]) + "\n")
+    sys.stderr.write("%s tests: %.1f s\n" % (title, time.monotonic() - t0))
+    print("%d passed, %d failed" % (result.passed, len(failed_ids)))
+    sys.exit(1 if failed_ids or not result.wasSuccessful() else 0)

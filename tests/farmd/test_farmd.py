@@ -949,54 +949,8 @@ class FarmdTest(unittest.TestCase):
 
 # ---- runner: counts, prints "N passed, N failed", logs of failed tests ----
 
-class CountingResult(unittest.TextTestResult):
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.passed = 0
-        self.failed_tests = []
-
-    def addSuccess(self, test):
-        super().addSuccess(test)
-        self.passed += 1
-
-    def addFailure(self, test, err):
-        super().addFailure(test, err)
-        self.failed_tests.append(test)
-
-    def addError(self, test, err):
-        super().addError(test, err)
-        self.failed_tests.append(test)
-
-    def addSubTest(self, test, subtest, err):
-        super().addSubTest(test, subtest, err)
-        if err is not None and test not in self.failed_tests:
-            self.failed_tests.append(test)
-
-    def addUnexpectedSuccess(self, test):
-        super().addUnexpectedSuccess(test)
-        self.failed_tests.append(test)
-
-
 def main():
-    t0 = time.monotonic()
-    runner = unittest.TextTestRunner(verbosity=2, resultclass=CountingResult)
-    prog = unittest.main(testRunner=runner, exit=False)
-    result = prog.result
-    failed_ids = []
-    for test in result.failed_tests:
-        if test.id() not in failed_ids:
-            failed_ids.append(test.id())
-        log = getattr(test, "farmd_log", "")
-        if log:
-            lines = log.splitlines()
-            sys.stderr.write("---- farmd log of %s (last %d of %d lines) ----\n"
-                             % (test.id(), min(80, len(lines)), len(lines)))
-            sys.stderr.write("\n".join(lines[-80:]) + "\n")
-    passed = result.passed
-    nfailed = len(failed_ids)
-    sys.stderr.write("farmd tests: %.1f s\n" % (time.monotonic() - t0))
-    print("%d passed, %d failed" % (passed, nfailed))
-    sys.exit(1 if nfailed or not result.wasSuccessful() else 0)
+    farmlib.run_tests("farmd", lambda test: getattr(test, "farmd_log", ""))
 
 
 if __name__ == "__main__":

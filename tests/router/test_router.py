@@ -217,7 +217,9 @@ def setUpModule():
 
 
 def tearDownModule():
+    global LAST_LOG
     if FD is not None:
+        LAST_LOG = FD.log()
         FD.cleanup()
     if SCHED is not None:
         SCHED.close()
@@ -385,21 +387,11 @@ class T03Reload(unittest.TestCase):
         FD.wait_log(r"not reloaded, the old one stays in use: .*duplicate key")
 
 
-class CountingResult(unittest.TextTestResult):
-    pass
+LAST_LOG = ""  # farmd's log, kept by tearDownModule for failures
 
 
 def main():
-    t0 = time.monotonic()
-    runner = unittest.TextTestRunner(verbosity=2, resultclass=CountingResult)
-    result = runner.run(unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__]))
-    failed = len(result.failures) + len(result.errors)
-    passed = result.testsRun - failed - len(result.skipped)
-    if failed and FD is not None:
-        sys.stderr.write(FD.log()[-8000:])
-    print("router tests: %.1f s" % (time.monotonic() - t0))
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
+    farmlib.run_tests("router", lambda test: LAST_LOG)
 
 
 if __name__ == "__main__":
