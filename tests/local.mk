@@ -20,6 +20,9 @@ ZF_UNIT_TESTS = \
 	tests/common/test_strbuf \
 	tests/router/test_route \
 	tests/router/test_table \
+	tests/scheduler/test_backoff \
+	tests/scheduler/test_dest \
+	tests/scheduler/test_msgstate \
 	tests/smtpserver/test_relay \
 	tests/smtpserver/test_session \
 	tests/smtpserver/test_smtp_body \
@@ -77,6 +80,15 @@ tests_router_test_route_LDADD = router/librouter.a $(ZF_TEST_LIBS)
 tests_router_test_table_SOURCES = tests/router/test_table.c
 tests_router_test_table_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_router_test_table_LDADD = router/librouter.a $(ZF_TEST_LIBS)
+tests_scheduler_test_backoff_SOURCES = tests/scheduler/test_backoff.c
+tests_scheduler_test_backoff_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_scheduler_test_backoff_LDADD = scheduler/libsched.a $(ZF_TEST_LIBS)
+tests_scheduler_test_dest_SOURCES = tests/scheduler/test_dest.c
+tests_scheduler_test_dest_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_scheduler_test_dest_LDADD = scheduler/libsched.a $(ZF_TEST_LIBS)
+tests_scheduler_test_msgstate_SOURCES = tests/scheduler/test_msgstate.c
+tests_scheduler_test_msgstate_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_scheduler_test_msgstate_LDADD = scheduler/libsched.a $(ZF_TEST_LIBS)
 tests_smtpserver_test_relay_SOURCES = tests/smtpserver/test_relay.c
 tests_smtpserver_test_relay_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_smtpserver_test_relay_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS)

@@ -1,0 +1,362 @@
+/*
+ * msgstate - the delivery state of one queued message; see msgstate.h.
+ *
+ * Everything here trusts nothing in the records: strings may be NULL,
+ * totals and indexes may be anything, record pointers may be NULL.  The
+ * worst a hostile or damaged control file gets is MSGSTATE_BAD.
+ *
+ * What *m holds after msgstate_load, whatever the result: the envelope
+ * fields (qid, sender, envid, ret, arrival_us; size is 0, the scheduler
+ * fills it from the QueueRef) and the held/delay_warned flags, so the
+ * caller can log and quarantine with them.  Recipients only with
+ * MSGSTATE_OK (n == 0 otherwise).  msgstate_release is always safe.
+ */
+#include "scheduler/msgstate.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/xalloc.h"
+#include "proto/queue.pb-c.h"
+
+static const char *s_or_empty(const char *s)
+{
+	return s ? s : "";
+}
+
+static void set_str(char **dst, const char *src)
+{
+	char *c = xstrdup(s_or_empty(src));
+
+	free(*dst);
+	*dst = c;
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static bool is_final(enum rcpt_state s)
+{
+	return s == RCPT_DELIVERED || s == RCPT_FAILED;
+}
+
+/*
+ * enhanced_prefix - length of an RFC 3463 status code ("4.3.0": class 2,
+ * 4 or 5, then 1-3 digits, 1-3 digits) at the start of s, followed by a
+ * space or the end; 0 if there is none.
+ */
+static size_t enhanced_prefix(const char *s)
+{
+	size_t i = 0, d;
+
+	if (s[0] != '2' && s[0] != '4' && s[0] != '5')
+		return 0;
+	if (s[1] != '.')
+		return 0;
+	i = 2;
+	for (int part = 0; part < 2; part++) {
+		for (d = 0; d < 3 && s[i] >= '0' && s[i] <= '9'; d++)
+			i++;
+		if (d == 0)
+			return 0;
+		if (part == 0) {
+			if (s[i] != '.')
+				return 0;
+			i++;
+		}
+	}
+	if (s[i] != '\0' && s[i] != ' ')
+		return 0;
+	return i;
+}
+
+/*
+ * apply_result - the one transition function, shared by loading a
+ * ResultRecord and msgstate_apply.  The caller has checked that r is not
+ * final and status is OK, TEMPFAIL or PERMFAIL.
+ */
+static void apply_result(struct rcpt *r, uint32_t status, uint32_t smtp_code, const char *enhanced,
+			 const char *text, int64_t next_attempt_us)
+{
+	switch (status) {
+	case ZFARM__STATUS__OK:
+		r->state = RCPT_DELIVERED;
+		r->next_attempt_us = 0;
+		break;
+	case ZFARM__STATUS__PERMFAIL:
+		r->state = RCPT_FAILED;
+		r->next_attempt_us = 0;
+		break;
+	default: /* ZFARM__STATUS__TEMPFAIL */
+		r->state = RCPT_DEFERRED;
+		if (r->attempts < ~0u)
+			r->attempts++;
+		r->next_attempt_us = next_attempt_us;
+		break;
+	}
+	r->smtp_code = smtp_code;
+	set_str(&r->enhanced, enhanced);
+	set_str(&r->text, text);
+}
+
+static bool valid_status(uint32_t status)
+{
+	return status == ZFARM__STATUS__OK || status == ZFARM__STATUS__TEMPFAIL ||
+	       status == ZFARM__STATUS__PERMFAIL;
+}
+
+/* rcpt_from_route - a recipient as its RouteRecord leaves it. */
+static void rcpt_from_route(struct rcpt *r, const Zfarm__RouteRecord *rr)
+{
+	const char *error = s_or_empty(rr->error);
+	const char *channel = s_or_empty(rr->channel);
+	size_t elen;
+
+	memset(r, 0, sizeof(*r));
+	r->index = rr->index;
+	r->address = xstrdup(s_or_empty(rr->address));
+	r->orig_address = xstrdup(s_or_empty(rr->orig_address));
+	r->orcpt = xstrdup(s_or_empty(rr->orcpt));
+	r->channel = xstrdup(channel);
+	r->nexthop = xstrdup(s_or_empty(rr->nexthop));
+	r->user = xstrdup(s_or_empty(rr->user));
+	r->notify = rr->notify;
+	r->state = RCPT_PENDING;
+	if (strcmp(channel, "error") != 0) {
+		r->enhanced = xstrdup("");
+		r->text = xstrdup("");
+		return;
+	}
+	/* The routing error: "5.1.1 no such user" or a bare text. */
+	elen = enhanced_prefix(error);
+	r->enhanced = elen && error[0] != '2' ? xstrndup(error, elen) : xstrdup("");
+	r->text = xstrdup(error[0] ? error : "routing failed");
+	if (elen && error[0] == '4') {
+		/*
+		 * A temporary routing error ("4.3.0 Cannot read include
+		 * file") is not a reason to bounce: deferred, due now, no
+		 * attempt made yet, so the scheduler retries it at once and
+		 * its retry policy takes over from there.
+		 */
+		r->state = RCPT_DEFERRED;
+		r->smtp_code = 450;
+		r->attempts = 0;
+		r->next_attempt_us = 0;
+	} else {
+		r->state = RCPT_FAILED;
+		r->smtp_code = 550;
+	}
+}
+
+static void free_rcpts(struct msgstate *m)
+{
+	for (size_t i = 0; i < m->n; i++) {
+		struct rcpt *r = &m->r[i];
+
+		free(r->address);
+		free(r->orig_address);
+		free(r->orcpt);
+		free(r->channel);
+		free(r->nexthop);
+		free(r->user);
+		free(r->enhanced);
+		free(r->text);
+	}
+	free(m->r);
+	m->r = NULL;
+	m->n = 0;
+}
+
+void msgstate_release(struct msgstate *m)
+{
+	if (!m)
+		return;
+	free_rcpts(m);
+	free(m->sender);
+	free(m->envid);
+	free(m->ret);
+	memset(m, 0, sizeof(*m));
+}
+
+static bool is_case(const Zfarm__CtlRecord *c, Zfarm__CtlRecord__BodyCase bc)
+{
+	return c && c->body_case == bc;
+}
+
+/*
+ * routing_set - check the routing set ending right before recs[mark] (the
+ * first routed marker) and return where it starts, or -1 with a reason.
+ * Like the router's routing_set_size(), a marker not preceded by a
+ * RouteRecord closes an empty set.
+ */
+static long routing_set(Zfarm__CtlRecord *const *recs, size_t mark, size_t *total, char *err,
+			size_t errlen)
+{
+	const Zfarm__RouteRecord *last;
+	size_t t, start;
+
+	*total = 0;
+	if (mark == 0 || !is_case(recs[mark - 1], ZFARM__CTL_RECORD__BODY_ROUTE))
+		return (long)mark;
+	last = recs[mark - 1]->route;
+	if (!last) {
+		set_err(err, errlen, "empty route record before the routed marker");
+		return -1;
+	}
+	t = last->total;
+	if (t == 0 || t > mark) {
+		set_err(err, errlen, "routing set: total %zu but %zu records before the marker", t,
+			mark);
+		return -1;
+	}
+	start = mark - t;
+	for (size_t k = 0; k < t; k++) {
+		const Zfarm__CtlRecord *c = recs[start + k];
+		const Zfarm__RouteRecord *rr =
+		    is_case(c, ZFARM__CTL_RECORD__BODY_ROUTE) ? c->route : NULL;
+
+		if (!rr) {
+			set_err(err, errlen, "routing set: total %zu but only %zu route records", t,
+				t - k - 1);
+			return -1;
+		}
+		if (rr->total != t) {
+			set_err(err, errlen, "routing set: route %zu says total %u, last says %zu",
+				k, rr->total, t);
+			return -1;
+		}
+		if (rr->index != k) {
+			set_err(err, errlen, "routing set: route %zu has index %u", k, rr->index);
+			return -1;
+		}
+	}
+	*total = t;
+	return (long)start;
+}
+
+enum msgstate_load_result msgstate_load(struct msgstate *m, const Zfarm__Envelope *env,
+					Zfarm__CtlRecord *const *recs, size_t n, char *err,
+					size_t errlen)
+{
+	size_t mark, total = 0;
+	long start;
+
+	memset(m, 0, sizeof(*m));
+	m->sender = xstrdup("");
+	m->envid = xstrdup("");
+	m->ret = xstrdup("");
+	if (!env) {
+		set_err(err, errlen, "no envelope");
+		return MSGSTATE_BAD;
+	}
+	snprintf(m->qid, sizeof(m->qid), "%.16s", s_or_empty(env->queue_id));
+	set_str(&m->sender, env->sender);
+	set_str(&m->envid, env->envid);
+	set_str(&m->ret, env->ret);
+	m->arrival_us = env->arrival_us;
+	m->size = 0;
+	if (!recs)
+		n = 0;
+
+	/* Flags may be set at any time, before routing too. */
+	for (size_t i = 0; i < n; i++) {
+		if (is_case(recs[i], ZFARM__CTL_RECORD__BODY_HELD))
+			m->held = recs[i]->held;
+		else if (is_case(recs[i], ZFARM__CTL_RECORD__BODY_DELAY_WARNED) &&
+			 recs[i]->delay_warned)
+			m->delay_warned = true;
+	}
+
+	mark = n;
+	for (size_t i = 0; i < n; i++)
+		if (is_case(recs[i], ZFARM__CTL_RECORD__BODY_ROUTED) && recs[i]->routed) {
+			mark = i;
+			break;
+		}
+	if (mark == n) {
+		set_err(err, errlen, "not routed");
+		return MSGSTATE_UNROUTED;
+	}
+	start = routing_set(recs, mark, &total, err, errlen);
+	if (start < 0)
+		return MSGSTATE_BAD;
+
+	m->r = xcalloc(total ? total : 1, sizeof(*m->r));
+	for (size_t k = 0; k < total; k++)
+		rcpt_from_route(&m->r[k], recs[(size_t)start + k]->route);
+	m->n = total;
+
+	for (size_t i = mark + 1; i < n; i++) {
+		const Zfarm__ResultRecord *res;
+
+		if (!is_case(recs[i], ZFARM__CTL_RECORD__BODY_RESULT) || !recs[i]->result)
+			continue;
+		res = recs[i]->result;
+		/* Out of range, final (a duplicate after a crash) or nonsense. */
+		if (res->index >= m->n || is_final(m->r[res->index].state) ||
+		    !valid_status(res->status))
+			continue;
+		apply_result(&m->r[res->index], res->status, res->smtp_code, res->enhanced_code,
+			     res->text, res->next_attempt_us);
+	}
+	return MSGSTATE_OK;
+}
+
+bool msgstate_final(const struct msgstate *m)
+{
+	for (size_t i = 0; i < m->n; i++)
+		if (!is_final(m->r[i].state))
+			return false;
+	return true;
+}
+
+size_t msgstate_count(const struct msgstate *m, enum rcpt_state s)
+{
+	size_t c = 0;
+
+	for (size_t i = 0; i < m->n; i++)
+		if (m->r[i].state == s)
+			c++;
+	return c;
+}
+
+/*
+ * An unknown status is refused like an unknown index: a record that
+ * msgstate_load would ignore must not be written.  next_attempt_us is
+ * kept for TEMPFAIL only (apply_result), and *rec carries what m holds.
+ * rec's strings are m's: a later apply to the same index frees them, so
+ * pack the record before that.
+ */
+int msgstate_apply(struct msgstate *m, uint32_t index, uint32_t status, uint32_t smtp_code,
+		   const char *enhanced, const char *text, int64_t now_us, int64_t next_attempt_us,
+		   Zfarm__ResultRecord *rec)
+{
+	struct rcpt *r;
+
+	if (index >= m->n || is_final(m->r[index].state) || !valid_status(status))
+		return -1;
+	r = &m->r[index];
+	apply_result(r, status, smtp_code, enhanced, text, next_attempt_us);
+	zfarm__result_record__init(rec);
+	rec->index = index;
+	rec->status = status;
+	rec->enhanced_code = r->enhanced;
+	rec->smtp_code = r->smtp_code;
+	rec->text = r->text;
+	rec->time_us = now_us;
+	rec->next_attempt_us = r->next_attempt_us;
+	return 0;
+}
