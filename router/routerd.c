@@ -12,7 +12,9 @@
  *   2. its control record already holds a routing set: skip to 4, so
  *      routing again after a crash is idempotent
  *   3. route every envelope recipient (route_resolve), append the
- *      RouteRecords and the routed marker in one durable append, and log
+ *      RouteRecords and the routed marker in one durable append (unless a
+ *      recipient has a temporary 4.x routing error: then nothing is
+ *      written and the answer is TEMPFAIL, the message waits), and log
  *      "ID: to=<final>, orig_to=<rcpt>, channel=C, nexthop=N"
  *   4. SchedSubmit to the scheduler; when it acks (or cannot be reached:
  *      logged, the message waits for the reinjector), RouteReply OK
@@ -365,6 +367,20 @@ static Zfarm__Status route_message(struct router *r, const char *qid, unsigned *
 			goto out;
 		}
 		total += res[i].n;
+		/*
+		 * A temporary routing failure (4.x: a table or :include: file
+		 * that cannot be read) routes nothing: a routing set is final,
+		 * so the whole message waits for a retry (the reinjector).
+		 */
+		for (size_t t = 0; t < res[i].n; t++)
+			if (res[i].t[t].error[0] == '4') {
+				snprintf(why, whylen, "temporary routing failure for <%s>: %s",
+					 env->recipients[i]->address, res[i].t[t].error);
+				st = ZFARM__STATUS__TEMPFAIL;
+				for (size_t j = 0; j <= i; j++)
+					route_result_free(&res[j]);
+				goto out;
+			}
 	}
 	rr = xcalloc(total ? total : 1, sizeof(*rr));
 	recs = xcalloc(total + 1, sizeof(*recs));

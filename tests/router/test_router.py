@@ -178,7 +178,8 @@ def setUpModule():
     TMP = FD.tmp
     with open(os.path.join(TMP, "aliases"), "w") as f:
         f.write("postmaster: alice\nteam: alice, bob, carol@remote.test\n"
-                "loop1: loop2\nloop2: loop1\n")
+                "loop1: loop2\nloop2: loop1\nbroken: :include:%s\n"
+                % os.path.join(TMP, "no-such-include"))
     with open(os.path.join(TMP, "bulk.domains"), "w") as f:
         f.write("bulk.test\n.bulk.test\n")
     PORT = H.free_port()
@@ -310,6 +311,17 @@ class T01aVerify(unittest.TestCase):
             self.assertEqual([g[:3] for g in got], ["550", "250", "550", "250"], got)
         FD.wait_log(r"NOQUEUE: reject: RCPT from unknown\[127.0.0.1\]: 550 5.1.1 "
                     r"<nobody@localhost>: Recipient address rejected")
+
+
+class T01cTempfail(unittest.TestCase):
+    def test_unreadable_include_routes_nothing(self):
+        """A 4.x routing error (an :include: file that cannot be read) writes
+        no routing set: the message waits unrouted, nothing is submitted."""
+        qid = send(["broken@localhost"], port=NOVERIFY)
+        FD.wait_log(r"%s: not routed: temporary routing failure for <broken@localhost>: "
+                    r"4\.3\.0" % qid)
+        self.assertEqual(routes(QUEUE, qid), ([], 0))
+        self.assertEqual(SCHED.count(qid), 0)
 
 
 class T01bDedup(unittest.TestCase):
