@@ -3,10 +3,12 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "common/config.h"
+#include "common/xalloc.h"
 
 int farmd_run_directory(const struct config *cfg, char *buf, size_t buflen, char *err,
 			size_t errlen)
@@ -72,4 +74,34 @@ void paths_set_defaults(struct config *cfg)
 		snprintf(host, sizeof(host), "localhost");
 	host[sizeof(host) - 1] = '\0';
 	config_set_default(cfg, "myhostname", host, NULL, 0);
+}
+
+struct config *paths_load_config(const char *path, char *const *overrides, size_t n, char *err,
+				 size_t errlen)
+{
+	struct config *cfg = config_new();
+	const char *env = getenv("ZFARM_OVERRIDES");
+	char *copy, *save = NULL, *line;
+
+	paths_set_defaults(cfg);
+	for (size_t i = 0; i < n; i++)
+		if (config_override(cfg, overrides[i], err, errlen) < 0)
+			goto fail;
+	if (env) {
+		copy = xstrdup(env);
+		for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+			if (config_override(cfg, line, err, errlen) < 0) {
+				free(copy);
+				goto fail;
+			}
+		free(copy);
+	}
+	if (!path)
+		path = getenv("ZFARM_CONFIG");
+	if (path && config_load(cfg, path, err, errlen) < 0)
+		goto fail;
+	return cfg;
+fail:
+	config_free(&cfg);
+	return NULL;
 }

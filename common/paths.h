@@ -31,4 +31,14 @@ int farmd_pid_path(const struct config *cfg, char *buf, size_t buflen, char *err
  */
 void paths_set_defaults(struct config *cfg);
 
+/*
+ * paths_load_config - a program's config as farm children get theirs:
+ * computed defaults, the -o overrides, the "name=value" lines of
+ * $ZFARM_OVERRIDES, then the file (path, or $ZFARM_CONFIG when path is
+ * NULL; neither: no file).  For programs farmd runs without the farm child
+ * skeleton (once jobs).  NULL with a reason.
+ */
+struct config *paths_load_config(const char *path, char *const *overrides, size_t n, char *err,
+				 size_t errlen);
+
 #endif

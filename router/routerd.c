@@ -60,6 +60,7 @@ struct router {
 	char *relayhost;
 	char *delimiter;
 	uint64_t checked_ms; /* last table_refresh round */
+	unsigned busy;	     /* RouteRequests being worked on, all clients */
 };
 
 /* One client connection (an smtpserver child, the reinjector). */
@@ -200,6 +201,20 @@ static int router_configure(struct router *r, const struct config *cfg, char *er
 	return 0;
 }
 
+/*
+ * router_busy - one RouteRequest more (+1) or done (-1).  Clients pipeline
+ * requests and several wait for the scheduler at once, so the skeleton
+ * sees one request per busy period (first in to last out), which is what
+ * "busy" means to farmd.
+ */
+static void router_busy(struct router *r, int delta)
+{
+	if (delta > 0 && r->busy++ == 0)
+		farm_server_request_begin(r->srv);
+	else if (delta < 0 && r->busy > 0 && --r->busy == 0)
+		farm_server_request_end(r->srv);
+}
+
 /* ---- replies ---- */
 
 static void client_free_if_done(struct client *c)
@@ -242,7 +257,7 @@ static void job_on_submitted(void *arg, bool ok, const char *reason)
 			 j->qid, reason);
 	reply_route(c, j->request_id, ZFARM__STATUS__OK, ok ? "" : reason, j->routed);
 	c->inflight--;
-	farm_server_request_end(c->r->srv);
+	router_busy(c->r, -1);
 	free(j);
 	client_free_if_done(c);
 }
@@ -464,12 +479,12 @@ static void handle_route(struct client *c, Zfarm__Frame *f)
 		reply_route(c, f->request_id, ZFARM__STATUS__PERMFAIL, "bad queue ID", 0);
 		return;
 	}
-	farm_server_request_begin(r->srv);
+	router_busy(r, +1);
 	st = route_message(r, ref->queue_id, &routed, why, sizeof(why));
 	if (st != ZFARM__STATUS__OK) {
 		log_warn("%s: not routed: %s", ref->queue_id, why);
 		reply_route(c, f->request_id, st, why, 0);
-		farm_server_request_end(r->srv);
+		router_busy(r, -1);
 		return;
 	}
 	j = xcalloc(1, sizeof(*j));

@@ -4,4 +4,10 @@ noinst_LIBRARIES += scheduler/libsched.a
 scheduler_libsched_a_SOURCES = \
 	scheduler/backoff.c scheduler/backoff.h \
 	scheduler/dest.c scheduler/dest.h \
-	scheduler/msgstate.c scheduler/msgstate.h
+	scheduler/msgstate.c scheduler/msgstate.h \
+	scheduler/sched.c scheduler/sched.h
+
+# reinject: the run-once queue recovery job (kind = once in the farm table).
+zfarmlibexec_PROGRAMS += scheduler/reinject
+scheduler_reinject_SOURCES = scheduler/reinject.c
+scheduler_reinject_LDADD = scheduler/libsched.a $(ZF_LIBS)

@@ -23,6 +23,7 @@ ZF_UNIT_TESTS = \
 	tests/scheduler/test_backoff \
 	tests/scheduler/test_dest \
 	tests/scheduler/test_msgstate \
+	tests/scheduler/test_sched \
 	tests/smtpserver/test_relay \
 	tests/smtpserver/test_session \
 	tests/smtpserver/test_smtp_body \
@@ -89,6 +90,9 @@ tests_scheduler_test_dest_LDADD = scheduler/libsched.a $(ZF_TEST_LIBS)
 tests_scheduler_test_msgstate_SOURCES = tests/scheduler/test_msgstate.c
 tests_scheduler_test_msgstate_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_scheduler_test_msgstate_LDADD = scheduler/libsched.a $(ZF_TEST_LIBS)
+tests_scheduler_test_sched_SOURCES = tests/scheduler/test_sched.c
+tests_scheduler_test_sched_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_scheduler_test_sched_LDADD = scheduler/libsched.a $(ZF_TEST_LIBS)
 tests_smtpserver_test_relay_SOURCES = tests/smtpserver/test_relay.c
 tests_smtpserver_test_relay_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_smtpserver_test_relay_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS)
@@ -112,7 +116,7 @@ TEST_EXTENSIONS = .py
 PY_LOG_COMPILER = $(PYTHON3)
 AM_PY_LOG_FLAGS = -B
 ZF_PY_TESTS = tests/farmd/test_farmd.py tests/smtpserver/test_smtpserver.py \
-	tests/router/test_router.py
+	tests/router/test_router.py tests/scheduler/test_reinject.py
 TESTS += $(ZF_PY_TESTS)
 EXTRA_DIST += $(ZF_PY_TESTS) tests/farmd/farmlib.py tests/smtpserver/smtplib_helpers.py \
 	bench/farm_echo.py bench/smtp_accept.py

@@ -373,6 +373,37 @@ class T02Idempotent(unittest.TestCase):
         self.assertEqual((len(rs), markers), (1, 1))
 
 
+class T02bPipelined(unittest.TestCase):
+    def test_requests_pipelined_on_one_connection(self):
+        """Several RouteRequests in one write (as the reinjector and a busy
+        smtpserver child send them): every one answered, the child lives."""
+        qids = [send(["alice@localhost"], port=NOVERIFY) for _ in range(5)]
+        for qid in qids:
+            wait_until(lambda: SCHED.count(qid) >= 1, 10, what="SchedSubmit")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(os.path.join(FD.run, "private", "router"))
+        out = b""
+        for i, qid in enumerate(qids):
+            ref = b"\x0a" + varint(len(qid)) + qid.encode()
+            out += frame(100 + i, FRAME_ROUTE, b"\x0a" + varint(len(ref)) + ref)
+        s.sendall(out)
+        buf, ids = b"", set()
+        while len(ids) < len(qids):
+            d = s.recv(65536)
+            self.assertTrue(d, "router closed with %d replies" % len(ids))
+            buf += d
+            while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
+                n = int.from_bytes(buf[:4], "big")
+                f = fields(buf[4:4 + n])
+                buf = buf[4 + n:]
+                self.assertEqual(fields(f[FRAME_ROUTE_REPLY][0])[1][0], 1)
+                ids.add(f[2][0])
+        s.close()
+        self.assertEqual(ids, set(range(100, 105)))
+        self.assertNotIn("panic", FD.log())
+
+
 class T03Reload(unittest.TestCase):
     def routed_to(self, rcpt):
         qid = send([rcpt])
