@@ -61,10 +61,12 @@ struct router {
 	char *delimiter;
 	uint64_t checked_ms; /* last table_refresh round */
 	unsigned busy;	     /* RouteRequests being worked on, all clients */
+	struct client *clients;
 };
 
 /* One client connection (an smtpserver child, the reinjector). */
 struct client {
+	struct client *next, *prev; /* router.clients */
 	struct router *r;
 	struct frame_conn *conn;
 	unsigned inflight; /* RouteRequests waiting for the scheduler */
@@ -220,6 +222,12 @@ static void router_busy(struct router *r, int delta)
 static void client_free_if_done(struct client *c)
 {
 	if (c->closed && c->inflight == 0) {
+		if (c->prev)
+			c->prev->next = c->next;
+		else
+			c->r->clients = c->next;
+		if (c->next)
+			c->next->prev = c->prev;
 		frame_conn_free(&c->conn);
 		free(c);
 	}
@@ -259,6 +267,8 @@ static void job_on_submitted(void *arg, bool ok, const char *reason)
 	c->inflight--;
 	router_busy(c->r, -1);
 	free(j);
+	if (c->inflight == 0 && !c->closed && farm_server_draining(c->r->srv))
+		frame_conn_close_after_flush(c->conn);
 	client_free_if_done(c);
 }
 
@@ -597,7 +607,25 @@ static void routerd_accept(struct farm_server *srv, int fd, const char *listener
 		log_error("cannot set up a client connection");
 		free(c);
 		farm_server_session_end(srv);
+		return;
 	}
+	c->next = router.clients;
+	if (c->next)
+		c->next->prev = c;
+	router.clients = c;
+}
+
+/*
+ * routerd_drain - farmd wants this child gone (reload, stop): connections
+ * with nothing in flight close now (their clients reconnect to a fresh
+ * child); the others close when their last answer is out.
+ */
+static void routerd_drain(struct farm_server *srv)
+{
+	(void)srv;
+	for (struct client *c = router.clients; c; c = c->next)
+		if (!c->closed && c->inflight == 0)
+			frame_conn_close_after_flush(c->conn);
 }
 
 /* ---- start and end ---- */
@@ -664,6 +692,7 @@ static const struct farm_server_ops routerd_ops = {
     .flags = FARM_SERVER_EXPLICIT_REQUESTS,
     .init = routerd_init,
     .accept = routerd_accept,
+    .drain = routerd_drain,
     .fini = routerd_fini,
 };
 

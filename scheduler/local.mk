@@ -11,3 +11,8 @@ scheduler_libsched_a_SOURCES = \
 zfarmlibexec_PROGRAMS += scheduler/reinject
 scheduler_reinject_SOURCES = scheduler/reinject.c
 scheduler_reinject_LDADD = scheduler/libsched.a $(ZF_LIBS)
+
+# scheduler: the daemon (farm kind single).
+zfarmlibexec_PROGRAMS += scheduler/scheduler
+scheduler_scheduler_SOURCES = scheduler/schedd.c
+scheduler_scheduler_LDADD = scheduler/libsched.a $(ZF_LIBS)

@@ -116,7 +116,8 @@ TEST_EXTENSIONS = .py
 PY_LOG_COMPILER = $(PYTHON3)
 AM_PY_LOG_FLAGS = -B
 ZF_PY_TESTS = tests/farmd/test_farmd.py tests/smtpserver/test_smtpserver.py \
-	tests/router/test_router.py tests/scheduler/test_reinject.py
+	tests/router/test_router.py tests/scheduler/test_reinject.py \
+	tests/scheduler/test_scheduler.py
 TESTS += $(ZF_PY_TESTS)
 EXTRA_DIST += $(ZF_PY_TESTS) tests/farmd/farmlib.py tests/smtpserver/smtplib_helpers.py \
 	bench/farm_echo.py bench/smtp_accept.py

@@ -1,0 +1,595 @@
+/*
+ * schedd - the scheduler daemon: one process (farm kind "single") around
+ * the queue state engine (sched.h).
+ *
+ *   - SchedSubmit from the router and the reinjector: the message is read
+ *     from the queue store and added (a message already held is simply
+ *     acknowledged); past the active limit its ID waits in a backlog list
+ *     and is loaded when there is room (accepted, never lost).
+ *   - Deliveries: whenever a transport connection of a channel is free,
+ *     sched_next() gives a batch; a DeliveryRequest goes to the channel's
+ *     transport farm (common/channel.h endpoint), one delivery per
+ *     connection at a time, up to the channel's concurrency; the
+ *     DeliveryReply (or a broken connection / transport_timeout: every
+ *     recipient deferred) goes to sched_done().
+ *   - Results are appended durably to the message's control record before
+ *     anything else happens with them (sched ops->record).  A message
+ *     whose recipients are all final is removed from the queue, unless a
+ *     recipient failed and the sender should get a bounce: bounces come
+ *     with the bounce transport (issue 7), until then such a message is
+ *     kept and logged.
+ *   - One timer, armed at sched_next_wakeup(): nothing polls (seed 002).
+ *
+ * Parameters: queue_directory, queue_store, minimal_backoff_time (300s),
+ * maximal_backoff_time (4000s), maximal_queue_lifetime (5d),
+ * delay_warning_time (0: off), initial_destination_concurrency (5),
+ * qmgr_message_active_limit (20000), transport_timeout (600s), and the
+ * [channel NAME] sections.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "common/channel.h"
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/farm_server.h"
+#include "common/frame.h"
+#include "common/frame_client.h"
+#include "common/log.h"
+#include "common/paths.h"
+#include "common/qstore.h"
+#include "common/xalloc.h"
+#include "scheduler/msgstate.h"
+#include "scheduler/sched.h"
+
+/* One transport connection: at most one delivery on it at a time. */
+struct link {
+	struct frame_client *fc;
+	bool busy;
+	uint64_t delivery; /* the sched delivery id on it */
+	struct chan *ch;
+	/* for the log lines of the reply */
+	char qid[QID_SIZE];
+	uint32_t *index;
+	char **address;
+	size_t n;
+};
+
+static void link_forget(struct link *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->address[i]);
+	free(l->address);
+	free(l->index);
+	l->address = NULL;
+	l->index = NULL;
+	l->n = 0;
+}
+
+static const char *link_address(const struct link *l, uint32_t index)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (l->index[i] == index)
+			return l->address[i];
+	return "?";
+}
+
+struct chan {
+	const struct channel_def *def;
+	struct link *links; /* concurrency of them, created on first use */
+	unsigned nlinks;
+};
+
+struct backlog {
+	char (*qid)[QID_SIZE];
+	size_t head, n, cap;
+};
+
+struct schedd {
+	struct farm_server *srv;
+	struct event_base *base;
+	struct qstore *qs;
+	struct channel_table *channels;
+	struct chan *chans;
+	size_t nchans;
+	struct sched_channel *sch;
+	struct sched *s;
+	struct event *timer;
+	struct backlog backlog;
+	char rundir[4096];
+	unsigned transport_timeout_ms;
+	bool pumping;
+};
+
+static struct schedd sd;
+
+static int64_t now_us(void)
+{
+	return (int64_t)clock_now_us();
+}
+
+/* ---- sched callbacks ---- */
+
+static void schedd_record(void *arg, const char *qid, Zfarm__CtlRecord *const *recs, size_t n)
+{
+	struct schedd *d = arg;
+	char err[512];
+
+	/* Durable before the state moves on; a failure means at worst a repeat. */
+	if (qstore_ctl_append(d->qs, qid, recs, n, err, sizeof(err)) < 0)
+		log_error("%s: cannot record delivery results: %s", qid, err);
+}
+
+static void schedd_final(void *arg, const struct msgstate *m)
+{
+	struct schedd *d = arg;
+	size_t failed = msgstate_count(m, RCPT_FAILED);
+	char err[512];
+
+	if (failed > 0 && m->sender[0]) {
+		log_warn("%s: %zu recipient(s) failed; the bounce to <%s> waits for the bounce "
+			 "transport, the message stays queued",
+			 m->qid, failed, m->sender);
+		return;
+	}
+	if (qstore_remove(d->qs, m->qid, err, sizeof(err)) < 0)
+		log_error("%s: cannot remove: %s", m->qid, err);
+	else
+		log_info("%s: removed", m->qid);
+}
+
+static void schedd_delay(void *arg, const struct msgstate *m)
+{
+	(void)arg;
+	log_info("%s: delayed; the delay notice to <%s> waits for the bounce transport", m->qid,
+		 m->sender);
+}
+
+/* ---- deliveries ---- */
+
+static void schedd_pump(struct schedd *d);
+
+static struct chan *schedd_chan(struct schedd *d, const char *name)
+{
+	for (size_t i = 0; i < d->nchans; i++)
+		if (strcmp(d->chans[i].def->name, name) == 0)
+			return &d->chans[i];
+	return NULL;
+}
+
+static void schedd_on_delivery(void *arg, const Zfarm__Frame *reply, const char *reason)
+{
+	struct link *l = arg;
+	struct schedd *d = &sd;
+	struct sched_result *r = NULL;
+	size_t n = 0;
+	bool conn_failed = true;
+
+	l->busy = false;
+	if (reply && reply->body_case == ZFARM__FRAME__BODY_DELIVERY_REPLY) {
+		const Zfarm__DeliveryReply *dr = reply->delivery_reply;
+
+		r = xcalloc(dr->n_results + 1, sizeof(*r));
+		for (size_t i = 0; i < dr->n_results; i++) {
+			const Zfarm__RecipientResult *rr = dr->results[i];
+
+			r[n].index = rr->index;
+			r[n].status = rr->status;
+			r[n].smtp_code = rr->smtp_code;
+			r[n].enhanced = rr->enhanced_code ? rr->enhanced_code : "";
+			r[n].text = rr->text ? rr->text : "";
+			log_info("%s: to=<%s>, relay=%s, dsn=%s, status=%s (%s)", l->qid,
+				 link_address(l, rr->index), dr->relay ? dr->relay : "", r[n].enhanced,
+				 rr->status == ZFARM__STATUS__OK	  ? "sent"
+				 : rr->status == ZFARM__STATUS__PERMFAIL ? "bounced"
+									  : "deferred",
+				 r[n].text);
+			n++;
+		}
+		conn_failed = dr->connection_failed;
+	} else {
+		log_warn("channel %s: delivery %" PRIu64 " ended without a reply: %s",
+			 l->ch->def->name, l->delivery, reply ? "unexpected frame" : reason);
+	}
+	link_forget(l);
+	sched_done(d->s, l->delivery, r, n, conn_failed, now_us());
+	free(r);
+	schedd_pump(d);
+}
+
+static struct link *schedd_free_link(struct schedd *d, struct chan *ch)
+{
+	char err[512];
+
+	if (!ch->def->endpoint)
+		return NULL;
+	if (!ch->links) {
+		ch->nlinks = ch->def->concurrency ? ch->def->concurrency : 1;
+		ch->links = xcalloc(ch->nlinks, sizeof(*ch->links));
+	}
+	for (unsigned i = 0; i < ch->nlinks; i++) {
+		struct link *l = &ch->links[i];
+
+		if (l->busy)
+			continue;
+		if (!l->fc) {
+			l->fc = frame_client_new(d->base, ch->def->endpoint, d->rundir,
+						 d->transport_timeout_ms, err, sizeof(err));
+			if (!l->fc) {
+				log_error("channel %s: endpoint: %s", ch->def->name, err);
+				return NULL;
+			}
+			l->ch = ch;
+		}
+		return l;
+	}
+	return NULL;
+}
+
+static void schedd_start(struct schedd *d, const struct sched_delivery *dl, struct link *l)
+{
+	const struct msgstate *m = dl->m;
+	Zfarm__Frame f;
+	Zfarm__DeliveryRequest rq = ZFARM__DELIVERY_REQUEST__INIT;
+	Zfarm__QueueRef ref = ZFARM__QUEUE_REF__INIT;
+	Zfarm__DeliveryRecipient *rs = xcalloc(dl->n, sizeof(*rs));
+	Zfarm__DeliveryRecipient **rp = xcalloc(dl->n, sizeof(*rp));
+
+	for (size_t i = 0; i < dl->n; i++) {
+		const struct rcpt *r = NULL;
+
+		for (size_t k = 0; k < m->n; k++)
+			if (m->r[k].index == dl->index[i])
+				r = &m->r[k];
+		zfarm__delivery_recipient__init(&rs[i]);
+		rs[i].index = dl->index[i];
+		if (r) {
+			rs[i].address = r->address;
+			rs[i].orcpt = r->orcpt;
+			rs[i].notify = r->notify;
+			rs[i].user = r->user;
+			rs[i].orig_address = r->orig_address;
+		}
+		rp[i] = &rs[i];
+	}
+	ref.queue_id = (char *)dl->qid;
+	ref.store = (char *)qstore_backend(d->qs);
+	ref.size = m->size;
+	ref.nrcpt = (uint32_t)m->n;
+	ref.arrival = m->arrival_us / 1000000;
+	rq.ref = &ref;
+	rq.channel = (char *)dl->channel;
+	rq.nexthop = (char *)dl->nexthop;
+	rq.sender = m->sender;
+	rq.recipients = rp;
+	rq.n_recipients = dl->n;
+	rq.envid = m->envid;
+	rq.ret = m->ret;
+	frame_init(&f, 0);
+	f.body_case = ZFARM__FRAME__BODY_DELIVERY;
+	f.delivery = &rq;
+	l->busy = true;
+	l->delivery = dl->id;
+	snprintf(l->qid, sizeof(l->qid), "%s", dl->qid);
+	l->n = dl->n;
+	l->index = xcalloc(dl->n, sizeof(*l->index));
+	l->address = xcalloc(dl->n, sizeof(*l->address));
+	for (size_t i = 0; i < dl->n; i++) {
+		l->index[i] = dl->index[i];
+		l->address[i] = xstrdup(rs[i].address ? rs[i].address : "");
+	}
+	frame_client_request(l->fc, &f, schedd_on_delivery, l);
+	free(rs);
+	free(rp);
+}
+
+static void schedd_load_backlog(struct schedd *d);
+
+static void schedd_arm(struct schedd *d)
+{
+	int64_t when = sched_next_wakeup(d->s), now = now_us();
+	struct timeval tv = {0, 0};
+
+	if (when == INT64_MAX) {
+		evtimer_del(d->timer);
+		return;
+	}
+	if (when > now) {
+		tv.tv_sec = (time_t)((when - now) / 1000000);
+		tv.tv_usec = (suseconds_t)((when - now) % 1000000);
+	}
+	evtimer_add(d->timer, &tv);
+}
+
+/* schedd_pump - start every delivery a free transport connection can take. */
+static void schedd_pump(struct schedd *d)
+{
+	struct sched_delivery dl;
+
+	if (d->pumping)
+		return; /* a callback inside; the outer loop goes on */
+	d->pumping = true;
+	schedd_load_backlog(d);
+	for (;;) {
+		struct link *l;
+		struct chan *ch;
+
+		if (!sched_next(d->s, now_us(), &dl))
+			break;
+		ch = schedd_chan(d, dl.channel);
+		l = ch ? schedd_free_link(d, ch) : NULL;
+		if (!l) {
+			/* No transport for this channel: defer its recipients. */
+			struct sched_result *r = xcalloc(dl.n, sizeof(*r));
+
+			for (size_t i = 0; i < dl.n; i++) {
+				r[i].index = dl.index[i];
+				r[i].status = ZFARM__STATUS__TEMPFAIL;
+				r[i].enhanced = "4.3.5";
+				r[i].text = "no transport for this channel";
+			}
+			log_warn("%s: channel %s has no transport; recipients deferred", dl.qid,
+				 dl.channel);
+			sched_done(d->s, dl.id, r, dl.n, false, now_us());
+			free(r);
+			continue;
+		}
+		schedd_start(d, &dl, l);
+	}
+	d->pumping = false;
+	schedd_arm(d);
+}
+
+static void schedd_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct schedd *d = arg;
+
+	(void)fd;
+	(void)what;
+	sched_due(d->s, now_us());
+	schedd_pump(d);
+}
+
+/* ---- intake ---- */
+
+/* schedd_load - read qid and add it; ack status. */
+static Zfarm__Status schedd_load(struct schedd *d, const char *qid, uint64_t size, char *why,
+				 size_t whylen)
+{
+	struct qstore_reader *rd;
+	Zfarm__CtlRecord **recs = NULL;
+	size_t n = 0;
+	struct msgstate m;
+	enum msgstate_load_result lr;
+	char err[512];
+	int errnum = 0;
+	Zfarm__Status st = ZFARM__STATUS__OK;
+
+	if (sched_has(d->s, qid))
+		return ZFARM__STATUS__OK;
+	rd = qstore_read(d->qs, qid, &errnum, err, sizeof(err));
+	if (!rd) {
+		snprintf(why, whylen, "%s", err);
+		return errnum == ENOENT ? ZFARM__STATUS__PERMFAIL : ZFARM__STATUS__TEMPFAIL;
+	}
+	if (qstore_ctl_load(d->qs, qid, &recs, &n, err, sizeof(err)) < 0) {
+		snprintf(why, whylen, "control record: %s", err);
+		qstore_reader_free(&rd);
+		return ZFARM__STATUS__TEMPFAIL;
+	}
+	lr = msgstate_load(&m, qstore_envelope(rd), recs, n, err, sizeof(err));
+	if (lr == MSGSTATE_OK) {
+		m.size = size;
+		if (sched_add(d->s, &m, now_us()) < 0)
+			msgstate_release(&m);
+	} else {
+		snprintf(why, whylen, "%s", lr == MSGSTATE_UNROUTED ? "not routed" : err);
+		st = lr == MSGSTATE_UNROUTED ? ZFARM__STATUS__TEMPFAIL : ZFARM__STATUS__PERMFAIL;
+		msgstate_release(&m);
+	}
+	qstore_ctl_free(&recs, n);
+	qstore_reader_free(&rd);
+	return st;
+}
+
+static void schedd_load_backlog(struct schedd *d)
+{
+	struct backlog *b = &d->backlog;
+	char why[600];
+
+	while (b->n > 0 && sched_room(d->s)) {
+		const char *qid = b->qid[b->head];
+
+		if (schedd_load(d, qid, 0, why, sizeof(why)) != ZFARM__STATUS__OK)
+			log_warn("%s: not loaded from the backlog: %s", qid, why);
+		b->head = (b->head + 1) % b->cap;
+		b->n--;
+	}
+}
+
+static void schedd_backlog_push(struct schedd *d, const char *qid)
+{
+	struct backlog *b = &d->backlog;
+
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 1024;
+		char(*q)[QID_SIZE] = xcalloc(cap, sizeof(*q));
+
+		for (size_t i = 0; i < b->n; i++)
+			memcpy(q[i], b->qid[(b->head + i) % b->cap], QID_SIZE);
+		free(b->qid);
+		b->qid = q;
+		b->head = 0;
+		b->cap = cap;
+	}
+	memcpy(b->qid[(b->head + b->n) % b->cap], qid, QID_SIZE);
+	b->n++;
+}
+
+static void client_on_recv(struct frame_conn *conn, Zfarm__Frame *f, void *arg)
+{
+	struct schedd *d = arg;
+	Zfarm__Frame out;
+	Zfarm__SchedAck ack = ZFARM__SCHED_ACK__INIT;
+	char why[600] = "", err[256];
+
+	if (f->body_case != ZFARM__FRAME__BODY_SCHED_SUBMIT || !f->sched_submit->ref ||
+	    !f->sched_submit->ref->queue_id || strlen(f->sched_submit->ref->queue_id) != QID_LEN ||
+	    !qid_valid(f->sched_submit->ref->queue_id)) {
+		log_warn("a client sent a %s frame that is not a valid SchedSubmit; closing it",
+			 frame_body_name(f));
+		frame_conn_close_after_flush(conn);
+		frame_free(&f);
+		return;
+	}
+	if (!sched_room(d->s)) {
+		schedd_backlog_push(d, f->sched_submit->ref->queue_id);
+		ack.status = ZFARM__STATUS__OK;
+	} else {
+		ack.status = schedd_load(d, f->sched_submit->ref->queue_id,
+					 f->sched_submit->ref->size, why, sizeof(why));
+		if (ack.status != ZFARM__STATUS__OK)
+			log_warn("%s: not scheduled: %s", f->sched_submit->ref->queue_id, why);
+	}
+	ack.reason = why;
+	frame_init(&out, f->request_id);
+	out.body_case = ZFARM__FRAME__BODY_SCHED_ACK;
+	out.sched_ack = &ack;
+	if (frame_conn_send(conn, &out, err, sizeof(err)) < 0)
+		log_warn("cannot acknowledge a submission: %s", err);
+	frame_free(&f);
+	schedd_pump(d);
+}
+
+static void client_on_close(struct frame_conn *conn, const char *reason, void *arg)
+{
+	struct schedd *d = arg;
+
+	if (reason[0])
+		log_warn("client connection closed: %s", reason);
+	frame_conn_free(&conn);
+	farm_server_session_end(d->srv);
+}
+
+static void schedd_accept(struct farm_server *srv, int fd, const char *listener)
+{
+	(void)listener;
+	if (!frame_conn_new(farm_server_base(srv), fd, 0, client_on_recv, client_on_close, &sd)) {
+		log_error("cannot set up a client connection");
+		farm_server_session_end(srv);
+	}
+}
+
+/* ---- start ---- */
+
+static int schedd_time(const struct config *cfg, const char *param, long long def, int64_t *out,
+		       char *err, size_t errlen)
+{
+	long long v;
+
+	if (config_get_time(cfg, NULL, NULL, param, def, 0, 100LL * 365 * 86400, &v, err,
+			    errlen) < 0)
+		return -1;
+	*out = (int64_t)v * 1000000;
+	return 0;
+}
+
+static int schedd_init(struct farm_server *srv, char *err, size_t errlen)
+{
+	struct schedd *d = &sd;
+	const struct config *cfg = farm_server_config(srv);
+	struct sched_params p = {0};
+	struct sched_ops ops = {schedd_record, schedd_final, schedd_delay, d};
+	char qdir[4200];
+	long long v;
+	int64_t tt;
+
+	d->srv = srv;
+	d->base = farm_server_base(srv);
+	if (farmd_run_directory(cfg, d->rundir, sizeof(d->rundir), err, errlen) < 0)
+		return -1;
+	snprintf(qdir, sizeof(qdir), "%s/queue", d->rundir);
+	d->qs = qstore_open(config_get_default(cfg, NULL, NULL, "queue_store", "spool"),
+			    config_get_default(cfg, NULL, NULL, "queue_directory", qdir), err,
+			    errlen);
+	if (!d->qs)
+		return -1;
+	d->channels = channel_table_load(cfg, err, errlen);
+	if (!d->channels)
+		return -1;
+	d->nchans = channel_table_count(d->channels);
+	d->chans = xcalloc(d->nchans, sizeof(*d->chans));
+	d->sch = xcalloc(d->nchans, sizeof(*d->sch));
+	for (size_t i = 0; i < d->nchans; i++) {
+		const struct channel_def *c = channel_table_get(d->channels, i);
+
+		d->chans[i].def = c;
+		d->sch[i].name = c->name;
+		d->sch[i].concurrency = c->concurrency;
+		d->sch[i].destination_concurrency = c->destination_concurrency;
+		d->sch[i].recipient_limit = c->recipient_limit;
+	}
+	if (schedd_time(cfg, "minimal_backoff_time", 300, &p.backoff.minimal_us, err, errlen) < 0 ||
+	    schedd_time(cfg, "maximal_backoff_time", 4000, &p.backoff.maximal_us, err, errlen) <
+		0 ||
+	    schedd_time(cfg, "maximal_queue_lifetime", 5 * 86400, &p.backoff.lifetime_us, err,
+			errlen) < 0 ||
+	    schedd_time(cfg, "delay_warning_time", 0, &p.backoff.delay_warning_us, err, errlen) <
+		0 ||
+	    schedd_time(cfg, "transport_timeout", 600, &tt, err, errlen) < 0)
+		return -1;
+	d->transport_timeout_ms = (unsigned)(tt / 1000);
+	p.dead_retry_us = p.backoff.minimal_us;
+	if (config_get_int(cfg, NULL, NULL, "initial_destination_concurrency", 5, 1, 10000, &v,
+			   err, errlen) < 0)
+		return -1;
+	p.initial_destination_concurrency = (unsigned)v;
+	if (config_get_int(cfg, NULL, NULL, "qmgr_message_active_limit", 20000, 1, 100000000, &v,
+			   err, errlen) < 0)
+		return -1;
+	p.active_limit = (size_t)v;
+	p.channels = d->sch;
+	p.n_channels = d->nchans;
+	d->s = sched_new(&p, &ops);
+	d->timer = evtimer_new(d->base, schedd_on_timer, d);
+	return 0;
+}
+
+static void schedd_fini(struct farm_server *srv)
+{
+	struct schedd *d = &sd;
+
+	(void)srv;
+	for (size_t i = 0; i < d->nchans; i++) {
+		for (unsigned k = 0; k < d->chans[i].nlinks; k++) {
+			frame_client_free(&d->chans[i].links[k].fc);
+			link_forget(&d->chans[i].links[k]);
+		}
+		free(d->chans[i].links);
+	}
+	sched_free(&d->s);
+	if (d->timer)
+		event_free(d->timer);
+	free(d->chans);
+	free(d->sch);
+	free(d->backlog.qid);
+	channel_table_free(&d->channels);
+	qstore_close(&d->qs);
+}
+
+static const struct farm_server_ops schedd_ops = {
+    .name = "scheduler",
+    .init = schedd_init,
+    .accept = schedd_accept,
+    .fini = schedd_fini,
+};
+
+int main(int argc, char **argv)
+{
+	return farm_server_main(argc, argv, &schedd_ops);
+}
