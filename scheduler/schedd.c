@@ -19,6 +19,9 @@
  *     with the bounce transport (issue 7), until then such a message is
  *     kept and logged.
  *   - One timer, armed at sched_next_wakeup(): nothing polls (seed 002).
+ *   - At start the queue is scanned once and every routed message taken in
+ *     (schedd_recover), so a scheduler restarted alone after a crash loses
+ *     nothing; at worst a delivery that was running is made again.
  *
  * Parameters: queue_directory, queue_store, minimal_backoff_time (300s),
  * maximal_backoff_time (4000s), maximal_queue_lifetime (5d),
@@ -104,6 +107,7 @@ struct schedd {
 	char rundir[4096];
 	unsigned transport_timeout_ms;
 	bool pumping;
+	size_t recovered;
 };
 
 static struct schedd sd;
@@ -487,6 +491,39 @@ static void schedd_accept(struct farm_server *srv, int fd, const char *listener)
 
 /* ---- start ---- */
 
+static int schedd_recover_one(const char *qid, void *arg)
+{
+	struct schedd *d = arg;
+	char why[600];
+
+	if (!sched_room(d->s))
+		schedd_backlog_push(d, qid);
+	else if (schedd_load(d, qid, 0, why, sizeof(why)) == ZFARM__STATUS__OK)
+		d->recovered++;
+	/* unrouted ones are the reinjector's and the router's business */
+	return 0;
+}
+
+/*
+ * schedd_recover - at start, take in every routed message of the queue:
+ * after a crash of the scheduler alone (farmd restarts it, the reinjector
+ * does not run again) nothing else would.  Once per start, never per
+ * message; messages the reinjector submits again are acknowledged as
+ * already held.
+ */
+static void schedd_recover(struct schedd *d)
+{
+	char err[512];
+	uint64_t t0 = clock_mono_ms();
+
+	if (qstore_scan(d->qs, schedd_recover_one, NULL, d, err, sizeof(err)) < 0)
+		log_error("queue scan: %s", err);
+	log_info("took in %zu queued message(s) in %.3f s (%zu waiting for room)", d->recovered,
+		 (double)(clock_mono_ms() - t0) / 1000.0, d->backlog.n);
+	/* Deliveries start from the loop, once the skeleton runs it. */
+	event_active(d->timer, EV_TIMEOUT, 0);
+}
+
 static int schedd_time(const struct config *cfg, const char *param, long long def, int64_t *out,
 		       char *err, size_t errlen)
 {
@@ -557,6 +594,7 @@ static int schedd_init(struct farm_server *srv, char *err, size_t errlen)
 	p.n_channels = d->nchans;
 	d->s = sched_new(&p, &ops);
 	d->timer = evtimer_new(d->base, schedd_on_timer, d);
+	schedd_recover(d);
 	return 0;
 }
 

@@ -9,6 +9,7 @@ records.  Python 3 standard library only; prints "N passed, N failed".
 """
 
 import os
+import signal
 import socket
 import sys
 import threading
@@ -43,6 +44,7 @@ class FakeTransport:
 
     def __init__(self, path):
         self.requests = []
+        self.hold = False  # record requests but do not answer
         self.lock = threading.Lock()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(path)
@@ -83,6 +85,9 @@ class FakeTransport:
                     with self.lock:
                         self.requests.append((qid, rq[2][0].decode(), rq[3][0].decode(),
                                               rcpts))
+                        hold = self.hold
+                    if hold:
+                        continue
                     results = b""
                     for index, addr in rcpts:
                         local = addr.split("@")[0]
@@ -217,6 +222,35 @@ class T01Delivery(unittest.TestCase):
         qid = send(["root@localhost"])  # channel local: no transport farm here
         wait_until(lambda: len(results(qid)) == 1, 15, what="a deferral recorded")
         self.assertEqual(results(qid), [(0, 2)])
+
+
+class T02Crash(unittest.TestCase):
+    def test_kill_9_during_a_delivery(self):
+        """kill -9 of the scheduler while a delivery runs: farmd starts a new
+        one, which takes the queue in again and makes the delivery again
+        (at worst twice, never lost)."""
+        TRANSPORT.hold = True
+        try:
+            qid = send(["ok9@remote.test"])
+            wait_until(lambda: TRANSPORT.for_qid(qid), 15, what="the first DeliveryRequest")
+            pids = []
+            for pid in FD.children():
+                try:
+                    with open("/proc/%d/cmdline" % pid, "rb") as f:
+                        if f.read().split(b"\0")[0] == SCHEDULER.encode():
+                            pids.append(pid)
+                except OSError:
+                    pass
+            self.assertEqual(len(pids), 1, "one scheduler process")
+            before = FD.log_count(r"took in \d+ queued message")
+            os.kill(pids[0], signal.SIGKILL)
+        finally:
+            TRANSPORT.hold = False
+        wait_until(lambda: FD.log_count(r"took in \d+ queued message") > before, 15,
+                   what="a new scheduler taking the queue in")
+        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15,
+                   what="%s delivered by the new scheduler and removed" % qid)
+        self.assertEqual(len(TRANSPORT.for_qid(qid)), 2)
 
 
 if __name__ == "__main__":
