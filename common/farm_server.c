@@ -56,7 +56,7 @@ struct farm_server {
 	unsigned long accepted;
 	unsigned long requests; /* begun (explicit mode) */
 	unsigned long served;
-	bool in_request;
+	unsigned in_request; /* explicit requests under way (they may overlap) */
 
 	/* Manager channel. */
 	struct frame_conn *status;
@@ -403,7 +403,7 @@ static void farm_server_update(struct farm_server *srv)
 		state = ZFARM__FARM_STATUS__STATE__AVAILABLE;
 	farm_server_set_listening(srv, state == ZFARM__FARM_STATUS__STATE__AVAILABLE);
 	if (srv->ops->flags & FARM_SERVER_EXPLICIT_REQUESTS)
-		busy = srv->in_request;
+		busy = srv->in_request > 0;
 	else
 		busy = srv->sessions > 0;
 	farm_server_report(srv, state, busy);
@@ -619,18 +619,16 @@ void farm_server_session_end(struct farm_server *srv)
 
 void farm_server_request_begin(struct farm_server *srv)
 {
-	if (srv->in_request)
-		log_panic("farm_server_request_begin inside a request");
-	srv->in_request = true;
+	srv->in_request++;
 	srv->requests++;
 	farm_server_update(srv);
 }
 
 void farm_server_request_end(struct farm_server *srv)
 {
-	if (!srv->in_request)
+	if (srv->in_request == 0)
 		log_panic("farm_server_request_end outside a request");
-	srv->in_request = false;
+	srv->in_request--;
 	srv->served++;
 	farm_server_update(srv);
 }

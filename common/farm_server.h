@@ -36,7 +36,9 @@
  * connections are persistent and carry many requests (a transport fed by
  * the scheduler) sets FARM_SERVER_EXPLICIT_REQUESTS and brackets each with
  * farm_server_request_begin()/end(); then busy is "inside a request" and
- * max_requests counts requests.
+ * max_requests counts requests.  Requests may overlap (a router answers
+ * the next one while an earlier one waits for the scheduler): busy lasts
+ * while any is under way.
  *
  * Failures at start-up (bad options, config, sockets, ops->init) are fatal
  * with a log line naming the cause; after that nothing in the skeleton
@@ -89,7 +91,7 @@ void farm_server_set_ctx(struct farm_server *srv, void *ctx);
 
 /* farm_server_session_end - one accepted connection is finished. */
 void farm_server_session_end(struct farm_server *srv);
-/* With FARM_SERVER_EXPLICIT_REQUESTS: bracket each request. */
+/* With FARM_SERVER_EXPLICIT_REQUESTS: bracket each request (they may overlap). */
 void farm_server_request_begin(struct farm_server *srv);
 void farm_server_request_end(struct farm_server *srv);
 

@@ -54,13 +54,12 @@ struct router {
 	char **mydest;
 	struct table *tables[4]; /* virtual, aliases, local recipients, transport */
 	struct table **domain_tables;
-	char *table_err[4];  /* the last reload failure of each, logged once */
+	char *table_err[4]; /* the last reload failure of each, logged once */
 	char **domain_err;
 	struct route_channel *rchan;
 	char *relayhost;
 	char *delimiter;
 	uint64_t checked_ms; /* last table_refresh round */
-	unsigned busy;	     /* RouteRequests being worked on, all clients */
 	struct client *clients;
 };
 
@@ -112,8 +111,8 @@ static void router_refresh(struct router *r)
 	}
 }
 
-static int router_table(const struct config *cfg, const char *param, struct table **out,
-			char *err, size_t errlen)
+static int router_table(const struct config *cfg, const char *param, struct table **out, char *err,
+			size_t errlen)
 {
 	const char *spec;
 	char why[512];
@@ -148,8 +147,8 @@ static int router_configure(struct router *r, const struct config *cfg, char *er
 	const char *v;
 	size_t n = 0;
 
-	snprintf(def, sizeof(def), "localhost %s", config_get_default(cfg, NULL, NULL, "myhostname",
-								       "localhost"));
+	snprintf(def, sizeof(def), "localhost %s",
+		 config_get_default(cfg, NULL, NULL, "myhostname", "localhost"));
 	if (config_get_list(cfg, NULL, NULL, "mydestination", def, &r->mydest, &n, err, errlen) < 0)
 		return -1;
 	r->rc.mydestination = (const char *const *)r->mydest;
@@ -203,20 +202,6 @@ static int router_configure(struct router *r, const struct config *cfg, char *er
 	return 0;
 }
 
-/*
- * router_busy - one RouteRequest more (+1) or done (-1).  Clients pipeline
- * requests and several wait for the scheduler at once, so the skeleton
- * sees one request per busy period (first in to last out), which is what
- * "busy" means to farmd.
- */
-static void router_busy(struct router *r, int delta)
-{
-	if (delta > 0 && r->busy++ == 0)
-		farm_server_request_begin(r->srv);
-	else if (delta < 0 && r->busy > 0 && --r->busy == 0)
-		farm_server_request_end(r->srv);
-}
-
 /* ---- replies ---- */
 
 static void client_free_if_done(struct client *c)
@@ -265,7 +250,7 @@ static void job_on_submitted(void *arg, bool ok, const char *reason)
 			 j->qid, reason);
 	reply_route(c, j->request_id, ZFARM__STATUS__OK, ok ? "" : reason, j->routed);
 	c->inflight--;
-	router_busy(c->r, -1);
+	farm_server_request_end(c->r->srv);
 	free(j);
 	if (c->inflight == 0 && !c->closed && farm_server_draining(c->r->srv))
 		frame_conn_close_after_flush(c->conn);
@@ -343,8 +328,8 @@ static long routing_set_size(Zfarm__CtlRecord **recs, size_t n)
  * route_message - steps 1 to 3; returns the status for the reply, the
  * number of routes in *routed.
  */
-static Zfarm__Status route_message(struct router *r, const char *qid, unsigned *routed,
-				   char *why, size_t whylen)
+static Zfarm__Status route_message(struct router *r, const char *qid, unsigned *routed, char *why,
+				   size_t whylen)
 {
 	struct qstore_reader *rd;
 	const Zfarm__Envelope *env;
@@ -418,7 +403,8 @@ static Zfarm__Status route_message(struct router *r, const char *qid, unsigned *
 			Zfarm__CtlRecord *cr;
 
 			/* Two recipients expanding to one delivery: delivered once. */
-			if (!tg->error[0] && !dedup_add(&seen, tg->channel, tg->nexthop, tg->address))
+			if (!tg->error[0] &&
+			    !dedup_add(&seen, tg->channel, tg->nexthop, tg->address))
 				continue;
 			cr = xmalloc(sizeof(*cr));
 
@@ -489,12 +475,12 @@ static void handle_route(struct client *c, Zfarm__Frame *f)
 		reply_route(c, f->request_id, ZFARM__STATUS__PERMFAIL, "bad queue ID", 0);
 		return;
 	}
-	router_busy(r, +1);
+	farm_server_request_begin(r->srv);
 	st = route_message(r, ref->queue_id, &routed, why, sizeof(why));
 	if (st != ZFARM__STATUS__OK) {
 		log_warn("%s: not routed: %s", ref->queue_id, why);
 		reply_route(c, f->request_id, st, why, 0);
-		router_busy(r, -1);
+		farm_server_request_end(r->srv);
 		return;
 	}
 	j = xcalloc(1, sizeof(*j));
