@@ -70,7 +70,7 @@ struct msgstate {
 	uint64_t size;
 	bool held;
 	bool delay_warned;
-	struct rcpt *r;
+	struct rcpt *r; /* r[k] is the recipient with route index k */
 	size_t n;
 };
 

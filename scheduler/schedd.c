@@ -188,10 +188,11 @@ static void schedd_on_delivery(void *arg, const Zfarm__Frame *reply, const char 
 			r[n].enhanced = rr->enhanced_code ? rr->enhanced_code : "";
 			r[n].text = rr->text ? rr->text : "";
 			log_info("%s: to=<%s>, relay=%s, dsn=%s, status=%s (%s)", l->qid,
-				 link_address(l, rr->index), dr->relay ? dr->relay : "", r[n].enhanced,
-				 rr->status == ZFARM__STATUS__OK	  ? "sent"
+				 link_address(l, rr->index), dr->relay ? dr->relay : "",
+				 r[n].enhanced,
+				 rr->status == ZFARM__STATUS__OK	 ? "sent"
 				 : rr->status == ZFARM__STATUS__PERMFAIL ? "bounced"
-									  : "deferred",
+									 : "deferred",
 				 r[n].text);
 			n++;
 		}
@@ -245,11 +246,9 @@ static void schedd_start(struct schedd *d, const struct sched_delivery *dl, stru
 	Zfarm__DeliveryRecipient **rp = xcalloc(dl->n, sizeof(*rp));
 
 	for (size_t i = 0; i < dl->n; i++) {
-		const struct rcpt *r = NULL;
+		/* msgstate keeps recipient k at route index k (msgstate.h). */
+		const struct rcpt *r = dl->index[i] < m->n ? &m->r[dl->index[i]] : NULL;
 
-		for (size_t k = 0; k < m->n; k++)
-			if (m->r[k].index == dl->index[i])
-				r = &m->r[k];
 		zfarm__delivery_recipient__init(&rs[i]);
 		rs[i].index = dl->index[i];
 		if (r) {
@@ -529,8 +528,8 @@ static int schedd_time(const struct config *cfg, const char *param, long long de
 {
 	long long v;
 
-	if (config_get_time(cfg, NULL, NULL, param, def, 0, 100LL * 365 * 86400, &v, err,
-			    errlen) < 0)
+	if (config_get_time(cfg, NULL, NULL, param, def, 0, 100LL * 365 * 86400, &v, err, errlen) <
+	    0)
 		return -1;
 	*out = (int64_t)v * 1000000;
 	return 0;
@@ -551,9 +550,9 @@ static int schedd_init(struct farm_server *srv, char *err, size_t errlen)
 	if (farmd_run_directory(cfg, d->rundir, sizeof(d->rundir), err, errlen) < 0)
 		return -1;
 	snprintf(qdir, sizeof(qdir), "%s/queue", d->rundir);
-	d->qs = qstore_open(config_get_default(cfg, NULL, NULL, "queue_store", "spool"),
-			    config_get_default(cfg, NULL, NULL, "queue_directory", qdir), err,
-			    errlen);
+	d->qs =
+	    qstore_open(config_get_default(cfg, NULL, NULL, "queue_store", "spool"),
+			config_get_default(cfg, NULL, NULL, "queue_directory", qdir), err, errlen);
 	if (!d->qs)
 		return -1;
 	d->channels = channel_table_load(cfg, err, errlen);
@@ -582,8 +581,8 @@ static int schedd_init(struct farm_server *srv, char *err, size_t errlen)
 		return -1;
 	d->transport_timeout_ms = (unsigned)(tt / 1000);
 	p.dead_retry_us = p.backoff.minimal_us;
-	if (config_get_int(cfg, NULL, NULL, "initial_destination_concurrency", 5, 1, 10000, &v,
-			   err, errlen) < 0)
+	if (config_get_int(cfg, NULL, NULL, "initial_destination_concurrency", 5, 1, 10000, &v, err,
+			   errlen) < 0)
 		return -1;
 	p.initial_destination_concurrency = (unsigned)v;
 	if (config_get_int(cfg, NULL, NULL, "qmgr_message_active_limit", 20000, 1, 100000000, &v,
