@@ -75,6 +75,10 @@ struct flat {
 	const char *path; /* inside spec: the ARG part */
 	enum table_type type;
 	struct table_data d;
+	/* the last file that failed to load, so it is not parsed again unchanged */
+	bool failed;
+	struct stat failed_st;
+	char failed_reason[512];
 };
 
 /* A table: a backend and its state. */
@@ -584,6 +588,12 @@ static const char *flat_lookup(const void *be, const char *key, size_t len)
 	return t->d.arena + s->off + len + 1;
 }
 
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
 static int flat_refresh(void *be, char *err, size_t errlen)
 {
 	struct flat *t = be;
@@ -599,8 +609,18 @@ static int flat_refresh(void *be, char *err, size_t errlen)
 	if (st.st_dev == t->d.dev && st.st_ino == t->d.ino && st.st_size == t->d.size &&
 	    st.st_mtim.tv_sec == t->d.mtim.tv_sec && st.st_mtim.tv_nsec == t->d.mtim.tv_nsec)
 		return 0;
-	if (load_file(t->path, t->type, &fresh, err, errlen) < 0)
+	/* The same bad file as last time: its reason again, without reading it. */
+	if (t->failed && same_file(&st, &t->failed_st)) {
+		err_printf(err, errlen, "%s", t->failed_reason);
 		return -1;
+	}
+	if (load_file(t->path, t->type, &fresh, t->failed_reason, sizeof(t->failed_reason)) < 0) {
+		t->failed = true;
+		t->failed_st = st;
+		err_printf(err, errlen, "%s", t->failed_reason);
+		return -1;
+	}
+	t->failed = false;
 	data_free(&t->d);
 	t->d = fresh;
 	return 1;

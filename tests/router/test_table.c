@@ -496,6 +496,21 @@ static void test_refresh(void **state)
 		      (const char *[]){"e", NULL});
 	refresh_expect("still bad", t, -1, want);
 	assert_int_equal(table_count(t), 2);
+	/*
+	 * An unchanged bad file is not parsed again: made good in place with
+	 * the same size and mtime it still gets the remembered reason (an
+	 * unchanged file is never re-read, good or bad).
+	 */
+	{
+		struct stat st;
+
+		assert_int_equal(stat(path, &st), 0);
+		write_file(path, "e: 5\nF: 6\n", 10);
+		ts[0] = ts[1] = st.st_mtim;
+		if (utimensat(AT_FDCWD, path, ts, 0) != 0)
+			fail_msg("utimensat: %s", strerror(errno));
+		refresh_expect("bad, not re-read", t, -1, want);
+	}
 
 	replace_file(path, "e: 5\nf 6\n");
 	snprintf(want, sizeof(want), "%s:2: missing ':'", path);
