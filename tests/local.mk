@@ -87,10 +87,10 @@ tests_scheduler_test_backoff_LDADD = scheduler/libsched.a $(ZF_TEST_LIBS)
 tests_scheduler_test_dest_SOURCES = tests/scheduler/test_dest.c
 tests_scheduler_test_dest_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_scheduler_test_dest_LDADD = scheduler/libsched.a $(ZF_TEST_LIBS)
-tests_scheduler_test_msgstate_SOURCES = tests/scheduler/test_msgstate.c
+tests_scheduler_test_msgstate_SOURCES = tests/scheduler/test_msgstate.c tests/scheduler/ctl_list.h
 tests_scheduler_test_msgstate_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_scheduler_test_msgstate_LDADD = scheduler/libsched.a $(ZF_TEST_LIBS)
-tests_scheduler_test_sched_SOURCES = tests/scheduler/test_sched.c
+tests_scheduler_test_sched_SOURCES = tests/scheduler/test_sched.c tests/scheduler/ctl_list.h
 tests_scheduler_test_sched_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_scheduler_test_sched_LDADD = scheduler/libsched.a $(ZF_TEST_LIBS)
 tests_smtpserver_test_relay_SOURCES = tests/smtpserver/test_relay.c
@@ -119,5 +119,6 @@ ZF_PY_TESTS = tests/farmd/test_farmd.py tests/smtpserver/test_smtpserver.py \
 	tests/router/test_router.py tests/scheduler/test_reinject.py \
 	tests/scheduler/test_scheduler.py
 TESTS += $(ZF_PY_TESTS)
-EXTRA_DIST += $(ZF_PY_TESTS) tests/farmd/farmlib.py tests/smtpserver/smtplib_helpers.py \
+EXTRA_DIST += $(ZF_PY_TESTS) tests/farmd/farmlib.py tests/farmd/zfproto.py \
+	tests/smtpserver/smtplib_helpers.py \
 	bench/farm_echo.py bench/smtp_accept.py

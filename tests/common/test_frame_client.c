@@ -151,10 +151,23 @@ static void request(struct frame_client *fc, struct call *c)
 	inside_request = false;
 }
 
-/* run the loop until all n calls have their callback (or 3 s pass) */
+static void tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
+/*
+ * run_until - run the loop until all n calls have their callback, or 3 s
+ * pass.  Each round blocks in the loop until an event, at most 100 ms (a
+ * timer), then looks again.
+ */
 static void run_until(struct event_base *base, struct call *calls, size_t n)
 {
 	uint64_t deadline = clock_mono_ms() + 3000;
+	struct event *t = evtimer_new(base, tick, NULL);
+	struct timeval tv = {0, 100000};
 
 	for (;;) {
 		size_t done = 0;
@@ -162,10 +175,11 @@ static void run_until(struct event_base *base, struct call *calls, size_t n)
 		for (size_t i = 0; i < n; i++)
 			done += calls[i].calls > 0;
 		if (done == n || clock_mono_ms() > deadline)
-			return;
-		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-		usleep(1000);
+			break;
+		evtimer_add(t, &tv);
+		event_base_loop(base, EVLOOP_ONCE);
 	}
+	event_free(t);
 }
 
 static void test_replies_matched(void **state)
@@ -184,8 +198,18 @@ static void test_replies_matched(void **state)
 	for (int i = 0; i < 3; i++)
 		request(fc, &c[i]);
 	assert_int_equal(frame_client_pending(fc), 3);
-	while (s.n < 3)
-		event_base_loop(base, EVLOOP_ONCE);
+	{
+		uint64_t deadline = clock_mono_ms() + 3000;
+		struct event *t = evtimer_new(base, tick, NULL);
+		struct timeval tv = {0, 100000};
+
+		while (s.n < 3 && clock_mono_ms() < deadline) {
+			evtimer_add(t, &tv);
+			event_base_loop(base, EVLOOP_ONCE);
+		}
+		event_free(t);
+		assert_int_equal(s.n, 3);
+	}
 	/* answer out of order: last, first, middle */
 	server_answer(&s, s.ids[2]);
 	server_answer(&s, s.ids[0]);

@@ -10,12 +10,9 @@ records and the router's log.  Python 3 standard library only; prints
 """
 
 import os
-import re
 import signal
 import socket
 import sys
-import threading
-import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -23,141 +20,9 @@ TOP_SRCDIR = os.path.abspath(os.environ.get("top_srcdir") or os.path.join(HERE, 
 sys.path.insert(0, os.path.join(TOP_SRCDIR, "tests", "smtpserver"))
 import smtplib_helpers as H  # noqa: E402
 from smtplib_helpers import Raw, Queue, farmlib, qid_of, wait_until  # noqa: E402
+import zfproto as P  # noqa: E402
 
-ROUTER = os.path.join(H.TOP_BUILDDIR, "router", "router")
-
-
-# ---- a little protobuf, enough for zfarm's frames ----
-
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
-
-
-def read_varint(buf, i):
-    n = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, i
-
-
-def fields(buf):
-    """{field number: [values]} of one protobuf message (varints and bytes)."""
-    out, i = {}, 0
-    while i < len(buf):
-        key, i = read_varint(buf, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            v, i = read_varint(buf, i)
-        elif wt == 2:
-            n, i = read_varint(buf, i)
-            v, i = buf[i:i + n], i + n
-        elif wt == 1:
-            v, i = buf[i:i + 8], i + 8
-        elif wt == 5:
-            v, i = buf[i:i + 4], i + 4
-        else:
-            raise ValueError("wire type %d" % wt)
-        out.setdefault(num, []).append(v)
-    return out
-
-
-def frame(request_id, field, payload):
-    body = b"\x08\x01" + b"\x10" + varint(request_id)
-    body += varint(field << 3 | 2) + varint(len(payload)) + payload
-    return len(body).to_bytes(4, "big") + body
-
-
-FRAME_ROUTE, FRAME_ROUTE_REPLY, FRAME_SCHED_SUBMIT, FRAME_SCHED_ACK = 20, 21, 24, 25
-
-
-class FakeScheduler:
-    """Accepts router connections; records (qid, request id) of every
-    SchedSubmit; answers SchedAck OK unless hold is set."""
-
-    def __init__(self, path):
-        self.path = path
-        self.submits = []
-        self.hold = False
-        self.lock = threading.Lock()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        self.sock.listen(16)
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.conn, args=(c,), daemon=True).start()
-
-    def conn(self, c):
-        buf = b""
-        with c:
-            while True:
-                try:
-                    d = c.recv(65536)
-                except OSError:
-                    return
-                if not d:
-                    return
-                buf += d
-                while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
-                    n = int.from_bytes(buf[:4], "big")
-                    f = fields(buf[4:4 + n])
-                    buf = buf[4 + n:]
-                    if FRAME_SCHED_SUBMIT not in f:
-                        continue
-                    rid = f[2][0]
-                    ref = fields(fields(f[FRAME_SCHED_SUBMIT][0])[1][0])
-                    with self.lock:
-                        self.submits.append(ref[1][0].decode())
-                        hold = self.hold
-                    if not hold:
-                        c.sendall(frame(rid, FRAME_SCHED_ACK, b"\x08\x01"))
-
-    def count(self, qid):
-        with self.lock:
-            return self.submits.count(qid)
-
-    def close(self):
-        self.sock.close()
-
-
-def routes(queue, qid):
-    """The RouteRecords (as dicts) and the number of routed markers in qid's
-    control records."""
-    with open(queue.msg_path(qid), "rb") as f:
-        data = f.read()
-    m = int.from_bytes(data[8:16], "big")
-    ctl, i, out, markers = data[16 + m:], 0, [], 0
-    while i + 4 <= len(ctl):
-        n = int.from_bytes(ctl[i:i + 4], "big")
-        rec = fields(ctl[i + 4:i + 4 + n])
-        i += 4 + n
-        if 1 in rec:
-            r = fields(rec[1][0])
-            d = {k: r[num][0].decode() if num in r else ""
-                 for k, num in (("orig", 3), ("address", 5), ("channel", 6), ("nexthop", 7),
-                                ("user", 8), ("error", 10))}
-            d.update({k: r[num][0] if num in r else 0 for k, num in (("index", 1),
-                                                                     ("total", 11))})
-            out.append(d)
-        elif 3 in rec:
-            markers += 1
-    return out, markers
+ROUTER = H.ROUTER
 
 
 # ---- the instance ----
@@ -205,7 +70,7 @@ def setUpModule():
     with open(FD.conf, "a") as f:
         f.write(channels)
     os.makedirs(os.path.join(FD.run, "private"), mode=0o700, exist_ok=True)
-    SCHED = FakeScheduler(os.path.join(FD.run, "private", "scheduler"))
+    SCHED = H.FakeScheduler(os.path.join(FD.run, "private", "scheduler"))
     try:
         FD.start()
         wait_until(lambda: farmlib.can_connect(PORT) and farmlib.can_connect(NOVERIFY), 10,
@@ -260,7 +125,7 @@ class T01Routing(unittest.TestCase):
         001's D1011 idea): routed durably, split by channel, submitted."""
         qid = send(["alice@localhost", "u@remote.test", "v@x.bulk.test", "w@partner.test"])
         wait_until(lambda: SCHED.count(qid) == 1, 10, what="SchedSubmit of %s" % qid)
-        rs, markers = routes(QUEUE, qid)
+        rs, markers = QUEUE.routes(qid)
         self.assertEqual(markers, 1)
         got = sorted((r["channel"], r["nexthop"], r["address"]) for r in rs)
         self.assertEqual(got, [("bulk", "x.bulk.test", "v@x.bulk.test"),
@@ -276,7 +141,7 @@ class T01Routing(unittest.TestCase):
         qid = send(["team@localhost", "postmaster@example.test", "nobody@localhost",
                     "loop1@localhost", "x@dead.test"], port=NOVERIFY)
         wait_until(lambda: SCHED.count(qid) == 1, 10, what="SchedSubmit")
-        rs, _ = routes(QUEUE, qid)
+        rs, _ = QUEUE.routes(qid)
         ok = sorted((r["channel"], r["address"]) for r in rs if not r["error"])
         errors = sorted((r["orig"], r["error"].split()[0]) for r in rs if r["error"])
         # team -> alice, bob, carol@remote.test; postmaster -> alice: an
@@ -320,7 +185,7 @@ class T01cTempfail(unittest.TestCase):
         qid = send(["broken@localhost"], port=NOVERIFY)
         FD.wait_log(r"%s: not routed: temporary routing failure for <broken@localhost>: "
                     r"4\.3\.0" % qid)
-        self.assertEqual(routes(QUEUE, qid), ([], 0))
+        self.assertEqual(QUEUE.routes(qid), ([], 0))
         self.assertEqual(SCHED.count(qid), 0)
 
 
@@ -328,7 +193,7 @@ class T01bDedup(unittest.TestCase):
     def test_two_recipients_one_delivery(self):
         qid = send(["team@localhost", "bob@localhost"])
         wait_until(lambda: SCHED.count(qid) == 1, 10, what="SchedSubmit")
-        rs, _ = routes(QUEUE, qid)
+        rs, _ = QUEUE.routes(qid)
         self.assertEqual(sum(1 for r in rs if r["user"] == "bob"), 1, rs)
 
 
@@ -349,27 +214,26 @@ class T02Idempotent(unittest.TestCase):
                        what="the router children to die")
         finally:
             SCHED.hold = False
-        rs, markers = routes(QUEUE, qid)
+        rs, markers = QUEUE.routes(qid)
         self.assertEqual((len(rs), markers), (1, 1))
         # as the reinjector will: a RouteRequest straight to the router socket
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(10)
         s.connect(os.path.join(FD.run, "private", "router"))
-        ref = b"\x0a" + varint(len(qid)) + qid.encode()
-        s.sendall(frame(7, FRAME_ROUTE, b"\x0a" + varint(len(ref)) + ref))
+        s.sendall(P.frame(7, P.ROUTE, P.pb_bytes(1, P.queue_ref(qid))))
         buf = b""
         while len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[:4], "big"):
             d = s.recv(65536)
             self.assertTrue(d, "router closed without a reply")
             buf += d
         s.close()
-        f = fields(buf[4:])
+        f = P.fields(buf[4:])
         self.assertEqual(f[2][0], 7)
-        reply = fields(f[FRAME_ROUTE_REPLY][0])
+        reply = P.fields(f[P.ROUTE_REPLY][0])
         self.assertEqual(reply[1][0], 1)          # OK
         self.assertEqual(reply.get(3, [0])[0], 1)  # routed: 1
         self.assertEqual(SCHED.count(qid), 2)
-        rs, markers = routes(QUEUE, qid)
+        rs, markers = QUEUE.routes(qid)
         self.assertEqual((len(rs), markers), (1, 1))
 
 
@@ -385,19 +249,16 @@ class T02bPipelined(unittest.TestCase):
         s.connect(os.path.join(FD.run, "private", "router"))
         out = b""
         for i, qid in enumerate(qids):
-            ref = b"\x0a" + varint(len(qid)) + qid.encode()
-            out += frame(100 + i, FRAME_ROUTE, b"\x0a" + varint(len(ref)) + ref)
+            out += P.frame(100 + i, P.ROUTE, P.pb_bytes(1, P.queue_ref(qid)))
         s.sendall(out)
         buf, ids = b"", set()
         while len(ids) < len(qids):
             d = s.recv(65536)
             self.assertTrue(d, "router closed with %d replies" % len(ids))
             buf += d
-            while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
-                n = int.from_bytes(buf[:4], "big")
-                f = fields(buf[4:4 + n])
-                buf = buf[4 + n:]
-                self.assertEqual(fields(f[FRAME_ROUTE_REPLY][0])[1][0], 1)
+            frames, buf = P.read_frames(buf)
+            for f in frames:
+                self.assertEqual(P.fields(f[P.ROUTE_REPLY][0])[1][0], 1)
                 ids.add(f[2][0])
         s.close()
         self.assertEqual(ids, set(range(100, 105)))
@@ -408,7 +269,7 @@ class T03Reload(unittest.TestCase):
     def routed_to(self, rcpt):
         qid = send([rcpt])
         wait_until(lambda: SCHED.count(qid) == 1, 10, what="SchedSubmit")
-        return [r["address"] for r in routes(QUEUE, qid)[0]]
+        return [r["address"] for r in QUEUE.routes(qid)[0]]
 
     def test_alias_file_change(self):
         path = os.path.join(TMP, "aliases")

@@ -16,13 +16,11 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP_SRCDIR = os.path.abspath(os.environ.get("top_srcdir") or os.path.join(HERE, "..", ".."))
-sys.path.insert(0, os.path.join(TOP_SRCDIR, "tests", "router"))
 sys.path.insert(0, os.path.join(TOP_SRCDIR, "tests", "smtpserver"))
 import smtplib_helpers as H  # noqa: E402
 from smtplib_helpers import Raw, Queue, farmlib, qid_of, wait_until  # noqa: E402
-import test_router as R  # noqa: E402  (FakeScheduler, routes)
 
-REINJECT = os.path.join(H.TOP_BUILDDIR, "scheduler", "reinject")
+REINJECT = H.REINJECT
 
 LAST_LOG = ""
 
@@ -43,7 +41,7 @@ def send(port, rcpt):
 class T01Recovery(unittest.TestCase):
     def test_restart_recovers_the_queue(self):
         global LAST_LOG
-        if not (os.access(REINJECT, os.X_OK) and os.access(R.ROUTER, os.X_OK)):
+        if not (os.access(REINJECT, os.X_OK) and os.access(H.ROUTER, os.X_OK)):
             self.skipTest("not built")
         fd = farmlib.FarmdInstance(tag="reinject")
         sched = None
@@ -62,7 +60,7 @@ class T01Recovery(unittest.TestCase):
             fd.stop()
             queue = Queue(os.path.join(fd.run, "queue"))
             for qid in qids:
-                self.assertEqual(R.routes(queue, qid), ([], 0))
+                self.assertEqual(queue.routes(qid), ([], 0))
             # a damaged queue file and a leftover in tmp/
             bad = "1K0000000000" + qids[0][-4:]
             bad_path = queue.msg_path(bad)
@@ -78,12 +76,12 @@ class T01Recovery(unittest.TestCase):
             farms = [
                 smtp,
                 farmlib.farm_section("router", listen="unix:private/router",
-                                     program=R.ROUTER, process_limit=2, client_limit=20),
+                                     program=H.ROUTER, process_limit=2, client_limit=20),
                 farmlib.farm_section("reinject", kind="once", program=REINJECT),
             ]
             fd.write_config(farms, g)
             os.makedirs(os.path.join(fd.run, "private"), mode=0o700, exist_ok=True)
-            sched = R.FakeScheduler(os.path.join(fd.run, "private", "scheduler"))
+            sched = H.FakeScheduler(os.path.join(fd.run, "private", "scheduler"))
             fd.start()
             wait_until(lambda: all(sched.count(q) == 1 for q in qids), 15,
                        what="the three messages submitted")
@@ -91,7 +89,7 @@ class T01Recovery(unittest.TestCase):
                         r"0 to the scheduler, 1 quarantined")
             fd.wait_log(r"cleared 1 unfinished message file\(s\)")
             for qid in qids:
-                rs, markers = R.routes(queue, qid)
+                rs, markers = queue.routes(qid)
                 self.assertEqual((len(rs), markers), (1, 1))
             self.assertFalse(os.path.exists(bad_path))
             self.assertTrue(os.path.exists(os.path.join(fd.run, "queue", "corrupt", bad)))
@@ -105,7 +103,7 @@ class T01Recovery(unittest.TestCase):
             fd.wait_log(r"reinjected 3 message\(s\) in [0-9.]+ s: 0 to the router, "
                         r"3 to the scheduler, 0 quarantined")
             for qid in qids:  # no second routing set
-                rs, markers = R.routes(queue, qid)
+                rs, markers = queue.routes(qid)
                 self.assertEqual((len(rs), markers), (1, 1))
         finally:
             LAST_LOG = fd.log()

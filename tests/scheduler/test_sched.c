@@ -30,35 +30,7 @@
 
 /* ---- fixtures: messages built from records, as test_msgstate.c does ---- */
 
-struct list {
-	Zfarm__CtlRecord **v;
-	size_t n, cap;
-};
-
-static void list_push_packed(struct list *l, const Zfarm__CtlRecord *c)
-{
-	size_t len = zfarm__ctl_record__get_packed_size(c);
-	uint8_t *buf = xmalloc(len);
-	Zfarm__CtlRecord *u;
-
-	assert_int_equal(zfarm__ctl_record__pack(c, buf), len);
-	u = zfarm__ctl_record__unpack(NULL, len, buf);
-	assert_non_null(u);
-	free(buf);
-	if (l->n == l->cap) {
-		l->cap = l->cap ? 2 * l->cap : 8;
-		l->v = xreallocarray(l->v, l->cap, sizeof(*l->v));
-	}
-	l->v[l->n++] = u;
-}
-
-static void list_free(struct list *l)
-{
-	for (size_t i = 0; i < l->n; i++)
-		zfarm__ctl_record__free_unpacked(l->v[i], NULL);
-	free(l->v);
-	memset(l, 0, sizeof(*l));
-}
+#include "tests/scheduler/ctl_list.h"
 
 /* One route: channel, nexthop, and the routing error for channel "error". */
 struct rt {

@@ -10,126 +10,66 @@ records.  Python 3 standard library only; prints "N passed, N failed".
 
 import os
 import signal
-import socket
 import sys
-import threading
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP_SRCDIR = os.path.abspath(os.environ.get("top_srcdir") or os.path.join(HERE, "..", ".."))
-sys.path.insert(0, os.path.join(TOP_SRCDIR, "tests", "router"))
 sys.path.insert(0, os.path.join(TOP_SRCDIR, "tests", "smtpserver"))
 import smtplib_helpers as H  # noqa: E402
 from smtplib_helpers import Raw, Queue, farmlib, qid_of, wait_until  # noqa: E402
-import test_router as R  # noqa: E402  (protobuf helpers, routes)
+import zfproto as P  # noqa: E402
 
-SCHEDULER = os.path.join(H.TOP_BUILDDIR, "scheduler", "scheduler")
-FRAME_DELIVERY, FRAME_DELIVERY_REPLY = 26, 27
+SCHEDULER = H.SCHEDULER
 
 FD = PORT = QUEUE = TRANSPORT = None
 LAST_LOG = ""
 
 
-def pb_string(field, s):
-    b = s.encode()
-    return R.varint(field << 3 | 2) + R.varint(len(b)) + b
-
-
-def pb_varint(field, v):
-    return R.varint(field << 3) + R.varint(v)
-
-
-class FakeTransport:
-    """Records DeliveryRequests as (qid, channel, nexthop, [(index, address)])."""
+class FakeTransport(P.FrameServer):
+    """A transport farm stand-in: records DeliveryRequests as (qid, channel,
+    nexthop, [(index, address)]) and answers per recipient by local part:
+    ok* delivered, perm* failed, anything else deferred; hold: no answer."""
 
     def __init__(self, path):
         self.requests = []
-        self.hold = False  # record requests but do not answer
-        self.lock = threading.Lock()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        self.sock.listen(16)
-        threading.Thread(target=self.serve, daemon=True).start()
+        self.hold = False
+        super().__init__(path, self.answer)
 
-    def serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.conn, args=(c,), daemon=True).start()
-
-    def conn(self, c):
-        buf = b""
-        with c:
-            while True:
-                try:
-                    d = c.recv(65536)
-                except OSError:
-                    return
-                if not d:
-                    return
-                buf += d
-                while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
-                    n = int.from_bytes(buf[:4], "big")
-                    f = R.fields(buf[4:4 + n])
-                    buf = buf[4 + n:]
-                    if FRAME_DELIVERY not in f:
-                        continue
-                    rq = R.fields(f[FRAME_DELIVERY][0])
-                    qid = R.fields(rq[1][0])[1][0].decode()
-                    rcpts = []
-                    for r in rq.get(5, []):
-                        rf = R.fields(r)
-                        rcpts.append((rf.get(1, [0])[0], rf[2][0].decode()))
-                    with self.lock:
-                        self.requests.append((qid, rq[2][0].decode(), rq[3][0].decode(),
-                                              rcpts))
-                        hold = self.hold
-                    if hold:
-                        continue
-                    results = b""
-                    for index, addr in rcpts:
-                        local = addr.split("@")[0]
-                        if local.startswith("ok"):
-                            st, code, enh, text = 1, 250, "2.0.0", "250 ok"
-                        elif local.startswith("perm"):
-                            st, code, enh, text = 3, 550, "5.1.1", "550 no such user"
-                        else:
-                            st, code, enh, text = 2, 451, "4.3.0", "451 try later"
-                        rr = (pb_varint(1, index) + pb_varint(2, st) + pb_varint(3, code)
-                              + pb_string(4, enh) + pb_string(5, text))
-                        results += R.varint(1 << 3 | 2) + R.varint(len(rr)) + rr
-                    reply = results + pb_string(2, "fake.transport[127.0.0.1]")
-                    c.sendall(R.frame(f[2][0], FRAME_DELIVERY_REPLY, reply))
+    def answer(self, f):
+        if P.DELIVERY not in f:
+            return None
+        rq = P.fields(f[P.DELIVERY][0])
+        qid = P.fields(rq[1][0])[1][0].decode()
+        rcpts = [(P.fields(r).get(1, [0])[0], P.fields(r)[2][0].decode())
+                 for r in rq.get(5, [])]
+        with self.lock:
+            self.requests.append((qid, rq[2][0].decode(), rq[3][0].decode(), rcpts))
+            if self.hold:
+                return None
+        results = b""
+        for index, addr in rcpts:
+            local = addr.split("@")[0]
+            if local.startswith("ok"):
+                st, code, enh, text = 1, 250, "2.0.0", "250 ok"
+            elif local.startswith("perm"):
+                st, code, enh, text = 3, 550, "5.1.1", "550 no such user"
+            else:
+                st, code, enh, text = 2, 451, "4.3.0", "451 try later"
+            results += P.pb_bytes(1, P.pb_varint(1, index) + P.pb_varint(2, st)
+                                  + P.pb_varint(3, code) + P.pb_bytes(4, enh)
+                                  + P.pb_bytes(5, text))
+        reply = results + P.pb_bytes(2, "fake.transport[127.0.0.1]")
+        return P.frame(f[2][0], P.DELIVERY_REPLY, reply)
 
     def for_qid(self, qid):
         with self.lock:
             return [r for r in self.requests if r[0] == qid]
 
-    def close(self):
-        self.sock.close()
-
-
-def results(qid):
-    """ResultRecords (index, status) in qid's control record."""
-    with open(QUEUE.msg_path(qid), "rb") as f:
-        data = f.read()
-    m = int.from_bytes(data[8:16], "big")
-    ctl, i, out = data[16 + m:], 0, []
-    while i + 4 <= len(ctl):
-        n = int.from_bytes(ctl[i:i + 4], "big")
-        rec = R.fields(ctl[i + 4:i + 4 + n])
-        i += 4 + n
-        if 2 in rec:
-            r = R.fields(rec[2][0])
-            out.append((r.get(1, [0])[0], r.get(2, [0])[0]))
-    return out
-
 
 def setUpModule():
     global FD, PORT, QUEUE, TRANSPORT
-    if not (os.access(SCHEDULER, os.X_OK) and os.access(R.ROUTER, os.X_OK)):
+    if not (os.access(SCHEDULER, os.X_OK) and os.access(H.ROUTER, os.X_OK)):
         raise unittest.SkipTest("not built")
     FD = farmlib.FarmdInstance(tag="sched")
     PORT = H.free_port()
@@ -140,7 +80,7 @@ def setUpModule():
               "minimal_backoff_time": "300s"})
     FD.write_config([
         H.smtp_farm("smtpserver", PORT),
-        farmlib.farm_section("router", listen="unix:private/router", program=R.ROUTER,
+        farmlib.farm_section("router", listen="unix:private/router", program=H.ROUTER,
                              process_limit=2, client_limit=20),
         farmlib.farm_section("scheduler", kind="single", listen="unix:private/scheduler",
                              program=SCHEDULER, client_limit=100),
@@ -202,8 +142,8 @@ class T01Delivery(unittest.TestCase):
 
     def test_deferred_stays_with_its_result(self):
         qid = send(["temp1@remote.test", "ok5@remote.test"])
-        wait_until(lambda: len(results(qid)) == 2, 15, what="two results recorded")
-        self.assertEqual(sorted(st for _, st in results(qid)), [1, 2])
+        wait_until(lambda: len(QUEUE.results(qid)) == 2, 15, what="two results recorded")
+        self.assertEqual(sorted(st for _, st in QUEUE.results(qid)), [1, 2])
         self.assertTrue(os.path.exists(QUEUE.msg_path(qid)))
         FD.wait_log(r"%s: to=<temp1@remote.test>, .*status=deferred" % qid)
 
@@ -215,13 +155,13 @@ class T01Delivery(unittest.TestCase):
     def test_failed_waits_for_the_bounce(self):
         qid = send(["perm2@remote.test"])
         FD.wait_log(r"%s: 1 recipient\(s\) failed; the bounce to <s@example.test> waits" % qid)
-        self.assertEqual(results(qid), [(0, 3)])
+        self.assertEqual(QUEUE.results(qid), [(0, 3)])
         self.assertTrue(os.path.exists(QUEUE.msg_path(qid)))
 
     def test_channel_without_transport_defers(self):
         qid = send(["root@localhost"])  # channel local: no transport farm here
-        wait_until(lambda: len(results(qid)) == 1, 15, what="a deferral recorded")
-        self.assertEqual(results(qid), [(0, 2)])
+        wait_until(lambda: len(QUEUE.results(qid)) == 1, 15, what="a deferral recorded")
+        self.assertEqual(QUEUE.results(qid), [(0, 2)])
 
 
 class T02Crash(unittest.TestCase):

@@ -22,10 +22,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP_SRCDIR = os.path.abspath(os.environ.get("top_srcdir") or os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(TOP_SRCDIR, "tests", "farmd"))
 import farmlib  # noqa: E402
+import zfproto as P  # noqa: E402
 from farmlib import wait_until, free_port, alive  # noqa: E402,F401
 
 TOP_BUILDDIR = farmlib.TOP_BUILDDIR
 SMTPSERVER = os.path.join(TOP_BUILDDIR, "smtpserver", "smtpserver")
+ROUTER = os.path.join(TOP_BUILDDIR, "router", "router")
+SCHEDULER = os.path.join(TOP_BUILDDIR, "scheduler", "scheduler")
+REINJECT = os.path.join(TOP_BUILDDIR, "scheduler", "reinject")
 LOCALHOST = farmlib.LOCALHOST
 
 BASE_GLOBALS = {
@@ -89,6 +93,43 @@ class Queue:
             raise AssertionError("%s: bad magic %r" % (qid, data[:4]))
         n = int.from_bytes(data[4:8], "big")
         return data[8:8 + n], data[8 + n:]
+
+    def ctl(self, qid):
+        """qid's control records, each a dict of CtlRecord fields."""
+        with open(self.msg_path(qid), "rb") as f:
+            data = f.read()
+        m = int.from_bytes(data[8:16], "big")
+        ctl, i, out = data[16 + m:], 0, []
+        while i + 4 <= len(ctl):
+            n = int.from_bytes(ctl[i:i + 4], "big")
+            out.append(P.fields(ctl[i + 4:i + 4 + n]))
+            i += 4 + n
+        return out
+
+    def routes(self, qid):
+        """(RouteRecords as dicts, number of routed markers)."""
+        out, markers = [], 0
+        for rec in self.ctl(qid):
+            if 1 in rec:
+                r = P.fields(rec[1][0])
+                d = {k: r[num][0].decode() if num in r else ""
+                     for k, num in (("orig", 3), ("address", 5), ("channel", 6),
+                                    ("nexthop", 7), ("user", 8), ("error", 10))}
+                d.update({k: r[num][0] if num in r else 0
+                          for k, num in (("index", 1), ("total", 11))})
+                out.append(d)
+            elif 3 in rec:
+                markers += 1
+        return out, markers
+
+    def results(self, qid):
+        """ResultRecords as (route index, status)."""
+        out = []
+        for rec in self.ctl(qid):
+            if 2 in rec:
+                r = P.fields(rec[2][0])
+                out.append((r.get(1, [0])[0], r.get(2, [0])[0]))
+        return out
 
 
 # ---- a raw client ----
@@ -272,3 +313,31 @@ class Standalone:
     def cleanup(self):
         self.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ---- stand-ins for farms ----
+
+def submitted_qid(f):
+    """The queue ID of a SchedSubmit or RouteRequest frame (field dict)."""
+    for field in (P.SCHED_SUBMIT, P.ROUTE):
+        if field in f:
+            return P.fields(P.fields(f[field][0])[1][0])[1][0].decode()
+    return None
+
+
+class FakeScheduler(P.FrameServer):
+    """Counts the SchedSubmits per queue ID; answers SchedAck OK unless
+    hold is set."""
+
+    def __init__(self, path):
+        self.hold = False
+        super().__init__(path, self.answer)
+
+    def answer(self, f):
+        if P.SCHED_SUBMIT not in f or self.hold:
+            return None
+        return P.frame(f[2][0], P.SCHED_ACK, P.pb_varint(1, 1))
+
+    def count(self, qid):
+        with self.lock:
+            return sum(1 for f in self.frames if P.SCHED_SUBMIT in f and submitted_qid(f) == qid)

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import smtplib_helpers as H  # noqa: E402
 from smtplib_helpers import Raw, Queue, farmlib, qid_of, wait_until  # noqa: E402
+import zfproto as P  # noqa: E402
 
 FD = None          # the shared FarmdInstance
 PORTS = {}         # farm name -> port
@@ -965,51 +965,18 @@ class T16FarmSection(unittest.TestCase):
             fd.cleanup()
 
 
-class FakeRouter:
-    """A unix socket that reads zfarm frames (4-byte big-endian length +
-    protobuf) and keeps them; optionally closes after the first one."""
+class FakeRouter(P.FrameServer):
+    """Keeps the RouteRequests it gets, answers none; close_after: drop the
+    connection after that many frames."""
 
     def __init__(self, path, close_after=None):
-        self.path = path
-        self.frames = []
-        self.lock = threading.Lock()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        self.sock.listen(4)
-        self.close_after = close_after
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            buf = b""
-            with c:
-                while True:
-                    try:
-                        d = c.recv(65536)
-                    except OSError:
-                        break
-                    if not d:
-                        break
-                    buf += d
-                    while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
-                        n = int.from_bytes(buf[:4], "big")
-                        with self.lock:
-                            self.frames.append(buf[4:4 + n])
-                        buf = buf[4 + n:]
-                    if self.close_after and len(self.frames) >= self.close_after:
-                        break
+        super().__init__(path, close_after=close_after)
 
     def holding(self, qid):
+        """The RouteRequests (QueueRef field dicts) for qid."""
         with self.lock:
-            return [f for f in self.frames if qid.encode() in f]
-
-    def close(self):
-        self.sock.close()
+            return [P.fields(P.fields(f[P.ROUTE][0])[1][0]) for f in self.frames
+                    if P.ROUTE in f and H.submitted_qid(f) == qid]
 
 
 class T17Handoff(unittest.TestCase):
@@ -1037,7 +1004,7 @@ class T17Handoff(unittest.TestCase):
                 frames = wait_until(lambda: router.holding(qid), 5,
                                     what="a RouteRequest for %s" % qid)
                 self.assertEqual(len(frames), 1)
-                self.assertIn(b"spool", frames[0])
+                self.assertEqual(frames[0][2][0], b"spool")  # QueueRef.store
                 self.assertTrue(srv.queue.read(qid))
             self.assertNotIn("hand-off to the router failed", srv.log())
         finally:

@@ -1,0 +1,141 @@
+"""zfproto - zfarm's IPC frames for the Python integration tests.
+
+Python 3 standard library only.  Enough protobuf to build and read the
+frames of proto/*.proto by field number (varints and length-delimited
+fields), the 4-byte big-endian length framing of common/frame.c, and
+FrameServer: a unix socket that stands in for a farm (router, scheduler,
+transport), reads frames on every connection and answers them through a
+handler.
+"""
+
+import socket
+import threading
+
+# Frame body field numbers (proto/frame.proto).
+ROUTE, ROUTE_REPLY = 20, 21
+SCHED_SUBMIT, SCHED_ACK = 24, 25
+DELIVERY, DELIVERY_REPLY = 26, 27
+
+
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def read_varint(buf, i):
+    n = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
+def fields(buf):
+    """{field number: [values]} of one protobuf message (ints and bytes)."""
+    out, i = {}, 0
+    while i < len(buf):
+        key, i = read_varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = read_varint(buf, i)
+        elif wt == 2:
+            n, i = read_varint(buf, i)
+            v, i = buf[i:i + n], i + n
+        elif wt == 1:
+            v, i = buf[i:i + 8], i + 8
+        elif wt == 5:
+            v, i = buf[i:i + 4], i + 4
+        else:
+            raise ValueError("wire type %d" % wt)
+        out.setdefault(num, []).append(v)
+    return out
+
+
+def pb_varint(field, v):
+    return varint(field << 3) + varint(v)
+
+
+def pb_bytes(field, b):
+    if isinstance(b, str):
+        b = b.encode()
+    return varint(field << 3 | 2) + varint(len(b)) + b
+
+
+def frame(request_id, field, payload):
+    """A framed Frame{version 1, request_id, body field = payload}."""
+    body = pb_varint(1, 1) + pb_varint(2, request_id) + pb_bytes(field, payload)
+    return len(body).to_bytes(4, "big") + body
+
+
+def queue_ref(qid):
+    """A QueueRef message holding only the queue ID."""
+    return pb_bytes(1, qid)
+
+
+def read_frames(buf):
+    """Split complete frames off buf: (list of Frame field dicts, rest)."""
+    out = []
+    while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
+        n = int.from_bytes(buf[:4], "big")
+        out.append(fields(buf[4:4 + n]))
+        buf = buf[4 + n:]
+    return out, buf
+
+
+class FrameServer:
+    """Listens on a unix socket; for every frame received calls
+    handle(frame_fields) in the connection's thread and sends what it
+    returns (framed bytes, or None for no answer).  Keeps every frame in
+    self.frames.  close_after: drop a connection after that many frames."""
+
+    def __init__(self, path, handle=None, close_after=None):
+        self.path = path
+        self.handle = handle
+        self.close_after = close_after
+        self.frames = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(16)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
+
+    def _conn(self, c):
+        buf, seen = b"", 0
+        with c:
+            while True:
+                try:
+                    d = c.recv(65536)
+                except OSError:
+                    return
+                if not d:
+                    return
+                frames, buf = read_frames(buf + d)
+                for f in frames:
+                    with self.lock:
+                        self.frames.append(f)
+                    seen += 1
+                    reply = self.handle(f) if self.handle else None
+                    if reply:
+                        c.sendall(reply)
+                if self.close_after and seen >= self.close_after:
+                    return
+
+    def close(self):
+        self.sock.close()
