@@ -17,13 +17,13 @@ static const struct {
 	const char *name;
 	bool farm;
 } channel_builtins[] = {
-    {"local", true},   {"smtp", true},	{"relay", true}, {"error", false},
+    {"local", true},	{"smtp", true},	 {"relay", true},  {"error", false},
     {"discard", false}, {"hold", false}, {"bounce", true},
 };
 
 static const char *const channel_params[] = {
-    "endpoint", "domains", "concurrency", "destination_concurrency", "recipient_limit",
-    "rate_delay",
+    "endpoint",	       "domains",    "concurrency", "destination_concurrency",
+    "recipient_limit", "rate_delay",
 };
 
 struct check {
@@ -40,8 +40,7 @@ static int channel_check_param(const char *param, const char *value, const char 
 	for (size_t i = 0; i < sizeof(channel_params) / sizeof(channel_params[0]); i++)
 		if (strcmp(param, channel_params[i]) == 0)
 			return 0;
-	snprintf(c->bad, c->badlen, "%s:%u: unknown channel parameter \"%s\"", file, line,
-		 param);
+	snprintf(c->bad, c->badlen, "%s:%u: unknown channel parameter \"%s\"", file, line, param);
 	return 1;
 }
 
@@ -103,8 +102,8 @@ static int channel_fill(struct channel_def *d, const struct config *cfg, const c
 			 errlen) < 0 ||
 	    channel_uint(cfg, name, "destination_concurrency", 5, 100000, false,
 			 &d->destination_concurrency, err, errlen) < 0 ||
-	    channel_uint(cfg, name, "recipient_limit", 50, 100000, false, &d->recipient_limit,
-			 err, errlen) < 0 ||
+	    channel_uint(cfg, name, "recipient_limit", 50, 100000, false, &d->recipient_limit, err,
+			 errlen) < 0 ||
 	    channel_uint(cfg, name, "rate_delay", 0, 86400, true, &d->rate_delay, err, errlen) < 0)
 		return -1;
 	return 0;

@@ -214,7 +214,8 @@ void frame_client_request(struct frame_client *c, Zfarm__Frame *f, frame_client_
 	if (!c->conn) {
 		fd = endpoint_connect(&c->ep, true, why, sizeof(why));
 		if (fd >= 0)
-			c->conn = frame_conn_new(c->base, fd, 0, client_on_recv, client_on_close, c);
+			c->conn =
+			    frame_conn_new(c->base, fd, 0, client_on_recv, client_on_close, c);
 		if (!c->conn) {
 			p->failed = true;
 			snprintf(p->reason, sizeof(p->reason), "%.250s: %.250s", c->spec,

@@ -41,7 +41,7 @@
 #include "common/xalloc.h"
 #include "scheduler/msgstate.h"
 
-#define REINJECT_WINDOW 256
+#define REINJECT_WINDOW	    256
 #define REINJECT_TIMEOUT_MS 60000
 
 struct reinject {

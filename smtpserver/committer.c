@@ -125,8 +125,7 @@ static void committer_on_done(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-struct committer *committer_new(struct event_base *base, unsigned threads, char *err,
-				size_t errlen)
+struct committer *committer_new(struct event_base *base, unsigned threads, char *err, size_t errlen)
 {
 	struct committer *c = xcalloc(1, sizeof(*c));
 

@@ -31,8 +31,7 @@ struct committer;
  * The result: rc 0 and the queue ID, or rc -1 with errnum (ENOSPC, EIO,
  * ...) and a reason.  Strings are valid during the call only.
  */
-typedef void committer_done_fn(void *arg, int rc, const char *qid, int errnum,
-			       const char *reason);
+typedef void committer_done_fn(void *arg, int rc, const char *qid, int errnum, const char *reason);
 
 /* committer_new - start `threads` worker threads (0: inline); NULL + reason. */
 struct committer *committer_new(struct event_base *base, unsigned threads, char *err,

@@ -80,15 +80,15 @@ struct transaction {
 	struct qstore_writer *w;
 	char qid[QID_SIZE];
 	struct smtp_body body_dec;
-	bool bdat;		/* a BDAT transaction started */
-	bool failed;		/* BDAT: a chunk failed; the rest are skipped */
-	bool write_failed;	/* the queue store refused a write */
+	bool bdat;	   /* a BDAT transaction started */
+	bool failed;	   /* BDAT: a chunk failed; the rest are skipped */
+	bool write_failed; /* the queue store refused a write */
 	int write_errnum;
 	char write_reason[256];
-	uint64_t bdat_left;	/* octets of the current chunk still to read */
+	uint64_t bdat_left; /* octets of the current chunk still to read */
 	bool bdat_last;
-	bool bdat_skip;		/* this chunk is read and thrown away */
-	int bdat_skip_code;	/* ... and then answered with this */
+	bool bdat_skip;	    /* this chunk is read and thrown away */
+	int bdat_skip_code; /* ... and then answered with this */
 	const char *bdat_skip_enh, *bdat_skip_text;
 };
 
@@ -123,9 +123,9 @@ struct session {
 	char *stage;
 	size_t stage_len;
 
-	bool skipping;	   /* discarding the rest of an over-long line */
-	bool out_blocked;  /* input paused until the output drains */
-	bool commit_gone;  /* the client left while a commit ran */
+	bool skipping;	  /* discarding the rest of an over-long line */
+	bool out_blocked; /* input paused until the output drains */
+	bool commit_gone; /* the client left while a commit ran */
 	unsigned errors, junk, commands;
 	const char *last_verb; /* for "lost connection after X" */
 	struct verb_count counts[SMTP_CMD_AUTH + 2];
@@ -149,7 +149,7 @@ static void session_vreply(struct session *s, int code, const char *enh, const c
 }
 
 static void session_reply(struct session *s, int code, const char *enh, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 static void session_reply(struct session *s, int code, const char *enh, const char *fmt, ...)
 {
 	va_list ap;
@@ -193,7 +193,8 @@ static void session_log_disconnect(struct session *s)
 			lower[i] = (char)(name[i] | 0x20);
 		lower[i] = '\0';
 		if (c->ok == c->total)
-			n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=%u", lower, c->total);
+			n +=
+			    (size_t)snprintf(line + n, sizeof(line) - n, " %s=%u", lower, c->total);
 		else
 			n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=%u/%u", lower, c->ok,
 					      c->total);
@@ -386,8 +387,7 @@ static void session_log_reject(struct session *s, const char *stage, const char 
 		 s->helo);
 }
 
-static void session_on_committed(void *arg, int rc, const char *qid, int errnum,
-				 const char *reason)
+static void session_on_committed(void *arg, int rc, const char *qid, int errnum, const char *reason)
 {
 	struct session *s = arg;
 	struct transaction *t = &s->t;
@@ -577,8 +577,9 @@ static void session_on_verified(void *arg, const Zfarm__Frame *reply, const char
 {
 	struct session *s = arg;
 	struct pending_rcpt *p = &s->vrcpt;
-	const Zfarm__VerifyReply *vr =
-	    reply && reply->body_case == ZFARM__FRAME__BODY_VERIFY_REPLY ? reply->verify_reply : NULL;
+	const Zfarm__VerifyReply *vr = reply && reply->body_case == ZFARM__FRAME__BODY_VERIFY_REPLY
+					   ? reply->verify_reply
+					   : NULL;
 	char text[ADDRESS_MAILBOX_SIZE + 700];
 
 	s->state = SESSION_COMMAND;
@@ -588,15 +589,16 @@ static void session_on_verified(void *arg, const Zfarm__Frame *reply, const char
 		snprintf(text, sizeof(text), "<%s>: Recipient address rejected: %.600s", p->addr,
 			 vr->text && vr->text[0] ? vr->text : "undeliverable address");
 		session_log_reject(s, "RCPT", NULL, 550, vr->enhanced_code, text, p->addr);
-		session_reply(s, 550, vr->enhanced_code && vr->enhanced_code[0] ? vr->enhanced_code
-										  : "5.1.1",
-			      "%s", text);
+		session_reply(
+		    s, 550, vr->enhanced_code && vr->enhanced_code[0] ? vr->enhanced_code : "5.1.1",
+		    "%s", text);
 		session_error(s);
 	} else {
 		if (!vr)
 			log_warn("cannot verify <%s> for %s: %s", p->addr, s->peer, reason);
-		snprintf(text, sizeof(text), "<%s>: Recipient address rejected: Temporary lookup "
-					     "failure",
+		snprintf(text, sizeof(text),
+			 "<%s>: Recipient address rejected: Temporary lookup "
+			 "failure",
 			 p->addr);
 		session_log_reject(s, "RCPT", NULL, 451, "4.3.0", text, p->addr);
 		session_reply(s, 451, "4.3.0", "%s", text);
@@ -675,8 +677,7 @@ static void do_data(struct session *s, const struct smtp_cmd *c)
 }
 
 /* bdat_skip - read this chunk and throw it away, then reply code. */
-static void bdat_skip(struct session *s, uint64_t size, int code, const char *enh,
-		      const char *text)
+static void bdat_skip(struct session *s, uint64_t size, int code, const char *enh, const char *text)
 {
 	struct transaction *t = &s->t;
 
@@ -706,8 +707,7 @@ static void do_bdat(struct session *s, const struct smtp_cmd *c)
 		return;
 	}
 	if (t->failed) {
-		bdat_skip(s, c->chunk_size, 503, "5.5.1",
-			  "Error: the message failed; send RSET");
+		bdat_skip(s, c->chunk_size, 503, "5.5.1", "Error: the message failed; send RSET");
 		return;
 	}
 	if (!t->bdat) {
@@ -767,8 +767,9 @@ static void bdat_chunk_end(struct session *s)
 static void do_vrfy(struct session *s, const struct smtp_cmd *c)
 {
 	(void)c;
-	session_reply(s, 252, "2.0.0", "Cannot VRFY user, but will accept message and attempt "
-				       "delivery");
+	session_reply(s, 252, "2.0.0",
+		      "Cannot VRFY user, but will accept message and attempt "
+		      "delivery");
 }
 
 static void do_rset(struct session *s, const struct smtp_cmd *c)
@@ -794,8 +795,9 @@ static void do_quit(struct session *s, const struct smtp_cmd *c)
 static void do_help(struct session *s, const struct smtp_cmd *c)
 {
 	(void)c;
-	session_reply(s, 214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT "
-				       "VRFY HELP");
+	session_reply(s, 214, "2.0.0",
+		      "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT "
+		      "VRFY HELP");
 }
 
 static void do_not_implemented(struct session *s, const struct smtp_cmd *c)
@@ -916,7 +918,8 @@ static bool session_read_command(struct session *s, struct evbuffer *in)
 	line = (char *)evbuffer_pullup(in, (ssize_t)len);
 	if (len < 2 || line[len - 2] != '\r') {
 		s->commands++;
-		session_reply(s, 501, "5.5.2", "Error: bare <LF> received; commands end with <CR><LF>");
+		session_reply(s, 501, "5.5.2",
+			      "Error: bare <LF> received; commands end with <CR><LF>");
 		evbuffer_drain(in, len);
 		session_error(s);
 		return true;
@@ -1126,7 +1129,8 @@ void session_start(struct session_env *env, int fd, const char *listener)
 	log_info("connect from %s", s->peer);
 	bufferevent_setcb(s->bev, session_on_read, session_on_write, session_on_event, s);
 	/* Room for a whole command line at the limit, so a full buffer always holds an LF. */
-	bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_IN_HIGH + env->cfg->command_line_limit);
+	bufferevent_setwatermark(s->bev, EV_READ, 0,
+				 SESSION_IN_HIGH + env->cfg->command_line_limit);
 	tv.tv_sec = s->timeout;
 	tv.tv_usec = 0;
 	bufferevent_set_timeouts(s->bev, &tv, &tv);

@@ -48,9 +48,9 @@ struct session_env {
 	const struct smtpd_config *cfg;
 	struct qstore *qs;
 	struct committer *committer;
-	struct handoff *handoff; /* NULL: no router, messages wait for the reinjector */
+	struct handoff *handoff;     /* NULL: no router, messages wait for the reinjector */
 	struct frame_client *verify; /* the router, for RCPT checks; NULL: none */
-	bool (*stress)(void *arg);  /* farmd runs us under stress (may be NULL) */
+	bool (*stress)(void *arg);   /* farmd runs us under stress (may be NULL) */
 	void (*session_end)(void *arg);
 	void *arg;
 };

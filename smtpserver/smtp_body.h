@@ -65,10 +65,10 @@ enum smtp_body_error {
 };
 
 struct smtp_body_limits {
-	uint64_t size_max;  /* content octets; 0: none */
-	size_t line_max;    /* octets per line without CR LF; 0: none */
-	size_t header_max;  /* header octets; 0: none */
-	unsigned hops_max;  /* Received: fields; 0: none */
+	uint64_t size_max; /* content octets; 0: none */
+	size_t line_max;   /* octets per line without CR LF; 0: none */
+	size_t header_max; /* header octets; 0: none */
+	unsigned hops_max; /* Received: fields; 0: none */
 };
 
 /* Decoder state.  The public part is read-only for callers. */
@@ -83,10 +83,10 @@ struct smtp_body {
 	/* private */
 	enum smtp_body_mode mode;
 	struct smtp_body_limits lim;
-	bool line_start; /* the last content octets were CR LF (or none yet) */
-	bool cr;	 /* the last content octet was a CR */
-	bool dot_only;	 /* DOT: the line so far is "." (removed, maybe the end) */
-	bool dot_cr;	 /* DOT: ... followed by a CR held back */
+	bool line_start;   /* the last content octets were CR LF (or none yet) */
+	bool cr;	   /* the last content octet was a CR */
+	bool dot_only;	   /* DOT: the line so far is "." (removed, maybe the end) */
+	bool dot_cr;	   /* DOT: ... followed by a CR held back */
 	uint64_t line_len; /* content octets of this line, CR LF not counted */
 	/* header field name tracking for the line being read */
 	unsigned hdr_state; /* 0 line start, 1 in name, 2 in a header line, 3 CR at line start */

@@ -64,9 +64,9 @@ static int smtpd_init(struct farm_server *srv, char *err, size_t errlen)
 		if (!smtpd_env.handoff)
 			return -1;
 		if (sc->verify_recipients) {
-			smtpd_env.verify = frame_client_new(farm_server_base(srv), sc->router_endpoint,
-							    sc->run_directory, SMTPD_VERIFY_TIMEOUT_MS,
-							    err, errlen);
+			smtpd_env.verify = frame_client_new(farm_server_base(srv),
+							    sc->router_endpoint, sc->run_directory,
+							    SMTPD_VERIFY_TIMEOUT_MS, err, errlen);
 			if (!smtpd_env.verify)
 				return -1;
 		}

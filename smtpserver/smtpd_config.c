@@ -67,17 +67,16 @@ static int get_time(const struct scope *s, const char *param, long long def, uns
 static int get_bool(const struct scope *s, const char *param, bool def, bool *out, char *err,
 		    size_t errlen)
 {
-	return config_get_bool(s->cfg, scope_kind(s, param), s->farm, param, def, out, err,
-			       errlen);
+	return config_get_bool(s->cfg, scope_kind(s, param), s->farm, param, def, out, err, errlen);
 }
 
-static int get_str(const struct scope *s, const char *param, const char *def, char **out,
-		   char *err, size_t errlen)
+static int get_str(const struct scope *s, const char *param, const char *def, char **out, char *err,
+		   size_t errlen)
 {
 	const char *v;
 
-	if (config_get_string(s->cfg, scope_kind(s, param), s->farm, param, def, &v, err,
-			      errlen) < 0)
+	if (config_get_string(s->cfg, scope_kind(s, param), s->farm, param, def, &v, err, errlen) <
+	    0)
 		return -1;
 	*out = xstrdup(v);
 	str_trim(*out);
@@ -119,8 +118,8 @@ static int load_tables(struct smtpd_config *sc, const struct scope *s, char *err
 		snprintf(err, errlen, "parameter mynetworks: %s", why);
 		goto out;
 	}
-	sc->relay = relay_policy_new((const char *const *)dest, nd, (const char *const *)relay,
-				     nr, why, sizeof(why));
+	sc->relay = relay_policy_new((const char *const *)dest, nd, (const char *const *)relay, nr,
+				     why, sizeof(why));
 	if (!sc->relay) {
 		snprintf(err, errlen, "parameter mydestination or relay_domains: %s", why);
 		goto out;
@@ -159,7 +158,8 @@ int smtpd_config_load(struct smtpd_config *sc, const struct config *cfg, const c
 	if (get_uint(&s, "smtpd_command_line_limit", 2048, 65536, &u, err, errlen) < 0)
 		goto fail;
 	if (u < 512) {
-		snprintf(err, errlen, "parameter smtpd_command_line_limit: at least 512 (RFC 5321)");
+		snprintf(err, errlen,
+			 "parameter smtpd_command_line_limit: at least 512 (RFC 5321)");
 		goto fail;
 	}
 	sc->command_line_limit = (size_t)u;
@@ -184,7 +184,8 @@ int smtpd_config_load(struct smtpd_config *sc, const struct config *cfg, const c
 	if (get_uint(&s, "smtpd_junk_command_limit", 100, 1000000, &u, err, errlen) < 0)
 		goto fail;
 	sc->junk_command_limit = (unsigned)u;
-	if (get_bool(&s, "smtpd_verify_recipients", true, &sc->verify_recipients, err, errlen) < 0 ||
+	if (get_bool(&s, "smtpd_verify_recipients", true, &sc->verify_recipients, err, errlen) <
+		0 ||
 	    get_bool(&s, "smtpd_helo_required", false, &sc->helo_required, err, errlen) < 0 ||
 	    get_bool(&s, "smtpd_vrfy_command", false, &sc->vrfy_command, err, errlen) < 0)
 		goto fail;
@@ -201,8 +202,7 @@ int smtpd_config_load(struct smtpd_config *sc, const struct config *cfg, const c
 	if (get_size(&s, "queue_minfree", 20480000, &sc->queue_minfree, err, errlen) < 0)
 		goto fail;
 	snprintf(def, sizeof(def), "%s/queue", sc->run_directory);
-	if (get_str(&s, "queue_directory", def, &sc->queue_directory, err,
-		    errlen) < 0 ||
+	if (get_str(&s, "queue_directory", def, &sc->queue_directory, err, errlen) < 0 ||
 	    get_str(&s, "queue_store", "spool", &sc->queue_store, err, errlen) < 0 ||
 	    get_str(&s, "router_endpoint", "unix:private/router", &router, err, errlen) < 0)
 		goto fail;

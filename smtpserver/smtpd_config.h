@@ -23,29 +23,29 @@ struct relay_policy;
 
 struct smtpd_config {
 	char *myhostname;
-	char *banner;		      /* after "220 " */
-	uint64_t message_size_limit;  /* content octets; 0: none */
-	unsigned recipient_limit;     /* RCPT per transaction */
-	size_t command_line_limit;    /* octets with CR LF */
-	size_t data_line_limit;	      /* octets without CR LF; 0: none */
-	size_t header_size_limit;     /* 0: none */
-	unsigned hopcount_limit;      /* Received: fields; 0: none */
-	unsigned timeout;	      /* seconds, per read or write */
-	unsigned stress_timeout;      /* the same under stress */
-	unsigned hard_error_limit;    /* errors before 421 */
-	unsigned stress_error_limit;  /* the same under stress */
-	unsigned junk_command_limit;  /* NOOP/RSET/VRFY/HELP before they count as errors */
+	char *banner;		     /* after "220 " */
+	uint64_t message_size_limit; /* content octets; 0: none */
+	unsigned recipient_limit;    /* RCPT per transaction */
+	size_t command_line_limit;   /* octets with CR LF */
+	size_t data_line_limit;	     /* octets without CR LF; 0: none */
+	size_t header_size_limit;    /* 0: none */
+	unsigned hopcount_limit;     /* Received: fields; 0: none */
+	unsigned timeout;	     /* seconds, per read or write */
+	unsigned stress_timeout;     /* the same under stress */
+	unsigned hard_error_limit;   /* errors before 421 */
+	unsigned stress_error_limit; /* the same under stress */
+	unsigned junk_command_limit; /* NOOP/RSET/VRFY/HELP before they count as errors */
 	bool helo_required;
-	bool vrfy_command;	      /* no: VRFY gets 252 */
+	bool vrfy_command; /* no: VRFY gets 252 */
 	/* EHLO keywords offered */
 	bool pipelining, size, eightbitmime, enhancedstatuscodes, smtputf8, chunking, dsn;
-	uint64_t queue_minfree;	      /* bytes; 0: no check */
+	uint64_t queue_minfree; /* bytes; 0: no check */
 	char *queue_directory;
-	char *queue_store;	      /* qstore backend name */
-	char *router_endpoint;	      /* NULL: no router ("none") */
-	bool verify_recipients;	      /* ask the router about local RCPTs */
+	char *queue_store;	/* qstore backend name */
+	char *router_endpoint;	/* NULL: no router ("none") */
+	bool verify_recipients; /* ask the router about local RCPTs */
 	char *run_directory;
-	unsigned commit_threads;      /* 0: commit in the event loop */
+	unsigned commit_threads; /* 0: commit in the event loop */
 	struct cidr_list *mynetworks;
 	struct relay_policy *relay;
 };
