@@ -1,0 +1,1 @@
+# transport/ - transport farms (one per channel) on one skeleton.
