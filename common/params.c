@@ -9,8 +9,10 @@ static const char *const params_names[] = {
     "alias_maps",
     "allow_mail_to_commands",
     "allow_mail_to_files",
+    "bounce_size_limit",
     "busy_warn_interval",
     "delay_warning_time",
+    "double_bounce_recipient",
     "header_size_limit",
     "hopcount_limit",
     "initial_destination_concurrency",
@@ -55,6 +57,7 @@ static const char *const params_names[] = {
     "submission_listen",
     "throttle_max",
     "transport_maps",
+    "transport_retry_time",
     "transport_timeout",
     "virtual_alias_maps",
 };

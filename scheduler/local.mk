@@ -5,7 +5,8 @@ scheduler_libsched_a_SOURCES = \
 	scheduler/backoff.c scheduler/backoff.h \
 	scheduler/dest.c scheduler/dest.h \
 	scheduler/msgstate.c scheduler/msgstate.h \
-	scheduler/sched.c scheduler/sched.h
+	scheduler/sched.c scheduler/sched.h \
+	scheduler/qctl.c scheduler/qctl.h
 
 # reinject: the run-once queue recovery job (kind = once in the farm table).
 zfarmlibexec_PROGRAMS += scheduler/reinject

@@ -89,8 +89,9 @@ static size_t enhanced_prefix(const char *s)
  * final and status is OK, TEMPFAIL or PERMFAIL.
  */
 static void apply_result(struct rcpt *r, uint32_t status, uint32_t smtp_code, const char *enhanced,
-			 const char *text, int64_t next_attempt_us)
+			 const char *text, int64_t now_us, int64_t next_attempt_us)
 {
+	r->last_attempt_us = now_us;
 	switch (status) {
 	case ZFARM__STATUS__OK:
 		r->state = RCPT_DELIVERED;
@@ -267,6 +268,7 @@ enum msgstate_load_result msgstate_load(struct msgstate *m, const Zfarm__Envelop
 	set_str(&m->envid, env->envid);
 	set_str(&m->ret, env->ret);
 	m->arrival_us = env->arrival_us;
+	m->double_bounce = env->notice && strcmp(env->notice, "double-bounce") == 0;
 	m->size = 0;
 	if (!recs)
 		n = 0;
@@ -302,6 +304,17 @@ enum msgstate_load_result msgstate_load(struct msgstate *m, const Zfarm__Envelop
 	for (size_t i = mark + 1; i < n; i++) {
 		const Zfarm__ResultRecord *res;
 
+		if (is_case(recs[i], ZFARM__CTL_RECORD__BODY_NOTIFIED) && recs[i]->notified) {
+			const Zfarm__NoticeRecord *nr = recs[i]->notified;
+
+			/* Only final ones: a delay notice leaves the rest open. */
+			for (size_t k = 0; k < nr->n_index; k++)
+				if (nr->index[k] < m->n && is_final(m->r[nr->index[k]].state))
+					m->r[nr->index[k]].notified = true;
+			if (nr->delay)
+				m->delay_warned = true;
+			continue;
+		}
 		if (!is_case(recs[i], ZFARM__CTL_RECORD__BODY_RESULT) || !recs[i]->result)
 			continue;
 		res = recs[i]->result;
@@ -310,7 +323,9 @@ enum msgstate_load_result msgstate_load(struct msgstate *m, const Zfarm__Envelop
 		    !valid_status(res->status))
 			continue;
 		apply_result(&m->r[res->index], res->status, res->smtp_code, res->enhanced_code,
-			     res->text, res->next_attempt_us);
+			     res->text, res->time_us, res->next_attempt_us);
+		if (res->status == ZFARM__STATUS__OK && res->dsn_passed)
+			m->r[res->index].notified = true;
 	}
 	return MSGSTATE_OK;
 }
@@ -321,6 +336,20 @@ bool msgstate_final(const struct msgstate *m)
 		if (!is_final(m->r[i].state))
 			return false;
 	return true;
+}
+
+const char *msgstate_state_name(enum rcpt_state s)
+{
+	switch (s) {
+	case RCPT_PENDING:
+		return "pending";
+	case RCPT_DEFERRED:
+		return "deferred";
+	case RCPT_DELIVERED:
+		return "delivered";
+	default:
+		return "failed";
+	}
 }
 
 size_t msgstate_count(const struct msgstate *m, enum rcpt_state s)
@@ -349,7 +378,7 @@ int msgstate_apply(struct msgstate *m, uint32_t index, uint32_t status, uint32_t
 	if (index >= m->n || is_final(m->r[index].state) || !valid_status(status))
 		return -1;
 	r = &m->r[index];
-	apply_result(r, status, smtp_code, enhanced, text, next_attempt_us);
+	apply_result(r, status, smtp_code, enhanced, text, now_us, next_attempt_us);
 	zfarm__result_record__init(rec);
 	rec->index = index;
 	rec->status = status;
@@ -359,4 +388,52 @@ int msgstate_apply(struct msgstate *m, uint32_t index, uint32_t status, uint32_t
 	rec->time_us = now_us;
 	rec->next_attempt_us = r->next_attempt_us;
 	return 0;
+}
+
+void msgstate_passed(struct msgstate *m, uint32_t index, Zfarm__ResultRecord *rec)
+{
+	if (index >= m->n || m->r[index].state != RCPT_DELIVERED)
+		return;
+	m->r[index].notified = true;
+	rec->dsn_passed = true;
+}
+
+/* notify_bits - NOTIFY as it applies: not given means FAILURE + DELAY (RFC 3461 4.1). */
+static uint32_t notify_bits(const struct rcpt *r)
+{
+	if (r->notify == 0)
+		return ZFARM__NOTIFY__NOTIFY_FAILURE | ZFARM__NOTIFY__NOTIFY_DELAY;
+	if (r->notify & ZFARM__NOTIFY__NOTIFY_NEVER)
+		return 0;
+	return r->notify;
+}
+
+bool msgstate_wants_notice(const struct rcpt *r)
+{
+	if (r->notified)
+		return false;
+	if (r->state == RCPT_FAILED)
+		return notify_bits(r) & ZFARM__NOTIFY__NOTIFY_FAILURE;
+	if (r->state == RCPT_DELIVERED)
+		return notify_bits(r) & ZFARM__NOTIFY__NOTIFY_SUCCESS;
+	return false;
+}
+
+bool msgstate_wants_delay(const struct rcpt *r)
+{
+	return !is_final(r->state) && (notify_bits(r) & ZFARM__NOTIFY__NOTIFY_DELAY);
+}
+
+void msgstate_notified(struct msgstate *m, const uint32_t *index, size_t n, bool delay,
+		       Zfarm__NoticeRecord *rec)
+{
+	zfarm__notice_record__init(rec);
+	for (size_t k = 0; k < n; k++)
+		if (index[k] < m->n && is_final(m->r[index[k]].state))
+			m->r[index[k]].notified = true;
+	if (delay)
+		m->delay_warned = true;
+	rec->index = (uint32_t *)index;
+	rec->n_index = n;
+	rec->delay = delay;
 }

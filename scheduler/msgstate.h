@@ -20,6 +20,10 @@
  *     range or for a recipient already final is ignored (a duplicate after
  *     a crash); results never move a final recipient back.
  *   - held (last one wins) and delay_warned records set the flags.
+ *   - A NoticeRecord marks its recipients notified (a delivery status
+ *     notice about their final state was queued) and, with delay, the
+ *     message delay_warned.  A ResultRecord OK with dsn_passed marks the
+ *     recipient notified too: the next hop sends any success notice.
  * Every string in the state is a copy; the records may be freed after.
  */
 #ifndef ZFARM_MSGSTATE_H
@@ -50,6 +54,8 @@ struct rcpt {
 	enum rcpt_state state;
 	unsigned attempts;
 	int64_t next_attempt_us; /* DEFERRED: not before */
+	bool notified;		 /* a notice about its final state was queued */
+	int64_t last_attempt_us; /* time of the last result, 0 if none */
 	uint32_t smtp_code;	 /* last result */
 	char *enhanced;		 /* last result, e.g. "4.4.1"; "" if none */
 	char *text;		 /* last result or the routing error */
@@ -70,6 +76,7 @@ struct msgstate {
 	uint64_t size;
 	bool held;
 	bool delay_warned;
+	bool double_bounce; /* a notice about a notice: never answered by one */
 	struct rcpt *r; /* r[k] is the recipient with route index k */
 	size_t n;
 };
@@ -86,8 +93,21 @@ void msgstate_release(struct msgstate *m);
 
 /* msgstate_final - every recipient delivered or failed. */
 bool msgstate_final(const struct msgstate *m);
+/* msgstate_state_name - "pending", "deferred", "delivered" or "failed". */
+const char *msgstate_state_name(enum rcpt_state s);
 /* msgstate_count - recipients in state s. */
 size_t msgstate_count(const struct msgstate *m, enum rcpt_state s);
+
+/*
+ * msgstate_wants_notice - recipient r is final and its sender should hear
+ * of it (RFC 3461 NOTIFY: failures unless NEVER or a NOTIFY without
+ * FAILURE; deliveries only with SUCCESS), and no notice covered it yet.
+ * Who the notice goes to (the sender, or nobody for the null sender) is
+ * the caller's policy.
+ */
+bool msgstate_wants_notice(const struct rcpt *r);
+/* msgstate_wants_delay - r is not final and NOTIFY allows a delay notice. */
+bool msgstate_wants_delay(const struct rcpt *r);
 
 /*
  * msgstate_apply - apply one delivery result to recipient index (as a
@@ -100,5 +120,14 @@ size_t msgstate_count(const struct msgstate *m, enum rcpt_state s);
 int msgstate_apply(struct msgstate *m, uint32_t index, uint32_t status, uint32_t smtp_code,
 		   const char *enhanced, const char *text, int64_t now_us, int64_t next_attempt_us,
 		   Zfarm__ResultRecord *rec);
+/* msgstate_passed - r's OK result said dsn_passed: no success notice from us. */
+void msgstate_passed(struct msgstate *m, uint32_t index, Zfarm__ResultRecord *rec);
+/*
+ * msgstate_notified - a notice covering these recipients (final ones; the
+ * delay notice also covers deferred ones, which stay un-notified) was
+ * queued; fill *rec (its index array is the caller's, n entries).
+ */
+void msgstate_notified(struct msgstate *m, const uint32_t *index, size_t n, bool delay,
+		       Zfarm__NoticeRecord *rec);
 
 #endif

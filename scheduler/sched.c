@@ -44,6 +44,11 @@
 #define NORESULT_TEXT "delivery ended without a result"
 #define EXPIRED_ENH   "4.4.7"
 #define EXPIRED_TEXT  "delivery time expired"
+#define RETURNED_ENH  "5.0.0"
+#define RETURNED_TEXT "message returned by the queue administrator"
+
+/* The route index of a message's notice in FIFO and heap entries. */
+#define NOTICE_IDX UINT32_MAX
 
 /* ---- a small chained hash table keyed by byte strings ---- */
 
@@ -131,10 +136,16 @@ struct smsg {
 	struct hnode h; /* first: key is m.qid */
 	struct msgstate m;
 	struct sloc *loc;
+	struct sloc nloc; /* the message's notice: W_NONE, W_READY, W_HEAP, W_RUNNING */
+	unsigned nattempts; /* notice attempts that failed */
 	uint64_t seed;	 /* backoff spread */
 	size_t live;	 /* recipients not final */
+	size_t busy;	 /* recipients ready or running: a notice waits for 0 */
 	size_t refs;	 /* FIFO and heap entries pointing here */
-	size_t inflight; /* deliveries running */
+	size_t inflight; /* deliveries (and notices) running */
+	bool delay_due;	 /* the delay notice should go with the next notice */
+	bool doomed;	 /* deleted: forgotten when nothing runs any more */
+	bool give_up;	 /* bounce-now: what is not final fails */
 	bool forgotten;
 };
 
@@ -147,6 +158,8 @@ struct schan {
 	char *name;
 	unsigned concurrency, dest_concurrency, rcpt_limit;
 	unsigned active;
+	int64_t paused_until_us; /* its transport misbehaved: nothing starts before */
+	struct sched_chan_counts n;
 	struct sdest *rr; /* ring of destinations to visit, next first */
 };
 
@@ -170,7 +183,8 @@ struct hentry {
 
 struct sdel {
 	struct smsg *m;
-	struct sdest *d;
+	struct sdest *d; /* NULL for a notice */
+	bool notice, delay;
 	uint32_t *index;
 	size_t n, cap;
 	uint32_t gen;
@@ -204,8 +218,13 @@ struct sched {
 	struct rentry *run; /* defer_dead */
 	size_t runcap;
 
+	/* notices: FIFO of NOTICE_IDX entries (no ring, no window), on channel bounce */
+	struct sdest notices;
+	struct schan *bounce;
+	bool double_bounce;
+
 	size_t n_ready, n_heap, n_running, n_held, n_parked;
-	uint64_t delivered, failed, expired, deferrals;
+	uint64_t received, delivered, failed, expired, deferrals, notices_sent, notices_failed;
 };
 
 static size_t *where_counter(struct sched *s, uint8_t w)
@@ -235,6 +254,10 @@ static void set_where(struct sched *s, struct smsg *sm, uint32_t i, uint8_t w)
 		(*c)--;
 	if ((c = where_counter(s, w)))
 		(*c)++;
+	if (l->where == W_READY || l->where == W_RUNNING)
+		sm->busy--;
+	if (w == W_READY || w == W_RUNNING)
+		sm->busy++;
 	l->where = w;
 	l->gen++;
 }
@@ -263,12 +286,20 @@ static void unref(struct smsg *sm)
 	maybe_free(sm);
 }
 
+/* notice_where - move the message's notice (no counters; gen makes old entries stale). */
+static void notice_where(struct smsg *sm, uint8_t w)
+{
+	sm->nloc.where = w;
+	sm->nloc.gen++;
+}
+
 /* forget - the message is final: out of the table, freed when unreferenced. */
 static void forget(struct sched *s, struct smsg *sm)
 {
 	for (size_t i = 0; i < sm->m.n; i++)
 		if (sm->loc[i].where != W_NONE)
 			set_where(s, sm, (uint32_t)i, W_NONE);
+	notice_where(sm, W_NONE);
 	ht_remove(&s->msgs, &sm->h);
 	sm->forgotten = true;
 	maybe_free(sm);
@@ -389,7 +420,7 @@ static struct rentry fifo_pop(struct sdest *d)
 
 static bool entry_valid(const struct smsg *sm, uint32_t idx, uint32_t gen)
 {
-	return sm->loc[idx].gen == gen;
+	return idx == NOTICE_IDX ? sm->nloc.gen == gen : sm->loc[idx].gen == gen;
 }
 
 /* fifo_prune - drop stale entries at the front. */
@@ -515,10 +546,16 @@ static int apply_one(struct sched *s, struct smsg *sm, uint32_t i, uint32_t stat
 		     const char *enh, const char *text, int64_t next_us, int64_t now_us, size_t k)
 {
 	struct rcpt *r = &sm->m.r[i];
+	struct sched_chan_counts *cc = sm->loc[i].d ? &sm->loc[i].d->ch->n : NULL;
 	bool expired = false;
 
 	if (status == ZFARM__STATUS__TEMPFAIL) {
-		if (backoff_expired(&s->backoff, now_us, sm->m.arrival_us)) {
+		if (sm->give_up) {
+			status = ZFARM__STATUS__PERMFAIL;
+			code = 0;
+			enh = RETURNED_ENH;
+			text = RETURNED_TEXT;
+		} else if (backoff_expired(&s->backoff, now_us, sm->m.arrival_us)) {
 			status = ZFARM__STATUS__PERMFAIL;
 			enh = EXPIRED_ENH;
 			text = EXPIRED_TEXT;
@@ -536,14 +573,23 @@ static int apply_one(struct sched *s, struct smsg *sm, uint32_t i, uint32_t stat
 	switch (status) {
 	case ZFARM__STATUS__OK:
 		s->delivered++;
+		if (cc)
+			cc->delivered++;
 		break;
 	case ZFARM__STATUS__PERMFAIL:
 		s->failed++;
-		if (expired)
+		if (cc)
+			cc->failed++;
+		if (expired) {
 			s->expired++;
+			if (cc)
+				cc->expired++;
+		}
 		break;
 	default:
 		s->deferrals++;
+		if (cc)
+			cc->deferrals++;
 		break;
 	}
 	if (is_final(r->state))
@@ -551,39 +597,108 @@ static int apply_one(struct sched *s, struct smsg *sm, uint32_t i, uint32_t stat
 	return 0;
 }
 
-/*
- * finish - after k records for recipients idx[0..n-1] of sm: the delay
- * notice, ops->record, put the recipients back, and ops->final when all is
- * done (sm may be freed on return).
- */
-static void finish(struct sched *s, struct smsg *sm, const uint32_t *idx, size_t n, size_t k,
-		   int64_t now_us)
-{
-	bool final = sm->live == 0;
-	bool warn = !final && !sm->m.delay_warned &&
-		    backoff_delay_warn(&s->backoff, now_us, sm->m.arrival_us);
+/* ---- notices (delivery status notifications, on channel bounce) ---- */
 
-	if (warn) {
-		sm->m.delay_warned = true;
-		zfarm__ctl_record__init(&s->sc[k]);
-		s->sc[k].body_case = ZFARM__CTL_RECORD__BODY_DELAY_WARNED;
-		s->sc[k].delay_warned = true;
-		k++;
+/*
+ * notice_collect - the recipients the message's next notice covers: final
+ * ones that want one (msgstate_wants_notice), and with a delay notice due
+ * the ones not final whose NOTIFY allows it.  The null sender hears
+ * nothing; only with double_bounce set are its failures reported (to the
+ * double-bounce recipient), and never those of a double bounce.  out may
+ * be NULL (count only).
+ */
+static size_t notice_collect(const struct sched *s, const struct smsg *sm, uint32_t *out,
+			     bool *delay)
+{
+	bool null = sm->m.sender[0] == '\0';
+	bool want_delay = sm->delay_due && !null;
+	size_t n = 0;
+
+	*delay = false;
+	if (null && (!s->double_bounce || sm->m.double_bounce))
+		return 0;
+	for (uint32_t i = 0; i < sm->m.n; i++) {
+		const struct rcpt *r = &sm->m.r[i];
+		bool take;
+
+		if (is_final(r->state))
+			take = msgstate_wants_notice(r) && (!null || r->state == RCPT_FAILED);
+		else
+			take = want_delay && msgstate_wants_delay(r);
+		if (!take)
+			continue;
+		if (!is_final(r->state))
+			*delay = true;
+		if (out)
+			out[n] = i;
+		n++;
 	}
-	for (size_t j = 0; j < k; j++)
-		s->sp[j] = &s->sc[j];
-	if (k && s->ops.record)
-		s->ops.record(s->ops.arg, sm->m.qid, s->sp, k);
-	if (warn && s->ops.delay)
-		s->ops.delay(s->ops.arg, &sm->m);
-	for (size_t j = 0; j < n; j++)
-		if (sm->loc[idx[j]].where == W_NONE)
-			place(s, sm, idx[j], now_us);
-	if (final) {
+	return n;
+}
+
+/*
+ * notice_check - queue the message's notice when one is wanted and the
+ * message is quiet (nothing ready or running: one notice aggregates what
+ * this round of deliveries found, as Postfix does per queue run).  A
+ * delay notice with nobody to tell is simply not due any more.
+ */
+static void notice_check(struct sched *s, struct smsg *sm)
+{
+	bool delay;
+
+	if (sm->doomed || sm->m.held || sm->nloc.where != W_NONE || sm->busy > 0)
+		return;
+	if (notice_collect(s, sm, NULL, &delay) == 0) {
+		if (sm->delay_due) {
+			sm->delay_due = false;
+			sm->m.delay_warned = true; /* nothing to say; not asked again */
+		}
+		return;
+	}
+	notice_where(sm, W_READY);
+	fifo_push(&s->notices, (struct rentry){sm, NOTICE_IDX, sm->nloc.gen});
+	sm->refs++;
+}
+
+/* settle - after sm changed: its notice, or the end (sm may be freed on return). */
+static void settle(struct sched *s, struct smsg *sm)
+{
+	if (sm->doomed) {
+		if (sm->inflight == 0) {
+			if (s->ops.deleted)
+				s->ops.deleted(s->ops.arg, &sm->m);
+			forget(s, sm);
+		}
+		return;
+	}
+	notice_check(s, sm);
+	if (sm->live == 0 && sm->nloc.where == W_NONE) {
 		if (s->ops.final)
 			s->ops.final(s->ops.arg, &sm->m);
 		forget(s, sm);
 	}
+}
+
+/*
+ * finish - after k records for recipients idx[0..n-1] of sm: ops->record,
+ * put the recipients back, then settle (sm may be freed on return).  A
+ * delay notice becomes due here, once per message; its delay flag is
+ * recorded with the notice when that is queued.
+ */
+static void finish(struct sched *s, struct smsg *sm, const uint32_t *idx, size_t n, size_t k,
+		   int64_t now_us)
+{
+	if (sm->live > 0 && !sm->m.delay_warned && !sm->delay_due &&
+	    backoff_delay_warn(&s->backoff, now_us, sm->m.arrival_us))
+		sm->delay_due = true;
+	for (size_t j = 0; j < k; j++)
+		s->sp[j] = &s->sc[j];
+	if (k && s->ops.record)
+		s->ops.record(s->ops.arg, sm->m.qid, s->sp, k);
+	for (size_t j = 0; j < n; j++)
+		if (sm->loc[idx[j]].where == W_NONE)
+			place(s, sm, idx[j], now_us);
+	settle(s, sm);
 }
 
 /*
@@ -660,6 +775,9 @@ struct sched *sched_new(const struct sched_params *p, const struct sched_ops *op
 		if (pc->recipient_limit)
 			c->rcpt_limit = pc->recipient_limit;
 	}
+	s->bounce = chan_get(s, "bounce");
+	s->notices.ch = s->bounce;
+	s->double_bounce = p->double_bounce;
 	return s;
 }
 
@@ -673,6 +791,9 @@ void sched_free(struct sched **sp)
 	/* Drop every entry's reference, then the messages still known. */
 	while (s->nheap)
 		unref(heap_pop(s).m);
+	while (s->notices.qlen)
+		unref(fifo_pop(&s->notices).m);
+	free(s->notices.q);
 	for (size_t b = 0; b < s->dests.nb; b++)
 		for (struct hnode *e = s->dests.b[b], *ne; e; e = ne) {
 			struct sdest *d = (struct sdest *)e;
@@ -738,12 +859,7 @@ int sched_add(struct sched *s, struct msgstate *m, int64_t now_us)
 	for (size_t i = 0; i < sm->m.n; i++)
 		if (!is_final(sm->m.r[i].state))
 			sm->live++;
-	if (sm->live == 0) {
-		if (s->ops.final)
-			s->ops.final(s->ops.arg, &sm->m);
-		smsg_free(sm);
-		return 0;
-	}
+	s->received++;
 	sm->h.key = sm->m.qid;
 	sm->h.klen = strlen(sm->m.qid);
 	ht_insert(&s->msgs, &sm->h);
@@ -756,6 +872,8 @@ int sched_add(struct sched *s, struct msgstate *m, int64_t now_us)
 			sm->loc[i].d = dest_get(s, r->channel, r->nexthop);
 		place(s, sm, (uint32_t)i, now_us);
 	}
+	/* Already final (failures not yet notified after a restart, say): settle. */
+	settle(s, sm);
 	return 0;
 }
 
@@ -785,6 +903,8 @@ static void start(struct sched *s, struct sdest *d, struct sched_delivery *out)
 	del->gen++;
 	del->m = sm;
 	del->d = d;
+	del->notice = false;
+	del->delay = false;
 	del->n = 0;
 	while (d->qlen && del->n < limit) {
 		struct rentry *e = fifo_peek(d);
@@ -814,12 +934,77 @@ static void start(struct sched *s, struct sdest *d, struct sched_delivery *out)
 	};
 }
 
+/*
+ * start_notice - the next queued notice, if the bounce channel has room;
+ * false when there is none.  A notice with nothing left to say (the
+ * message changed since it was queued) is dropped on the way.
+ */
+static bool start_notice(struct sched *s, int64_t now_us, struct sched_delivery *out)
+{
+	if (s->bounce->paused_until_us > now_us)
+		return false;
+	while (s->notices.qlen && s->bounce->active < s->bounce->concurrency) {
+		struct rentry e = fifo_pop(&s->notices);
+		struct smsg *sm = e.m;
+		uint32_t slot;
+		struct sdel *del;
+		bool delay;
+		size_t n;
+
+		if (!entry_valid(sm, e.idx, e.gen) || sm->forgotten) {
+			unref(sm);
+			continue;
+		}
+		n = notice_collect(s, sm, NULL, &delay);
+		if (n == 0) {
+			notice_where(sm, W_NONE);
+			sm->refs--; /* settle may free sm: no unref after it */
+			settle(s, sm);
+			continue;
+		}
+		slot = slot_alloc(s);
+		del = &s->del[slot];
+		if (del->cap < n) {
+			del->cap = n;
+			del->index = xreallocarray(del->index, n, sizeof(*del->index));
+		}
+		del->n = notice_collect(s, sm, del->index, &del->delay);
+		del->used = true;
+		del->gen++;
+		del->m = sm;
+		del->d = NULL;
+		del->notice = true;
+		notice_where(sm, W_RUNNING);
+		sm->nloc.slot = slot;
+		sm->inflight++;
+		s->bounce->active++;
+		unref(sm); /* inflight keeps it */
+		*out = (struct sched_delivery){
+		    .id = (uint64_t)del->gen << 32 | slot,
+		    .qid = sm->m.qid,
+		    .channel = s->bounce->name,
+		    .nexthop = "",
+		    .m = &sm->m,
+		    .index = del->index,
+		    .n = del->n,
+		    .notice = true,
+		    .delay = del->delay,
+		};
+		return true;
+	}
+	return false;
+}
+
 bool sched_next(struct sched *s, int64_t now_us, struct sched_delivery *out)
 {
+	if (start_notice(s, now_us, out))
+		return true;
 	for (size_t c = 0; c < s->nch; c++) {
 		struct schan *ch = s->ch[c];
 
-		if (ch->active >= ch->concurrency)
+		if (ch->paused_until_us && ch->paused_until_us <= now_us)
+			ch->paused_until_us = 0; /* over: not a wakeup time any more */
+		if (ch->active >= ch->concurrency || ch->paused_until_us)
 			continue;
 		while (ch->rr) {
 			struct sdest *d = ch->rr;
@@ -845,6 +1030,66 @@ bool sched_next(struct sched *s, int64_t now_us, struct sched_delivery *out)
 	return false;
 }
 
+/*
+ * notice_done - the bounce transport answered for a notice: every
+ * recipient OK (queued) or any PERMFAIL (it cannot be made: given up,
+ * logged by the daemon) ends it with a NoticeRecord; anything else is
+ * retried with backoff counted from now, not from arrival, so an
+ * expired message's notice does not spin.
+ */
+static int notice_done(struct sched *s, uint32_t slot, const struct sched_result *res, size_t n,
+		       int64_t now_us)
+{
+	struct sdel *del = &s->del[slot];
+	struct smsg *sm = del->m;
+	bool ok = n > 0, perm = false;
+
+	for (size_t j = 0; j < n; j++) {
+		if (res[j].status != ZFARM__STATUS__OK)
+			ok = false;
+		if (res[j].status == ZFARM__STATUS__PERMFAIL)
+			perm = true;
+	}
+	sm->inflight--;
+	s->bounce->active--;
+	del->used = false;
+	s->freeslot[s->nfree++] = slot;
+	if (sm->doomed) {
+		notice_where(sm, W_NONE);
+	} else if (ok || perm) {
+		Zfarm__NoticeRecord nr;
+		Zfarm__CtlRecord c = ZFARM__CTL_RECORD__INIT, *cp = &c;
+		size_t k = 0;
+
+		/* Only final recipients are marked; a delay notice leaves the rest open. */
+		for (size_t j = 0; j < del->n; j++)
+			if (is_final(sm->m.r[del->index[j]].state))
+				del->index[k++] = del->index[j];
+		msgstate_notified(&sm->m, del->index, k, del->delay, &nr);
+		c.body_case = ZFARM__CTL_RECORD__BODY_NOTIFIED;
+		c.notified = &nr;
+		if (s->ops.record)
+			s->ops.record(s->ops.arg, sm->m.qid, &cp, 1);
+		if (ok)
+			s->notices_sent++;
+		else
+			s->notices_failed++;
+		sm->delay_due = false;
+		sm->nattempts = 0;
+		notice_where(sm, W_NONE);
+	} else {
+		sm->nattempts++;
+		notice_where(sm, W_HEAP);
+		heap_push(s, (struct hentry){backoff_next(&s->backoff, sm->nattempts, now_us, now_us,
+							  sm->seed),
+					     sm, NOTICE_IDX, sm->nloc.gen});
+		sm->refs++;
+	}
+	settle(s, sm);
+	heap_prune(s);
+	return 0;
+}
+
 int sched_done(struct sched *s, uint64_t id, const struct sched_result *res, size_t n,
 	       bool conn_failed, int64_t now_us)
 {
@@ -859,6 +1104,24 @@ int sched_done(struct sched *s, uint64_t id, const struct sched_result *res, siz
 	del = &s->del[slot];
 	sm = del->m;
 	d = del->d;
+	if (del->notice)
+		return notice_done(s, slot, res, n, now_us);
+	if (sm->doomed) {
+		/* Deleted while running: the results go nowhere. */
+		for (size_t j = 0; j < del->n; j++)
+			if (sm->loc[del->index[j]].where == W_RUNNING)
+				set_where(s, sm, del->index[j], W_NONE);
+		sm->inflight--;
+		d->ch->active--;
+		dest_done(&d->d, conn_failed ? DEST_CONN_FAIL : DEST_OK, now_us);
+		del->used = false;
+		s->freeslot[s->nfree++] = slot;
+		if (d->qlen)
+			rr_insert(d);
+		settle(s, sm);
+		heap_prune(s);
+		return 0;
+	}
 	scratch_reserve(s, del->n + 1);
 	for (size_t j = 0; j < n; j++) {
 		uint32_t i = res[j].index;
@@ -869,6 +1132,8 @@ int sched_done(struct sched *s, uint64_t id, const struct sched_result *res, siz
 		if (apply_one(s, sm, i, res[j].status, res[j].smtp_code, res[j].enhanced,
 			      res[j].text, -1, now_us, k) < 0)
 			continue; /* unknown status: as if no result */
+		if (res[j].dsn_passed && res[j].status == ZFARM__STATUS__OK)
+			msgstate_passed(&sm->m, i, &s->sr[k]);
 		set_where(s, sm, i, W_NONE);
 		k++;
 	}
@@ -896,7 +1161,22 @@ int sched_done(struct sched *s, uint64_t id, const struct sched_result *res, siz
 
 int64_t sched_next_wakeup(const struct sched *s)
 {
-	return s->nheap ? s->heap[0].t : INT64_MAX;
+	int64_t t = s->nheap ? s->heap[0].t : INT64_MAX;
+
+	/* A paused channel with work waiting wakes the daemon when the pause ends. */
+	for (size_t c = 0; c < s->nch; c++)
+		if (s->ch[c]->paused_until_us && s->ch[c]->paused_until_us < t &&
+		    (s->ch[c]->rr || (s->ch[c] == s->bounce && s->notices.qlen)))
+			t = s->ch[c]->paused_until_us;
+	return t;
+}
+
+void sched_pause_channel(struct sched *s, const char *channel, int64_t until_us)
+{
+	struct schan *c = chan_get(s, channel);
+
+	if (until_us > c->paused_until_us)
+		c->paused_until_us = until_us;
 }
 
 void sched_due(struct sched *s, int64_t now_us)
@@ -904,11 +1184,28 @@ void sched_due(struct sched *s, int64_t now_us)
 	while (s->nheap && s->heap[0].t <= now_us) {
 		struct hentry e = heap_pop(s);
 
-		if (entry_valid(e.m, e.idx, e.gen))
-			to_ready(s, e.m, e.idx);
+		if (entry_valid(e.m, e.idx, e.gen)) {
+			if (e.idx == NOTICE_IDX) {
+				notice_where(e.m, W_READY);
+				fifo_push(&s->notices, (struct rentry){e.m, NOTICE_IDX, e.m->nloc.gen});
+				e.m->refs++;
+			} else {
+				to_ready(s, e.m, e.idx);
+			}
+		}
 		unref(e.m);
 	}
 	heap_prune(s);
+}
+
+/* notice_due - a notice waiting for its retry goes now. */
+static void notice_due(struct sched *s, struct smsg *sm)
+{
+	if (sm->nloc.where != W_HEAP)
+		return;
+	notice_where(sm, W_READY);
+	fifo_push(&s->notices, (struct rentry){sm, NOTICE_IDX, sm->nloc.gen});
+	sm->refs++;
 }
 
 /*
@@ -917,24 +1214,29 @@ void sched_due(struct sched *s, int64_t now_us)
  * With a qid, the dead destinations of its flushed recipients are revived
  * too, or the flush would only defer them again.
  */
-void sched_flush(struct sched *s, const char *qid, int64_t now_us)
+size_t sched_flush(struct sched *s, const char *qid, int64_t now_us)
 {
+	size_t n = 0;
+
 	(void)now_us;
 	if (qid) {
 		struct smsg *sm = msg_find(s, qid);
 
 		if (!sm)
-			return;
+			return 0;
 		for (uint32_t i = 0; i < sm->m.n; i++) {
 			if (sm->loc[i].where != W_HEAP)
 				continue;
 			if (sm->loc[i].d && sm->loc[i].d->d.dead_until_us)
 				dest_revive(&sm->loc[i].d->d);
 			to_ready(s, sm, i);
+			n++;
 		}
+		notice_due(s, sm);
 		heap_prune(s);
-		return;
+		return n;
 	}
+	n = s->n_heap;
 	sched_due(s, INT64_MAX);
 	for (size_t b = 0; b < s->dests.nb; b++)
 		for (struct hnode *e = s->dests.b[b]; e; e = e->next) {
@@ -943,13 +1245,50 @@ void sched_flush(struct sched *s, const char *qid, int64_t now_us)
 			if (d->d.dead_until_us)
 				dest_revive(&d->d);
 		}
+	return n;
+}
+
+/*
+ * sched_flush_dest - one scan of the heap (a control request, not the
+ * delivery path): the deferred recipients of matching destinations are
+ * made ready, those destinations revived.
+ */
+size_t sched_flush_dest(struct sched *s, const char *channel, const char *nexthop, int64_t now_us)
+{
+	size_t n = 0;
+
+	(void)now_us;
+	for (size_t b = 0; b < s->dests.nb; b++)
+		for (struct hnode *e = s->dests.b[b]; e; e = e->next) {
+			struct sdest *d = (struct sdest *)e;
+
+			if (strcmp(d->nexthop, nexthop) == 0 &&
+			    (!channel || strcmp(d->ch->name, channel) == 0) && d->d.dead_until_us)
+				dest_revive(&d->d);
+		}
+	for (size_t h = 0; h < s->nheap; h++) {
+		struct hentry *e = &s->heap[h];
+		struct sdest *d;
+
+		if (e->idx == NOTICE_IDX || !entry_valid(e->m, e->idx, e->gen))
+			continue;
+		d = e->m->loc[e->idx].d;
+		if (!d || strcmp(d->nexthop, nexthop) != 0 ||
+		    (channel && strcmp(d->ch->name, channel) != 0))
+			continue;
+		/* The heap entry goes stale; to_ready does not reorder the heap. */
+		to_ready(s, e->m, e->idx);
+		n++;
+	}
+	heap_prune(s);
+	return n;
 }
 
 int sched_hold(struct sched *s, const char *qid)
 {
 	struct smsg *sm = msg_find(s, qid);
 
-	if (!sm)
+	if (!sm || sm->doomed)
 		return -1;
 	sm->m.held = true;
 	for (uint32_t i = 0; i < sm->m.n; i++) {
@@ -958,6 +1297,8 @@ int sched_hold(struct sched *s, const char *qid)
 		if (w == W_READY || w == W_HEAP || w == W_PARKED)
 			set_where(s, sm, i, W_HELD);
 	}
+	if (sm->nloc.where == W_READY || sm->nloc.where == W_HEAP)
+		notice_where(sm, W_NONE); /* queued again at release */
 	heap_prune(s);
 	return 0;
 }
@@ -966,12 +1307,59 @@ int sched_release(struct sched *s, const char *qid, int64_t now_us)
 {
 	struct smsg *sm = msg_find(s, qid);
 
-	if (!sm)
+	if (!sm || sm->doomed)
 		return -1;
 	sm->m.held = false;
 	for (uint32_t i = 0; i < sm->m.n; i++)
 		if (sm->loc[i].where == W_HELD)
 			place(s, sm, i, now_us);
+	settle(s, sm);
+	return 0;
+}
+
+int sched_delete(struct sched *s, const char *qid)
+{
+	struct smsg *sm = msg_find(s, qid);
+
+	if (!sm || sm->doomed)
+		return -1;
+	sm->doomed = true;
+	for (uint32_t i = 0; i < sm->m.n; i++)
+		if (sm->loc[i].where != W_RUNNING && sm->loc[i].where != W_NONE)
+			set_where(s, sm, i, W_NONE);
+	if (sm->nloc.where != W_RUNNING)
+		notice_where(sm, W_NONE);
+	settle(s, sm);
+	heap_prune(s);
+	return 0;
+}
+
+int sched_bounce(struct sched *s, const char *qid, int64_t now_us)
+{
+	struct smsg *sm = msg_find(s, qid);
+	uint32_t *idx;
+	size_t n = 0, k = 0;
+
+	if (!sm || sm->doomed)
+		return -1;
+	sm->give_up = true;
+	sm->m.held = false; /* a held message is returned too */
+	scratch_reserve(s, sm->m.n + 1);
+	idx = xcalloc(sm->m.n ? sm->m.n : 1, sizeof(*idx));
+	for (uint32_t i = 0; i < sm->m.n; i++) {
+		uint8_t w = sm->loc[i].where;
+
+		if (w == W_RUNNING || is_final(sm->m.r[i].state))
+			continue; /* running ones fail when they come back deferred */
+		if (w != W_NONE)
+			set_where(s, sm, i, W_NONE);
+		idx[n++] = i;
+		if (apply_one(s, sm, i, ZFARM__STATUS__TEMPFAIL, 0, "", "", -1, now_us, k) == 0)
+			k++;
+	}
+	finish(s, sm, idx, n, k, now_us);
+	free(idx);
+	heap_prune(s);
 	return 0;
 }
 
@@ -982,9 +1370,71 @@ void sched_counts(const struct sched *s, struct sched_counts *c)
 	    .ready = s->n_ready,
 	    .deferred = s->n_heap + s->n_held + s->n_parked,
 	    .running = s->n_running,
+	    .received = s->received,
 	    .delivered = s->delivered,
 	    .failed = s->failed,
 	    .expired = s->expired,
 	    .deferrals = s->deferrals,
+	    .notices = s->notices_sent,
+	    .notices_failed = s->notices_failed,
 	};
+}
+
+size_t sched_channels(const struct sched *s)
+{
+	return s->nch;
+}
+
+const char *sched_channel_counts(const struct sched *s, size_t i, struct sched_chan_counts *c)
+{
+	if (i >= s->nch)
+		return NULL;
+	*c = s->ch[i]->n;
+	return s->ch[i]->name;
+}
+
+void sched_foreach(const struct sched *s, void (*fn)(void *arg, const struct msgstate *m),
+		   void *arg)
+{
+	for (size_t b = 0; b < s->msgs.nb; b++)
+		for (struct hnode *e = s->msgs.b[b]; e; e = e->next)
+			fn(arg, &((struct smsg *)e)->m);
+}
+
+const struct msgstate *sched_find(const struct sched *s, const char *qid)
+{
+	struct smsg *sm = msg_find(s, qid);
+
+	return sm && !sm->doomed ? &sm->m : NULL;
+}
+
+const char *sched_rcpt_status(const struct sched *s, const struct msgstate *m, uint32_t i)
+{
+	const struct smsg *sm = (const struct smsg *)((const char *)m - offsetof(struct smsg, m));
+
+	(void)s;
+	if (i >= m->n)
+		return "unknown";
+	if (sm->loc[i].where == W_RUNNING)
+		return "active";
+	return msgstate_state_name(m->r[i].state);
+}
+
+bool sched_dest_info(const struct sched *s, const char *channel, const char *nexthop,
+		     struct sched_dest_info *out)
+{
+	size_t cl = strlen(channel), nl = strlen(nexthop);
+	char *key = xmalloc(cl + nl + 2);
+	const struct sdest *d;
+
+	memcpy(key, channel, cl + 1);
+	memcpy(key + cl + 1, nexthop, nl + 1);
+	d = (const struct sdest *)ht_find(&s->dests, key, cl + nl + 1);
+	free(key);
+	if (!d)
+		return false;
+	out->window = d->d.window;
+	out->active = d->d.active;
+	out->dead_until_us = d->d.dead_until_us;
+	return true;
 }

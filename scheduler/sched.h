@@ -77,17 +77,22 @@ struct sched_params {
 	unsigned dead_after;			   /* consecutive connection failures; 0: 1 */
 	int64_t dead_retry_us;			   /* how long a dead destination rests */
 	size_t active_limit;			   /* messages held; 0: 100,000 */
+	bool double_bounce;			   /* report the null sender's failures
+						      (to the double-bounce recipient) */
 	const struct sched_channel *channels;	   /* in order; unknown channels get */
 	size_t n_channels;			   /* concurrency 20, window 5, 50 rcpts */
 };
 
 struct sched_ops {
-	/* Records to append durably to qid's control record (results, delay_warned). */
+	/* Records to append durably to qid's control record (results, notices). */
 	void (*record)(void *arg, const char *qid, Zfarm__CtlRecord *const *recs, size_t n);
-	/* Every recipient of m is final (delivered or failed); m is freed after. */
+	/*
+	 * Every recipient of m is final (delivered or failed) and every notice
+	 * about them is queued: remove the message.  m is freed after.
+	 */
 	void (*final)(void *arg, const struct msgstate *m);
-	/* A delay notice for m is due (once per message). */
-	void (*delay)(void *arg, const struct msgstate *m);
+	/* m was deleted (sched_delete) and nothing runs for it any more: remove it. */
+	void (*deleted)(void *arg, const struct msgstate *m);
 	void *arg;
 };
 
@@ -100,6 +105,13 @@ struct sched_delivery {
 	const struct msgstate *m;
 	uint32_t *index; /* route indexes of the recipients, n of them */
 	size_t n;
+	/*
+	 * A delivery status notice about the recipients (channel "bounce",
+	 * nexthop ""): each one's state says what it reports (failed,
+	 * delivered, or for a delay notice deferred/pending).
+	 */
+	bool notice;
+	bool delay; /* the notice includes the delay warning */
 };
 
 /* A recipient's result in a DeliveryReply. */
@@ -109,6 +121,7 @@ struct sched_result {
 	uint32_t smtp_code;
 	const char *enhanced;
 	const char *text;
+	bool dsn_passed; /* OK: the next hop notifies (no success notice from us) */
 };
 
 struct sched *sched_new(const struct sched_params *p, const struct sched_ops *ops);
@@ -140,20 +153,66 @@ int sched_done(struct sched *s, uint64_t id, const struct sched_result *r, size_
 
 /* sched_next_wakeup - the earliest time something deferred is due; INT64_MAX if none. */
 int64_t sched_next_wakeup(const struct sched *s);
+/*
+ * sched_pause_channel - start nothing on the channel before until_us (its
+ * transport broke the protocol or timed out: transport_retry_time).  The
+ * wakeup time includes the end of a pause while work waits.
+ */
+void sched_pause_channel(struct sched *s, const char *channel, int64_t until_us);
 /* sched_due - move every deferred recipient due at now_us to its ready list. */
 void sched_due(struct sched *s, int64_t now_us);
 
-/* sched_flush - everything deferred (or qid's recipients) is due now; dead marks cleared. */
-void sched_flush(struct sched *s, const char *qid, int64_t now_us);
-/* sched_hold / sched_release - keep a message out of the ready lists, or let it back. */
+/*
+ * sched_flush - everything deferred (or qid's recipients) is due now; dead
+ * marks cleared.  Returns the recipients made due.
+ */
+size_t sched_flush(struct sched *s, const char *qid, int64_t now_us);
+/* sched_flush_dest - the same for one nexthop (of one channel, or of any if NULL). */
+size_t sched_flush_dest(struct sched *s, const char *channel, const char *nexthop, int64_t now_us);
+/*
+ * sched_hold / sched_release - keep a message out of the ready lists (and
+ * its notice back), or let it back.  The daemon records the held flag.
+ */
 int sched_hold(struct sched *s, const char *qid);
 int sched_release(struct sched *s, const char *qid, int64_t now_us);
+/*
+ * sched_delete - forget the message without notices: ops->deleted now, or
+ * when its running deliveries end (their results are dropped).  -1 unknown.
+ */
+int sched_delete(struct sched *s, const char *qid);
+/*
+ * sched_bounce - return the message to its sender now: every recipient not
+ * final fails with 5.0.0 (running ones when they come back deferred), then
+ * the usual notice.  -1 unknown.
+ */
+int sched_bounce(struct sched *s, const char *qid, int64_t now_us);
 
 /* Counters for queue control and tests. */
 struct sched_counts {
 	size_t messages, ready, deferred, running; /* recipients in each state now */
-	uint64_t delivered, failed, expired, deferrals;
+	uint64_t received, delivered, failed, expired, deferrals, notices, notices_failed;
 };
 void sched_counts(const struct sched *s, struct sched_counts *c);
+/* Per channel (recipient results). */
+struct sched_chan_counts {
+	uint64_t delivered, failed, expired, deferrals;
+};
+size_t sched_channels(const struct sched *s);
+/* sched_channel_counts - channel i's name and counters; NULL past the end. */
+const char *sched_channel_counts(const struct sched *s, size_t i, struct sched_chan_counts *c);
+
+/* ---- queue control: reading the state (O(messages), never on the delivery path) ---- */
+void sched_foreach(const struct sched *s, void (*fn)(void *arg, const struct msgstate *m),
+		   void *arg);
+/* sched_find - a known message (not deleted), or NULL. */
+const struct msgstate *sched_find(const struct sched *s, const char *qid);
+/* sched_rcpt_status - "pending", "active", "deferred", "delivered" or "failed". */
+const char *sched_rcpt_status(const struct sched *s, const struct msgstate *m, uint32_t i);
+struct sched_dest_info {
+	unsigned window, active;
+	int64_t dead_until_us; /* 0: alive */
+};
+bool sched_dest_info(const struct sched *s, const char *channel, const char *nexthop,
+		     struct sched_dest_info *out);
 
 #endif

@@ -48,6 +48,7 @@
 #include "common/qstore.h"
 #include "common/xalloc.h"
 #include "scheduler/msgstate.h"
+#include "scheduler/qctl.h"
 #include "scheduler/sched.h"
 
 /* One transport connection: at most one delivery on it at a time. */
@@ -56,6 +57,7 @@ struct link {
 	bool busy;
 	uint64_t delivery; /* the sched delivery id on it */
 	struct chan *ch;
+	const char *notice; /* a notice: "non-delivery", "delay", "delivery status" */
 	/* for the log lines of the reply */
 	char qid[QID_SIZE];
 	uint32_t *index;
@@ -105,6 +107,9 @@ struct schedd {
 	struct event *timer;
 	struct backlog backlog;
 	char rundir[4096];
+	char *double_bounce_rcpt; /* "" : the null sender's failures are only logged */
+	int64_t lifetime_us;
+	int64_t transport_retry_us;
 	unsigned transport_timeout_ms;
 	bool pumping;
 	size_t recovered;
@@ -129,29 +134,37 @@ static void schedd_record(void *arg, const char *qid, Zfarm__CtlRecord *const *r
 		log_error("%s: cannot record delivery results: %s", qid, err);
 }
 
+static void schedd_remove(struct schedd *d, const char *qid, const char *why)
+{
+	char err[512];
+
+	if (qstore_remove(d->qs, qid, err, sizeof(err)) < 0)
+		log_error("%s: cannot remove: %s", qid, err);
+	else
+		log_info("%s: removed%s", qid, why);
+}
+
 static void schedd_final(void *arg, const struct msgstate *m)
 {
 	struct schedd *d = arg;
-	size_t failed = msgstate_count(m, RCPT_FAILED);
-	char err[512];
+	size_t silent = 0;
 
-	if (failed > 0 && m->sender[0]) {
-		log_warn("%s: %zu recipient(s) failed; the bounce to <%s> waits for the bounce "
-			 "transport, the message stays queued",
-			 m->qid, failed, m->sender);
-		return;
-	}
-	if (qstore_remove(d->qs, m->qid, err, sizeof(err)) < 0)
-		log_error("%s: cannot remove: %s", m->qid, err);
-	else
-		log_info("%s: removed", m->qid);
+	/* Failures nobody hears of: the null sender's (double bounces off) or NOTIFY=NEVER. */
+	for (size_t i = 0; i < m->n; i++)
+		if (m->r[i].state == RCPT_FAILED && !m->r[i].notified)
+			silent++;
+	if (silent && !m->sender[0])
+		log_info("%s: %zu recipient(s) of a message from the null sender failed; no notice "
+			 "(%s)",
+			 m->qid, silent,
+			 m->double_bounce ? "it is a double bounce"
+					  : "double_bounce_recipient is not set");
+	schedd_remove(d, m->qid, "");
 }
 
-static void schedd_delay(void *arg, const struct msgstate *m)
+static void schedd_deleted(void *arg, const struct msgstate *m)
 {
-	(void)arg;
-	log_info("%s: delayed; the delay notice to <%s> waits for the bounce transport", m->qid,
-		 m->sender);
+	schedd_remove(arg, m->qid, " (deleted by the queue administrator)");
 }
 
 /* ---- deliveries ---- */
@@ -187,19 +200,34 @@ static void schedd_on_delivery(void *arg, const Zfarm__Frame *reply, const char 
 			r[n].smtp_code = rr->smtp_code;
 			r[n].enhanced = rr->enhanced_code ? rr->enhanced_code : "";
 			r[n].text = rr->text ? rr->text : "";
-			log_info("%s: to=<%s>, relay=%s, dsn=%s, status=%s (%s)", l->qid,
-				 link_address(l, rr->index), dr->relay ? dr->relay : "",
-				 r[n].enhanced,
-				 rr->status == ZFARM__STATUS__OK	 ? "sent"
-				 : rr->status == ZFARM__STATUS__PERMFAIL ? "bounced"
-									 : "deferred",
-				 r[n].text);
+			r[n].dsn_passed = rr->dsn_passed;
+			if (!l->notice)
+				log_info("%s: to=<%s>, relay=%s, dsn=%s, status=%s (%s)", l->qid,
+					 link_address(l, rr->index), dr->relay ? dr->relay : "",
+					 r[n].enhanced,
+					 rr->status == ZFARM__STATUS__OK	 ? "sent"
+					 : rr->status == ZFARM__STATUS__PERMFAIL ? "bounced"
+										 : "deferred",
+					 r[n].text);
 			n++;
 		}
+		if (l->notice)
+			log_info("%s: sender %s notification: %s", l->qid, l->notice,
+				 n ? r[0].text : "no result");
 		conn_failed = dr->connection_failed;
 	} else {
-		log_warn("channel %s: delivery %" PRIu64 " ended without a reply: %s",
-			 l->ch->def->name, l->delivery, reply ? "unexpected frame" : reason);
+		/*
+		 * The transport, not the destination, failed (it broke the
+		 * protocol, timed out or went away): its recipients are
+		 * deferred ("4.4.2 ... without a result") and the channel
+		 * rests for transport_retry_time, as Postfix's qmgr does.
+		 */
+		conn_failed = false;
+		sched_pause_channel(d->s, l->ch->def->name, now_us() + d->transport_retry_us);
+		log_warn("%s: channel %s: delivery ended without a reply (%s); the channel rests "
+			 "for %lld s",
+			 l->qid, l->ch->def->name, reply ? "unexpected frame" : reason,
+			 (long long)(d->transport_retry_us / 1000000));
 	}
 	link_forget(l);
 	sched_done(d->s, l->delivery, r, n, conn_failed, now_us());
@@ -236,6 +264,39 @@ static struct link *schedd_free_link(struct schedd *d, struct chan *ch)
 	return NULL;
 }
 
+/* schedd_dsn_fields - what a notice says about recipient r (RFC 3464 fields). */
+static void schedd_dsn_fields(Zfarm__DeliveryRecipient *rs, const struct rcpt *r)
+{
+	switch (r->state) {
+	case RCPT_FAILED:
+		rs->dsn_action = "failed";
+		rs->dsn_status = r->enhanced[0] ? r->enhanced : "5.0.0";
+		break;
+	case RCPT_DELIVERED:
+		/* Handed to an SMTP server that took no NOTIFY: "relayed" (RFC 3464 2.3.3). */
+		rs->dsn_action = strcmp(r->channel, "smtp") == 0 || strcmp(r->channel, "relay") == 0
+				     ? "relayed"
+				     : "delivered";
+		rs->dsn_status = r->enhanced[0] ? r->enhanced : "2.0.0";
+		break;
+	default:
+		rs->dsn_action = "delayed";
+		rs->dsn_status = r->enhanced[0] ? r->enhanced : "4.0.0";
+		break;
+	}
+	rs->dsn_smtp_code = r->smtp_code;
+	rs->dsn_text = r->text;
+	rs->dsn_last_attempt = r->last_attempt_us / 1000000;
+}
+
+static bool schedd_any_failed(Zfarm__DeliveryRecipient *rs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (rs[i].dsn_action && strcmp(rs[i].dsn_action, "failed") == 0)
+			return true;
+	return false;
+}
+
 static void schedd_start(struct schedd *d, const struct sched_delivery *dl, struct link *l)
 {
 	const struct msgstate *m = dl->m;
@@ -257,6 +318,8 @@ static void schedd_start(struct schedd *d, const struct sched_delivery *dl, stru
 			rs[i].notify = r->notify;
 			rs[i].user = r->user;
 			rs[i].orig_address = r->orig_address;
+			if (dl->notice)
+				schedd_dsn_fields(&rs[i], r);
 		}
 		rp[i] = &rs[i];
 	}
@@ -273,6 +336,15 @@ static void schedd_start(struct schedd *d, const struct sched_delivery *dl, stru
 	rq.n_recipients = dl->n;
 	rq.envid = m->envid;
 	rq.ret = m->ret;
+	l->notice = NULL;
+	if (dl->notice) {
+		/* A notice about a null-sender message goes to the double-bounce recipient. */
+		rq.notice_to = m->sender[0] ? m->sender : d->double_bounce_rcpt;
+		rq.retry_until = (m->arrival_us + d->lifetime_us) / 1000000;
+		l->notice = schedd_any_failed(rs, dl->n) ? "non-delivery"
+			    : dl->delay			 ? "delay"
+							 : "delivery status";
+	}
 	frame_init(&f, 0);
 	f.body_case = ZFARM__FRAME__BODY_DELIVERY;
 	f.delivery = &rq;
@@ -408,7 +480,8 @@ static void schedd_load_backlog(struct schedd *d)
 	while (b->n > 0 && sched_room(d->s)) {
 		const char *qid = b->qid[b->head];
 
-		if (schedd_load(d, qid, 0, why, sizeof(why)) != ZFARM__STATUS__OK)
+		if (qid[0] && /* "": deleted from the backlog */
+		    schedd_load(d, qid, 0, why, sizeof(why)) != ZFARM__STATUS__OK)
 			log_warn("%s: not loaded from the backlog: %s", qid, why);
 		b->head = (b->head + 1) % b->cap;
 		b->n--;
@@ -434,22 +507,217 @@ static void schedd_backlog_push(struct schedd *d, const char *qid)
 	b->n++;
 }
 
-static void client_on_recv(struct frame_conn *conn, Zfarm__Frame *f, void *arg)
+/* ---- queue control ---- */
+
+/* backlog_find - position of qid in the backlog ring, or -1. */
+static long backlog_find(const struct backlog *b, const char *qid)
 {
-	struct schedd *d = arg;
+	for (size_t k = 0; k < b->n; k++)
+		if (strcmp(b->qid[(b->head + k) % b->cap], qid) == 0)
+			return (long)((b->head + k) % b->cap);
+	return -1;
+}
+
+static int schedd_held_record(struct schedd *d, const char *qid, bool held)
+{
+	Zfarm__CtlRecord c = ZFARM__CTL_RECORD__INIT, *cp = &c;
+	char err[512];
+
+	c.body_case = ZFARM__CTL_RECORD__BODY_HELD;
+	c.held = held;
+	if (qstore_ctl_append(d->qs, qid, &cp, 1, err, sizeof(err)) < 0) {
+		log_error("%s: cannot record %s: %s", qid, held ? "hold" : "release", err);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * schedd_change_one - apply a changing op to one message, loaded or in the
+ * backlog.  1 done, 0 nothing to do, -1 unknown (not in the scheduler's
+ * queue: not routed yet, or gone).
+ */
+static int schedd_change_one(struct schedd *d, Zfarm__QueueControlRequest__Op op, const char *qid)
+{
+	const struct msgstate *m = sched_find(d->s, qid);
+	long b = m ? -1 : backlog_find(&d->backlog, qid);
+	char why[600];
+
+	if (!m && b < 0)
+		return -1;
+	switch (op) {
+	case ZFARM__QUEUE_CONTROL_REQUEST__OP__HOLD:
+	case ZFARM__QUEUE_CONTROL_REQUEST__OP__RELEASE: {
+		bool hold = op == ZFARM__QUEUE_CONTROL_REQUEST__OP__HOLD;
+
+		if (m && m->held == hold)
+			return 0;
+		/* Durable first: the flag must survive a restart. */
+		if (schedd_held_record(d, qid, hold) < 0)
+			return 0;
+		if (m)
+			(void)(hold ? sched_hold(d->s, qid) : sched_release(d->s, qid, now_us()));
+		log_info("%s: %s by the queue administrator", qid, hold ? "held" : "released");
+		return 1;
+	}
+	case ZFARM__QUEUE_CONTROL_REQUEST__OP__DELETE:
+		if (m)
+			return sched_delete(d->s, qid) == 0 ? 1 : -1;
+		d->backlog.qid[b][0] = '\0';
+		schedd_remove(d, qid, " (deleted by the queue administrator)");
+		return 1;
+	case ZFARM__QUEUE_CONTROL_REQUEST__OP__BOUNCE: {
+		bool held;
+
+		if (!m) {
+			/* Load it now, past the active limit if need be: one message. */
+			d->backlog.qid[b][0] = '\0';
+			if (schedd_load(d, qid, 0, why, sizeof(why)) != ZFARM__STATUS__OK ||
+			    !(m = sched_find(d->s, qid)))
+				return -1;
+		}
+		held = m->held;
+		if (held && schedd_held_record(d, qid, false) < 0)
+			return 0;
+		log_info("%s: returned to the sender by the queue administrator", qid);
+		return sched_bounce(d->s, qid, now_us()) == 0 ? 1 : -1;
+	}
+	case ZFARM__QUEUE_CONTROL_REQUEST__OP__FLUSH:
+		if (m)
+			return sched_flush(d->s, qid, now_us()) > 0;
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+struct id_list {
+	char (*v)[QID_SIZE];
+	size_t n, cap;
+};
+
+static void id_push(struct id_list *l, const char *qid)
+{
+	if (l->n == l->cap) {
+		l->cap = l->cap ? 2 * l->cap : 256;
+		l->v = xreallocarray(l->v, l->cap, sizeof(*l->v));
+	}
+	snprintf(l->v[l->n++], QID_SIZE, "%s", qid);
+}
+
+static void id_from_sched(void *arg, const struct msgstate *m)
+{
+	id_push(arg, m->qid);
+}
+
+/* schedd_change - a changing request; fills ok/error/affected. */
+static void schedd_change(struct schedd *d, const Zfarm__QueueControlRequest *rq,
+			  Zfarm__QueueControlReply *out, char *err, size_t errlen)
+{
+	struct id_list ids = {0};
+	size_t unknown = 0, off = 0;
+
+	out->ok = true;
+	if (rq->op == ZFARM__QUEUE_CONTROL_REQUEST__OP__REQUEUE) {
+		out->ok = false;
+		snprintf(err, errlen, "requeue is not supported yet");
+		return;
+	}
+	if (rq->op == ZFARM__QUEUE_CONTROL_REQUEST__OP__FLUSH && rq->n_queue_ids == 0) {
+		if (rq->destination && rq->destination[0])
+			out->affected = (uint32_t)sched_flush_dest(
+			    d->s, rq->channel && rq->channel[0] ? rq->channel : NULL,
+			    rq->destination, now_us());
+		else
+			out->affected = (uint32_t)sched_flush(d->s, NULL, now_us());
+		log_info("flush by the queue administrator: %u recipient(s) due now",
+			 out->affected);
+		return;
+	}
+	if (rq->n_queue_ids == 0) {
+		out->ok = false;
+		snprintf(err, errlen, "give queue IDs (or ALL)");
+		return;
+	}
+	for (size_t i = 0; i < rq->n_queue_ids; i++) {
+		if (strcmp(rq->queue_ids[i], "ALL") == 0) {
+			sched_foreach(d->s, id_from_sched, &ids);
+			for (size_t k = 0; k < d->backlog.n; k++) {
+				const char *q = d->backlog.qid[(d->backlog.head + k) % d->backlog.cap];
+
+				if (q[0])
+					id_push(&ids, q);
+			}
+		} else if (qid_valid(rq->queue_ids[i])) {
+			id_push(&ids, rq->queue_ids[i]);
+		} else {
+			unknown++;
+			off += (size_t)snprintf(err + off, off < errlen ? errlen - off : 0,
+						"%s%s: not a queue ID", off ? "; " : "",
+						rq->queue_ids[i]);
+		}
+	}
+	for (size_t i = 0; i < ids.n; i++) {
+		int rc = schedd_change_one(d, rq->op, ids.v[i]);
+
+		if (rc > 0)
+			out->affected++;
+		if (rc < 0) {
+			unknown++;
+			if (off < errlen)
+				off += (size_t)snprintf(err + off, errlen - off,
+							"%s%s: no such message in the queue",
+							off ? "; " : "", ids.v[i]);
+		}
+	}
+	if (unknown)
+		out->ok = false;
+	free(ids.v);
+}
+
+/* One client connection: its listener decides what it may ask. */
+enum client_role { CLIENT_SUBMIT, CLIENT_QCTL, CLIENT_SHOWQ };
+
+struct client {
+	struct schedd *d;
+	enum client_role role;
+};
+
+static void client_control(struct client *c, struct frame_conn *conn, const Zfarm__Frame *f)
+{
+	struct schedd *d = c->d;
+	const Zfarm__QueueControlRequest *rq = f->queue_control;
+	Zfarm__QueueControlReply plain = ZFARM__QUEUE_CONTROL_REPLY__INIT, *rep = &plain;
+	struct qctl_view v = {d->s,	       d->qs,	      (const char(*)[QID_SIZE])d->backlog.qid,
+			      d->backlog.head, d->backlog.n, d->backlog.cap};
+	struct qctl_reply *qr = qctl_answer(&v, rq);
+	Zfarm__Frame out;
+	char err[2048] = "", serr[256];
+
+	if (qr) {
+		rep = qctl_reply_msg(qr);
+	} else if (c->role != CLIENT_QCTL) {
+		snprintf(err, sizeof(err), "not permitted on this socket (use private/qctl)");
+	} else {
+		schedd_change(d, rq, &plain, err, sizeof(err));
+		schedd_pump(d);
+	}
+	if (!qr)
+		plain.error = err;
+	frame_init(&out, f->request_id);
+	out.body_case = ZFARM__FRAME__BODY_QUEUE_CONTROL_REPLY;
+	out.queue_control_reply = rep;
+	if (frame_conn_send(conn, &out, serr, sizeof(serr)) < 0)
+		log_warn("cannot answer a queue control request: %s", serr);
+	qctl_reply_free(&qr);
+}
+
+static void client_submit(struct schedd *d, struct frame_conn *conn, const Zfarm__Frame *f)
+{
 	Zfarm__Frame out;
 	Zfarm__SchedAck ack = ZFARM__SCHED_ACK__INIT;
 	char why[600] = "", err[256];
 
-	if (f->body_case != ZFARM__FRAME__BODY_SCHED_SUBMIT || !f->sched_submit->ref ||
-	    !f->sched_submit->ref->queue_id || strlen(f->sched_submit->ref->queue_id) != QID_LEN ||
-	    !qid_valid(f->sched_submit->ref->queue_id)) {
-		log_warn("a client sent a %s frame that is not a valid SchedSubmit; closing it",
-			 frame_body_name(f));
-		frame_conn_close_after_flush(conn);
-		frame_free(&f);
-		return;
-	}
 	if (!sched_room(d->s)) {
 		schedd_backlog_push(d, f->sched_submit->ref->queue_id);
 		ack.status = ZFARM__STATUS__OK;
@@ -465,25 +733,52 @@ static void client_on_recv(struct frame_conn *conn, Zfarm__Frame *f, void *arg)
 	out.sched_ack = &ack;
 	if (frame_conn_send(conn, &out, err, sizeof(err)) < 0)
 		log_warn("cannot acknowledge a submission: %s", err);
-	frame_free(&f);
 	schedd_pump(d);
+}
+
+static void client_on_recv(struct frame_conn *conn, Zfarm__Frame *f, void *arg)
+{
+	struct client *c = arg;
+
+	if (c->role == CLIENT_SUBMIT && f->body_case == ZFARM__FRAME__BODY_SCHED_SUBMIT &&
+	    f->sched_submit->ref && f->sched_submit->ref->queue_id &&
+	    strlen(f->sched_submit->ref->queue_id) == QID_LEN &&
+	    qid_valid(f->sched_submit->ref->queue_id)) {
+		client_submit(c->d, conn, f);
+	} else if (c->role != CLIENT_SUBMIT &&
+		   f->body_case == ZFARM__FRAME__BODY_QUEUE_CONTROL && f->queue_control) {
+		client_control(c, conn, f);
+	} else {
+		log_warn("a client sent a %s frame that this socket does not take; closing it",
+			 frame_body_name(f));
+		frame_conn_close_after_flush(conn);
+	}
+	frame_free(&f);
 }
 
 static void client_on_close(struct frame_conn *conn, const char *reason, void *arg)
 {
-	struct schedd *d = arg;
+	struct client *c = arg;
+	struct schedd *d = c->d;
 
 	if (reason[0])
 		log_warn("client connection closed: %s", reason);
 	frame_conn_free(&conn);
+	free(c);
 	farm_server_session_end(d->srv);
 }
 
 static void schedd_accept(struct farm_server *srv, int fd, const char *listener)
 {
-	(void)listener;
-	if (!frame_conn_new(farm_server_base(srv), fd, 0, client_on_recv, client_on_close, &sd)) {
+	struct client *c = xcalloc(1, sizeof(*c));
+
+	c->d = &sd;
+	c->role = strcmp(listener, "qctl") == 0	   ? CLIENT_QCTL
+		  : strcmp(listener, "showq") == 0 ? CLIENT_SHOWQ
+						   : CLIENT_SUBMIT;
+	if (!frame_conn_new(farm_server_base(srv), fd, 0, client_on_recv, client_on_close, c)) {
 		log_error("cannot set up a client connection");
+		free(c);
 		farm_server_session_end(srv);
 	}
 }
@@ -540,7 +835,7 @@ static int schedd_init(struct farm_server *srv, char *err, size_t errlen)
 	struct schedd *d = &sd;
 	const struct config *cfg = farm_server_config(srv);
 	struct sched_params p = {0};
-	struct sched_ops ops = {schedd_record, schedd_final, schedd_delay, d};
+	struct sched_ops ops = {schedd_record, schedd_final, schedd_deleted, d};
 	char qdir[4200];
 	long long v;
 	int64_t tt;
@@ -577,9 +872,14 @@ static int schedd_init(struct farm_server *srv, char *err, size_t errlen)
 			errlen) < 0 ||
 	    schedd_time(cfg, "delay_warning_time", 0, &p.backoff.delay_warning_us, err, errlen) <
 		0 ||
-	    schedd_time(cfg, "transport_timeout", 600, &tt, err, errlen) < 0)
+	    schedd_time(cfg, "transport_timeout", 600, &tt, err, errlen) < 0 ||
+	    schedd_time(cfg, "transport_retry_time", 60, &d->transport_retry_us, err, errlen) < 0)
 		return -1;
 	d->transport_timeout_ms = (unsigned)(tt / 1000);
+	d->lifetime_us = p.backoff.lifetime_us;
+	d->double_bounce_rcpt =
+	    xstrdup(config_get_default(cfg, NULL, NULL, "double_bounce_recipient", ""));
+	p.double_bounce = d->double_bounce_rcpt[0] != '\0';
 	p.dead_retry_us = p.backoff.minimal_us;
 	if (config_get_int(cfg, NULL, NULL, "initial_destination_concurrency", 5, 1, 10000, &v, err,
 			   errlen) < 0)
@@ -615,6 +915,7 @@ static void schedd_fini(struct farm_server *srv)
 	free(d->chans);
 	free(d->sch);
 	free(d->backlog.qid);
+	free(d->double_bounce_rcpt);
 	channel_table_free(&d->channels);
 	qstore_close(&d->qs);
 }

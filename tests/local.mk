@@ -27,7 +27,8 @@ ZF_UNIT_TESTS = \
 	tests/smtpserver/test_relay \
 	tests/smtpserver/test_session \
 	tests/smtpserver/test_smtp_body \
-	tests/smtpserver/test_smtp_cmd
+	tests/smtpserver/test_smtp_cmd \
+	tests/transport/test_dsn
 
 check_PROGRAMS += $(ZF_UNIT_TESTS)
 TESTS += $(ZF_UNIT_TESTS)
@@ -115,9 +116,13 @@ tests_farm_echo_farm_LDADD = $(ZF_LIBS)
 TEST_EXTENSIONS = .py
 PY_LOG_COMPILER = $(PYTHON3)
 AM_PY_LOG_FLAGS = -B
+tests_transport_test_dsn_SOURCES = tests/transport/test_dsn.c
+tests_transport_test_dsn_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_transport_test_dsn_LDADD = transport/libtransport.a $(ZF_TEST_LIBS)
+
 ZF_PY_TESTS = tests/farmd/test_farmd.py tests/smtpserver/test_smtpserver.py \
 	tests/router/test_router.py tests/scheduler/test_reinject.py \
-	tests/scheduler/test_scheduler.py
+	tests/scheduler/test_scheduler.py tests/transport/test_bounce.py
 TESTS += $(ZF_PY_TESTS)
 EXTRA_DIST += $(ZF_PY_TESTS) tests/farmd/farmlib.py tests/farmd/zfproto.py \
 	tests/smtpserver/smtplib_helpers.py \

@@ -32,10 +32,19 @@
 
 #include "tests/scheduler/ctl_list.h"
 
-/* One route: channel, nexthop, and the routing error for channel "error". */
+/* Table rows leave trailing fields (NOTIFY, dsn_passed) zero. */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+/* One route: channel, nexthop, the routing error for channel "error", NOTIFY bits. */
 struct rt {
 	const char *channel, *nexthop, *error;
+	uint32_t notify;
 };
+
+/* The envelope mk() writes: sender and notice kind (reset before each test). */
+static struct {
+	const char *sender, *notice;
+} env_opt;
 
 static void add_route(struct list *l, uint32_t i, uint32_t total, const struct rt *rt)
 {
@@ -51,6 +60,7 @@ static void add_route(struct list *l, uint32_t i, uint32_t total, const struct r
 	r.channel = (char *)rt->channel;
 	r.nexthop = (char *)(rt->nexthop ? rt->nexthop : "");
 	r.error = (char *)(rt->error ? rt->error : "");
+	r.notify = rt->notify;
 	r.total = total;
 	c.body_case = ZFARM__CTL_RECORD__BODY_ROUTE;
 	c.route = &r;
@@ -68,7 +78,8 @@ static void mk(struct msgstate *m, const char *qid, int64_t arrival_us, const st
 
 	env.queue_id = (char *)qid;
 	env.arrival_us = arrival_us;
-	env.sender = "s@example.com";
+	env.sender = (char *)(env_opt.sender ? env_opt.sender : "s@example.com");
+	env.notice = (char *)(env_opt.notice ? env_opt.notice : "");
 	for (size_t i = 0; i < n; i++)
 		add_route(&l, (uint32_t)i, (uint32_t)n, &rts[i]);
 	mark.body_case = ZFARM__CTL_RECORD__BODY_ROUTED;
@@ -109,7 +120,9 @@ static void add_simple(struct sched *s, const char *qid, int64_t arrival_us, siz
 
 struct rec {
 	char qid[17];
-	bool delay_warned; /* a delay_warned record, else a result */
+	bool delay_warned; /* a delay_warned record */
+	bool notice;	   /* a NoticeRecord: index[0..nidx-1], delay in delay_warned */
+	uint32_t nidx, idx[8];
 	uint32_t index, status, code;
 	char enh[16], text[80];
 	int64_t next, time;
@@ -118,8 +131,8 @@ struct rec {
 static struct fake {
 	struct rec *r;
 	size_t nr, cap;
-	size_t record_calls, finals, delays;
-	char final_qid[17], final_states[32], delay_qid[17];
+	size_t record_calls, finals, deleted;
+	char final_qid[17], final_states[32], deleted_qid[17];
 } fk;
 
 static char state_char(enum rcpt_state s)
@@ -152,6 +165,11 @@ static void fake_record(void *arg, const char *qid, Zfarm__CtlRecord *const *rec
 		if (u->body_case == ZFARM__CTL_RECORD__BODY_DELAY_WARNED) {
 			assert_true(u->delay_warned);
 			r->delay_warned = true;
+		} else if (u->body_case == ZFARM__CTL_RECORD__BODY_NOTIFIED) {
+			r->notice = true;
+			r->delay_warned = u->notified->delay;
+			for (size_t k = 0; k < u->notified->n_index && k < 8; k++)
+				r->idx[r->nidx++] = u->notified->index[k];
 		} else {
 			assert_int_equal(u->body_case, ZFARM__CTL_RECORD__BODY_RESULT);
 			r->index = u->result->index;
@@ -176,20 +194,21 @@ static void fake_final(void *arg, const struct msgstate *m)
 		fk.final_states[i] = state_char(m->r[i].state);
 }
 
-static void fake_delay(void *arg, const struct msgstate *m)
+static void fake_deleted(void *arg, const struct msgstate *m)
 {
 	(void)arg;
-	fk.delays++;
-	snprintf(fk.delay_qid, sizeof(fk.delay_qid), "%s", m->qid);
+	fk.deleted++;
+	snprintf(fk.deleted_qid, sizeof(fk.deleted_qid), "%s", m->qid);
 }
 
-static const struct sched_ops fake_ops = {fake_record, fake_final, fake_delay, NULL};
+static const struct sched_ops fake_ops = {fake_record, fake_final, fake_deleted, NULL};
 
 static int reset_fake(void **state)
 {
 	(void)state;
 	free(fk.r);
 	memset(&fk, 0, sizeof(fk));
+	memset(&env_opt, 0, sizeof(env_opt));
 	return 0;
 }
 
@@ -248,6 +267,34 @@ static void done1(struct sched *s, const struct sched_delivery *d, uint32_t stat
 	if (sched_done(s, d->id, r, d->n, conn_failed, now) != 0)
 		fail_msg("sched_done(%" PRIu64 ") failed", d->id);
 	free(r);
+}
+
+/*
+ * notice1 - the next delivery must be qid's notice covering exactly the
+ * route indexes in want (a string of digits, in order) with this delay
+ * flag; it is answered with status.
+ */
+static void notice1(struct sched *s, int64_t now, const char *qid, const char *want, bool delay,
+		    uint32_t status)
+{
+	struct sched_delivery d;
+	char got[16] = "";
+	struct sched_result r[8];
+
+	if (!sched_next(s, now, &d))
+		fail_msg("%s: no delivery, want its notice", qid);
+	if (!d.notice || strcmp(d.channel, "bounce") != 0 || strcmp(d.qid, qid) != 0)
+		fail_msg("got a delivery of %s on %s (notice %d), want %s's notice", d.qid,
+			 d.channel, d.notice, qid);
+	for (size_t j = 0; j < d.n && j < 8; j++) {
+		got[j] = (char)('0' + d.index[j]);
+		r[j] = (struct sched_result){d.index[j], status, 250, "2.0.0", "queued"};
+	}
+	if (strcmp(got, want) != 0 || d.delay != delay)
+		fail_msg("%s: notice covers \"%s\" delay %d, want \"%s\" delay %d", qid, got,
+			 d.delay, want, delay);
+	if (sched_done(s, d.id, r, d.n, false, now) != 0)
+		fail_msg("%s: sched_done of the notice failed", qid);
 }
 
 /* ---- batching ---- */
@@ -551,6 +598,8 @@ static void test_expiry(void **state)
 	assert_int_equal(fk.r[1].status, ST_PF);
 	assert_string_equal(fk.r[1].enh, "4.4.7");
 	assert_string_equal(fk.r[1].text, "delivery time expired");
+	assert_int_equal(fk.finals, 0); /* the notice first */
+	notice1(s, t, "EXPIRE", "0", false, ST_OK);
 	assert_int_equal(fk.finals, 1);
 	assert_string_equal(fk.final_qid, "EXPIRE");
 	assert_string_equal(fk.final_states, "F");
@@ -569,6 +618,7 @@ static void test_delay_notice(void **state)
 	struct sched *s;
 	struct sched_delivery d;
 	int64_t t = 50 * SEC;
+	size_t notices = 0;
 
 	(void)state;
 	p.backoff.delay_warning_us = 100 * SEC;
@@ -577,34 +627,35 @@ static void test_delay_notice(void **state)
 	/* Before the warning time: no notice. */
 	assert_true(sched_next(s, t, &d));
 	done1(s, &d, ST_TF, false, t);
-	assert_int_equal(fk.delays, 0);
 	assert_int_equal(fk.nr, 1);
-	/* After: one notice, the record follows the result in the same call. */
+	assert_false(sched_next(s, t, &d));
+	/* After: one delay notice, then none in later rounds. */
 	for (int round = 0; round < 3; round++) {
-		size_t calls = fk.record_calls;
-
-		t = fk.r[fk.nr - 1].delay_warned ? fk.r[fk.nr - 2].next : fk.r[fk.nr - 1].next;
+		t = fk.r[fk.nr - 1].notice ? fk.r[fk.nr - 2].next : fk.r[fk.nr - 1].next;
 		sched_due(s, t);
 		assert_true(sched_next(s, t, &d));
+		assert_false(d.notice);
 		done1(s, &d, ST_TF, false, t);
-		assert_int_equal(fk.record_calls, calls + 1);
-		if (fk.delays != 1)
-			fail_msg("round %d: ops->delay called %zu times, want 1", round, fk.delays);
-		assert_string_equal(fk.delay_qid, "DELAY");
+		if (round == 0) {
+			notice1(s, t, "DELAY", "0", true, ST_OK);
+			notices++;
+		}
+		assert_false(sched_next(s, t, &d));
 	}
-	/* Records: result, result + delay_warned, result, result. */
+	/* Records: result, result, notice (delay, no final recipient), result, result. */
 	assert_int_equal(fk.nr, 5);
 	for (size_t i = 0; i < fk.nr; i++)
-		if (fk.r[i].delay_warned != (i == 2))
-			fail_msg("record %zu: delay_warned got %d, want %d", i,
-				 fk.r[i].delay_warned, i == 2);
-	assert_true(d.m->delay_warned);
-	/* Final: no notice. */
+		if (fk.r[i].notice != (i == 2))
+			fail_msg("record %zu: notice got %d, want %d", i, fk.r[i].notice, i == 2);
+	assert_true(fk.r[2].delay_warned);
+	assert_int_equal(fk.r[2].nidx, 0);
+	assert_int_equal(notices, 1);
+	/* Final and delivered: no success notice (NOTIFY not given). */
 	t = fk.r[4].next;
 	sched_due(s, t);
 	assert_true(sched_next(s, t, &d));
 	done1(s, &d, ST_OK, false, t);
-	assert_int_equal(fk.delays, 1);
+	assert_false(sched_next(s, t, &d));
 	assert_int_equal(fk.finals, 1);
 	assert_string_equal(fk.final_states, "D");
 	sched_free(&s);
@@ -670,14 +721,19 @@ static void test_results(void **state)
 			 ", want 1 1 1",
 			 c.delivered, c.failed, c.deferrals);
 	check_counts(s, 1, 0, 1, 0);
+	/* Nothing ready or running: the failure's notice goes now, not at the end. */
+	notice1(s, 5, "RESULTS", "1", false, ST_OK);
+	assert_true(fk.r[3].notice);
+	assert_int_equal(fk.r[3].nidx, 1);
+	assert_int_equal(fk.r[3].idx[0], 1);
 	/* flush(qid): due now. */
-	sched_flush(s, "RESULTS", 6);
+	assert_int_equal(sched_flush(s, "RESULTS", 6), 1);
 	check_counts(s, 1, 1, 0, 0);
 	assert_true(sched_next(s, 6, &d));
 	assert_int_equal(d.n, 1);
 	assert_int_equal(d.index[0], 2);
 	assert_int_equal(sched_done(s, d.id, res2, 1, false, 7), 0);
-	check_recs("second delivery", 3, want2, 1);
+	check_recs("second delivery", 4, want2, 1);
 	assert_int_equal(fk.finals, 1);
 	assert_string_equal(fk.final_qid, "RESULTS");
 	assert_string_equal(fk.final_states, "DFD");
@@ -757,9 +813,11 @@ static void test_error_channel(void **state)
 	const struct rt temp[] = {{"error", "", "4.3.0 cannot read include file"}};
 
 	(void)state;
-	/* All failed at routing: final at once. */
+	/* All failed at routing: the notice at once, then final. */
 	mk(&m, "ALLERR", 0, allerr, 1);
 	assert_int_equal(sched_add(s, &m, 0), 0);
+	assert_int_equal(fk.finals, 0);
+	notice1(s, 0, "ALLERR", "0", false, ST_OK);
 	assert_int_equal(fk.finals, 1);
 	assert_string_equal(fk.final_qid, "ALLERR");
 	assert_string_equal(fk.final_states, "F");
@@ -770,7 +828,9 @@ static void test_error_channel(void **state)
 	assert_true(sched_next(s, 1, &d));
 	assert_int_equal(d.n, 1);
 	assert_int_equal(d.index[0], 1);
+	assert_false(sched_next(s, 1, &d)); /* the notice waits for the running delivery */
 	done1(s, &d, ST_OK, false, 2);
+	notice1(s, 2, "MIXED", "0", false, ST_OK);
 	assert_int_equal(fk.finals, 2);
 	assert_string_equal(fk.final_states, "FD");
 	/* A 4.x routing error is never delivered and never wakes the daemon. */
@@ -781,6 +841,324 @@ static void test_error_channel(void **state)
 	check_counts(s, 1, 0, 1, 0);
 	sched_flush(s, NULL, 4);
 	assert_false(sched_next(s, 4, &d));
+	sched_free(&s);
+}
+
+/* ---- notices: NOTIFY, the null sender, retries, reloading ---- */
+
+#define N_NEVER	  ZFARM__NOTIFY__NOTIFY_NEVER
+#define N_SUCCESS ZFARM__NOTIFY__NOTIFY_SUCCESS
+#define N_FAILURE ZFARM__NOTIFY__NOTIFY_FAILURE
+#define N_DELAY	  ZFARM__NOTIFY__NOTIFY_DELAY
+
+static const struct notify_case {
+	const char *name, *sender, *notice;
+	bool double_bounce;
+	uint32_t notify[4];
+	uint32_t status[4]; /* each recipient's one result */
+	const char *want;   /* notice covers these, "" none */
+	bool passed;	    /* results say dsn_passed */
+} notify_cases[] = {
+    {"default: failures", NULL, NULL, false, {0, 0, 0, 0}, {ST_OK, ST_PF, ST_OK, ST_PF}, "13"},
+    {"NEVER", NULL, NULL, false, {N_NEVER, N_NEVER, 0, 0}, {ST_PF, ST_PF, ST_OK, ST_OK}, ""},
+    {"SUCCESS only", NULL, NULL, false,
+     {N_SUCCESS, N_SUCCESS, 0, 0}, {ST_OK, ST_PF, ST_OK, ST_OK}, "0"},
+    {"SUCCESS,FAILURE", NULL, NULL, false,
+     {N_SUCCESS | N_FAILURE, N_SUCCESS | N_FAILURE, N_DELAY, 0}, {ST_OK, ST_PF, ST_PF, ST_OK},
+     "01"},
+    {"null sender", "", NULL, false, {0, N_SUCCESS, 0, 0}, {ST_PF, ST_OK, ST_OK, ST_OK}, ""},
+    {"null sender, double bounce on", "", NULL, true,
+     {0, N_SUCCESS, 0, 0}, {ST_PF, ST_OK, ST_PF, ST_OK}, "02"},
+    {"a double bounce never", "", "double-bounce", true,
+     {0, 0, 0, 0}, {ST_PF, ST_PF, ST_OK, ST_OK}, ""},
+    {"nothing failed", NULL, NULL, true, {0, 0, 0, 0}, {ST_OK, ST_OK, ST_OK, ST_OK}, ""},
+    {"SUCCESS passed on", NULL, NULL, false,
+     {N_SUCCESS, N_SUCCESS | N_FAILURE, 0, 0}, {ST_OK, ST_PF, ST_OK, ST_OK}, "1", true},
+};
+
+static void test_notify(void **state)
+{
+	(void)state;
+	for (size_t c = 0; c < sizeof(notify_cases) / sizeof(notify_cases[0]); c++) {
+		const struct notify_case *nc = &notify_cases[c];
+		struct sched_params p = params(100, 10, 50);
+		struct sched *s;
+		struct sched_delivery d;
+		struct sched_result r[4];
+		struct rt rts[4];
+		struct msgstate m;
+
+		reset_fake(NULL);
+		p.double_bounce = nc->double_bounce;
+		s = sched_new(&p, &fake_ops);
+		env_opt.sender = nc->sender;
+		env_opt.notice = nc->notice;
+		for (int k = 0; k < 4; k++)
+			rts[k] = (struct rt){"smtp", "mx", NULL, nc->notify[k]};
+		mk(&m, "NOTIFY", 0, rts, 4);
+		assert_int_equal(sched_add(s, &m, 0), 0);
+		assert_true(sched_next(s, 1, &d));
+		assert_int_equal(d.n, 4);
+		for (int k = 0; k < 4; k++)
+			r[k] = (struct sched_result){d.index[k], nc->status[d.index[k]], 250, "2.0.0",
+						     "x", nc->passed};
+		assert_int_equal(sched_done(s, d.id, r, 4, false, 2), 0);
+		if (nc->want[0])
+			notice1(s, 3, "NOTIFY", nc->want, false, ST_OK);
+		if (sched_next(s, 3, &d))
+			fail_msg("%s: an unexpected delivery (notice %d)", nc->name, d.notice);
+		if (fk.finals != 1)
+			fail_msg("%s: finals got %zu, want 1", nc->name, fk.finals);
+		sched_free(&s);
+	}
+}
+
+/* A notice the bounce transport defers is retried later; one it refuses is given up. */
+static void test_notice_retry(void **state)
+{
+	struct sched_params p = params(100, 10, 50);
+	struct sched *s = sched_new(&p, &fake_ops);
+	struct sched_delivery d;
+	struct sched_counts c;
+	int64_t t = 1000 * SEC;
+
+	(void)state;
+	add_simple(s, "NRETRY", 0, 1, 1, 0);
+	assert_true(sched_next(s, t, &d));
+	done1(s, &d, ST_PF, false, t);
+	notice1(s, t, "NRETRY", "0", false, ST_TF);
+	assert_int_equal(fk.finals, 0);
+	assert_false(sched_next(s, t, &d));
+	/* Backoff from now (not from arrival): minimal backoff, within its spread. */
+	if (sched_next_wakeup(s) < t + 300 * SEC || sched_next_wakeup(s) > t + 330 * SEC)
+		fail_msg("notice retry at %" PRId64 ", want now + 300..330 s",
+			 sched_next_wakeup(s) - t);
+	t = sched_next_wakeup(s);
+	sched_due(s, t);
+	notice1(s, t, "NRETRY", "0", false, ST_PF);
+	assert_int_equal(fk.finals, 1);
+	sched_counts(s, &c);
+	assert_int_equal(c.notices, 0);
+	assert_int_equal(c.notices_failed, 1);
+	assert_true(fk.r[fk.nr - 1].notice);
+	sched_free(&s);
+}
+
+/* After a restart the NoticeRecord stops a second notice; a missing one brings it back. */
+static void test_notice_reload(void **state)
+{
+	const struct rt rts[] = {{"smtp", "mx", NULL, 0}, {"smtp", "mx", NULL, 0}};
+	struct sched_params p = params(100, 10, 50);
+	struct sched *s = sched_new(&p, &fake_ops);
+	struct sched_delivery d;
+	struct list l = {0};
+	Zfarm__Envelope env = ZFARM__ENVELOPE__INIT;
+	struct msgstate m;
+	char err[200];
+
+	(void)state;
+	mk(&m, "RELOAD", 0, rts, 2);
+	assert_int_equal(sched_add(s, &m, 0), 0);
+	assert_true(sched_next(s, 1, &d));
+	{
+		struct sched_result r[2] = {{0, ST_PF, 550, "5.1.1", "gone"},
+					    {1, ST_OK, 250, "2.0.0", "ok"}};
+		assert_int_equal(sched_done(s, d.id, r, 2, false, 2), 0);
+	}
+	notice1(s, 3, "RELOAD", "0", false, ST_OK);
+	assert_int_equal(fk.finals, 1);
+	sched_free(&s);
+	/* Replay: routes + marker + the records the daemon appended. */
+	for (uint32_t i = 0; i < 2; i++)
+		add_route(&l, i, 2, &rts[i]);
+	{
+		Zfarm__CtlRecord mark = ZFARM__CTL_RECORD__INIT;
+
+		mark.body_case = ZFARM__CTL_RECORD__BODY_ROUTED;
+		mark.routed = true;
+		list_push_packed(&l, &mark);
+	}
+	for (size_t k = 0; k + 1 < fk.nr; k++) { /* the results, not the notice */
+		Zfarm__CtlRecord c = ZFARM__CTL_RECORD__INIT;
+		Zfarm__ResultRecord rr = ZFARM__RESULT_RECORD__INIT;
+
+		assert_false(fk.r[k].notice);
+		rr.index = fk.r[k].index;
+		rr.status = fk.r[k].status;
+		rr.enhanced_code = fk.r[k].enh;
+		rr.text = fk.r[k].text;
+		c.body_case = ZFARM__CTL_RECORD__BODY_RESULT;
+		c.result = &rr;
+		list_push_packed(&l, &c);
+	}
+	env.queue_id = "RELOAD";
+	env.sender = "s@example.com";
+	for (int with_notice = 0; with_notice < 2; with_notice++) {
+		size_t finals = fk.finals;
+
+		if (with_notice) {
+			Zfarm__CtlRecord c = ZFARM__CTL_RECORD__INIT;
+			Zfarm__NoticeRecord nr = ZFARM__NOTICE_RECORD__INIT;
+			uint32_t idx0 = 0;
+
+			nr.index = &idx0;
+			nr.n_index = 1;
+			c.body_case = ZFARM__CTL_RECORD__BODY_NOTIFIED;
+			c.notified = &nr;
+			list_push_packed(&l, &c);
+		}
+		assert_int_equal(msgstate_load(&m, &env, l.v, l.n, err, sizeof(err)), MSGSTATE_OK);
+		assert_int_equal(m.r[0].notified, with_notice);
+		s = sched_new(&p, &fake_ops);
+		assert_int_equal(sched_add(s, &m, 10), 0);
+		if (!with_notice)
+			notice1(s, 10, "RELOAD", "0", false, ST_OK);
+		assert_false(sched_next(s, 10, &d));
+		assert_int_equal(fk.finals, finals + 1);
+		sched_free(&s);
+	}
+	list_free(&l);
+}
+
+/* delete: idle at once; running when the delivery ends, its results dropped. */
+static void test_delete(void **state)
+{
+	struct sched_params p = params(100, 10, 50);
+	struct sched *s = sched_new(&p, &fake_ops);
+	struct sched_delivery d;
+
+	(void)state;
+	assert_int_equal(sched_delete(s, "NOSUCH"), -1);
+	add_simple(s, "IDLE", 0, 2, 1, 0);
+	assert_int_equal(sched_delete(s, "IDLE"), 0);
+	assert_int_equal(fk.deleted, 1);
+	assert_false(sched_has(s, "IDLE"));
+	assert_false(sched_next(s, 1, &d));
+	add_simple(s, "BUSY", 0, 2, 1, 0);
+	assert_true(sched_next(s, 1, &d));
+	assert_int_equal(sched_delete(s, "BUSY"), 0);
+	assert_int_equal(fk.deleted, 1);
+	assert_null(sched_find(s, "BUSY"));
+	done1(s, &d, ST_PF, false, 2);
+	assert_int_equal(fk.deleted, 2);
+	assert_string_equal(fk.deleted_qid, "BUSY");
+	assert_int_equal(fk.nr, 0); /* no results, no notice */
+	assert_int_equal(fk.finals, 0);
+	assert_false(sched_next(s, 3, &d));
+	check_counts(s, 0, 0, 0, 0);
+	sched_free(&s);
+}
+
+/* bounce-now: deferred and held recipients fail at once, a running one when it comes back. */
+static void test_bounce_now(void **state)
+{
+	struct sched_params p = params(100, 10, 1);
+	struct sched *s = sched_new(&p, &fake_ops);
+	struct sched_delivery d1, d2;
+
+	(void)state;
+	assert_int_equal(sched_bounce(s, "NOSUCH", 0), -1);
+	add_simple(s, "BOUNCE", 0, 3, 1, 0);
+	assert_true(sched_next(s, 1, &d1));
+	done1(s, &d1, ST_TF, false, 1); /* r0 deferred */
+	assert_true(sched_next(s, 1, &d2));
+	assert_true(sched_next(s, 1, &d1)); /* r1, r2 running */
+	done1(s, &d1, ST_TF, false, 2);	    /* r2 deferred */
+	assert_int_equal(sched_bounce(s, "BOUNCE", 3), 0);
+	assert_int_equal(fk.r[fk.nr - 1].status, ST_PF);
+	assert_string_equal(fk.r[fk.nr - 1].enh, "5.0.0");
+	assert_string_equal(fk.r[fk.nr - 1].text, "message returned by the queue administrator");
+	assert_false(sched_next(s, 3, &d1)); /* r1 still running: no notice yet */
+	done1(s, &d2, ST_TF, false, 4);	     /* r1 comes back deferred: fails */
+	assert_int_equal(fk.r[fk.nr - 1].status, ST_PF);
+	assert_string_equal(fk.r[fk.nr - 1].enh, "5.0.0");
+	notice1(s, 4, "BOUNCE", "012", false, ST_OK);
+	assert_int_equal(fk.finals, 1);
+	assert_string_equal(fk.final_states, "FFF");
+	sched_free(&s);
+}
+
+/* Hold takes a queued notice back; release queues it again. */
+static void test_hold_notice(void **state)
+{
+	struct sched_params p = params(100, 10, 50);
+	struct sched *s = sched_new(&p, &fake_ops);
+	struct sched_delivery d;
+
+	(void)state;
+	add_simple(s, "HOLDN", 0, 1, 1, 0);
+	assert_true(sched_next(s, 1, &d));
+	done1(s, &d, ST_PF, false, 1);
+	assert_int_equal(sched_hold(s, "HOLDN"), 0);
+	assert_false(sched_next(s, 2, &d));
+	assert_int_equal(fk.finals, 0);
+	assert_int_equal(sched_release(s, "HOLDN", 3), 0);
+	notice1(s, 3, "HOLDN", "0", false, ST_OK);
+	assert_int_equal(fk.finals, 1);
+	sched_free(&s);
+}
+
+/* Counters per channel and in total; the status of each recipient. */
+static void test_counters(void **state)
+{
+	struct sched_params p = params(100, 10, 50);
+	struct sched *s = sched_new(&p, &fake_ops);
+	struct sched_delivery d;
+	struct sched_counts c;
+	struct sched_chan_counts cc;
+	const struct rt rts[] = {{"smtp", "mx", NULL, 0}, {"local", "", NULL, 0}};
+	struct msgstate m;
+	const char *name;
+	bool seen = false;
+
+	(void)state;
+	mk(&m, "COUNT", 0, rts, 2);
+	assert_int_equal(sched_add(s, &m, 0), 0);
+	assert_string_equal(sched_rcpt_status(s, sched_find(s, "COUNT"), 0), "pending");
+	assert_true(sched_next(s, 1, &d));
+	assert_string_equal(sched_rcpt_status(s, d.m, d.index[0]), "active");
+	done1(s, &d, strcmp(d.channel, "smtp") == 0 ? ST_TF : ST_OK, false, 1);
+	assert_true(sched_next(s, 1, &d));
+	done1(s, &d, strcmp(d.channel, "smtp") == 0 ? ST_TF : ST_OK, false, 1);
+	assert_string_equal(sched_rcpt_status(s, sched_find(s, "COUNT"), 0), "deferred");
+	assert_string_equal(sched_rcpt_status(s, sched_find(s, "COUNT"), 1), "delivered");
+	sched_counts(s, &c);
+	assert_int_equal(c.received, 1);
+	assert_int_equal(c.delivered, 1);
+	assert_int_equal(c.deferrals, 1);
+	for (size_t i = 0; (name = sched_channel_counts(s, i, &cc)); i++) {
+		if (strcmp(name, "smtp") == 0) {
+			assert_int_equal(cc.deferrals, 1);
+			assert_int_equal(cc.delivered, 0);
+			seen = true;
+		} else if (strcmp(name, "local") == 0) {
+			assert_int_equal(cc.delivered, 1);
+			assert_int_equal(cc.deferrals, 0);
+		}
+	}
+	assert_true(seen);
+	assert_int_equal(sched_channels(s), 3); /* smtp, local, bounce */
+	sched_free(&s);
+}
+
+/* A paused channel starts nothing until the pause ends, and says when that is. */
+static void test_pause(void **state)
+{
+	struct sched_params p = params(100, 10, 50);
+	struct sched *s = sched_new(&p, &fake_ops);
+	struct sched_delivery d;
+
+	(void)state;
+	sched_pause_channel(s, "smtp", 50 * SEC);
+	assert_int_equal(sched_next_wakeup(s), INT64_MAX); /* nothing waits */
+	add_simple(s, "PAUSE", 0, 1, 1, 0);
+	assert_false(sched_next(s, 10 * SEC, &d));
+	assert_int_equal(sched_next_wakeup(s), 50 * SEC);
+	assert_true(sched_next(s, 50 * SEC, &d));
+	done1(s, &d, ST_OK, false, 51 * SEC);
+	/* Over: never a wakeup time in the past (the daemon would spin). */
+	assert_false(sched_next(s, 52 * SEC, &d));
+	assert_int_equal(sched_next_wakeup(s), INT64_MAX);
 	sched_free(&s);
 }
 
@@ -1010,6 +1388,14 @@ int main(void)
 	    cmocka_unit_test_setup(test_round_robin, reset_fake),
 	    cmocka_unit_test_setup(test_foreign_results, reset_fake),
 	    cmocka_unit_test_setup(test_error_channel, reset_fake),
+	    cmocka_unit_test_setup(test_notify, reset_fake),
+	    cmocka_unit_test_setup(test_notice_retry, reset_fake),
+	    cmocka_unit_test_setup(test_notice_reload, reset_fake),
+	    cmocka_unit_test_setup(test_delete, reset_fake),
+	    cmocka_unit_test_setup(test_bounce_now, reset_fake),
+	    cmocka_unit_test_setup(test_hold_notice, reset_fake),
+	    cmocka_unit_test_setup(test_counters, reset_fake),
+	    cmocka_unit_test_setup(test_pause, reset_fake),
 	    cmocka_unit_test_setup(test_hold_release, reset_fake),
 	    cmocka_unit_test_setup(test_flush, reset_fake),
 	    cmocka_unit_test_setup(test_room_duplicate, reset_fake),

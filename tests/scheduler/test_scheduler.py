@@ -4,12 +4,17 @@
 farmd runs smtpserver, router and scheduler; a stand-in transport farm for
 the smtp channel (a Python unix socket server at run/private/smtp) answers
 each DeliveryRequest per recipient by its local part: ok* delivered,
-temp* deferred, perm* failed.  The tests read the queue files' control
-records.  Python 3 standard library only; prints "N passed, N failed".
+temp* deferred, perm* failed, garbage* a frame that is no DeliveryReply,
+silent* nothing (the scheduler's transport_timeout).  A second stand-in
+at run/private/bounce takes the notices (every recipient OK).  Queue
+control requests go to run/private/qctl and run/public/showq.  The tests
+read the queue files' control records.  Python 3 standard library only;
+prints "N passed, N failed".
 """
 
 import os
 import signal
+import socket
 import sys
 import unittest
 
@@ -22,7 +27,7 @@ import zfproto as P  # noqa: E402
 
 SCHEDULER = H.SCHEDULER
 
-FD = PORT = QUEUE = TRANSPORT = None
+FD = PORT = QUEUE = TRANSPORT = NOTICES = None
 LAST_LOG = ""
 
 
@@ -31,9 +36,11 @@ class FakeTransport(P.FrameServer):
     nexthop, [(index, address)]) and answers per recipient by local part:
     ok* delivered, perm* failed, anything else deferred; hold: no answer."""
 
-    def __init__(self, path):
+    def __init__(self, path, all_ok=False):
         self.requests = []
+        self.raw = []  # the DeliveryRequests' fields, in the same order
         self.hold = False
+        self.all_ok = all_ok
         super().__init__(path, self.answer)
 
     def answer(self, f):
@@ -44,13 +51,20 @@ class FakeTransport(P.FrameServer):
         rcpts = [(P.fields(r).get(1, [0])[0], P.fields(r)[2][0].decode())
                  for r in rq.get(5, [])]
         with self.lock:
-            self.requests.append((qid, rq[2][0].decode(), rq[3][0].decode(), rcpts))
+            self.requests.append((qid, rq[2][0].decode(), rq.get(3, [b""])[0].decode(), rcpts))
+            self.raw.append(rq)
             if self.hold:
                 return None
+        if any(a.startswith("garbage") for _, a in rcpts):
+            return P.frame(f[2][0], P.PING, P.pb_bytes(1, "not a DeliveryReply"))
+        if any(a.startswith("silent") for _, a in rcpts):
+            return None
         results = b""
         for index, addr in rcpts:
             local = addr.split("@")[0]
-            if local.startswith("ok"):
+            if self.all_ok:
+                st, code, enh, text = 1, 250, "2.0.0", "notice queued as FAKEQID"
+            elif local.startswith("ok"):
                 st, code, enh, text = 1, 250, "2.0.0", "250 ok"
             elif local.startswith("perm"):
                 st, code, enh, text = 3, 550, "5.1.1", "550 no such user"
@@ -66,9 +80,62 @@ class FakeTransport(P.FrameServer):
         with self.lock:
             return [r for r in self.requests if r[0] == qid]
 
+    def raw_for_qid(self, qid):
+        with self.lock:
+            return [raw for r, raw in zip(self.requests, self.raw) if r[0] == qid]
+
+
+def qctl(op, sock="private/qctl", ids=(), **kw):
+    """One QueueControlRequest; the reply's fields (ok 1, error 2, entries 3,
+    counters 4, destinations 5, affected 6, truncated 7)."""
+    body = P.pb_varint(1, op)
+    for q in ids:
+        body += P.pb_bytes(2, q)
+    for name, field in (("channel", 3), ("destination", 4), ("status", 5), ("after", 7)):
+        if name in kw:
+            body += P.pb_bytes(field, kw[name])
+    if "limit" in kw:
+        body += P.pb_varint(6, kw["limit"])
+    with socket.socket(socket.AF_UNIX) as c:
+        c.settimeout(10)
+        c.connect(os.path.join(FD.run, sock))
+        c.sendall(P.frame(7, P.QUEUE_CONTROL, body))
+        buf = b""
+        while True:
+            d = c.recv(65536)
+            if not d:
+                return None  # closed without a reply
+            frames, buf = P.read_frames(buf + d)
+            if frames:
+                f = frames[0]
+                assert f[2][0] == 7
+                return P.fields(f[P.QUEUE_CONTROL_REPLY][0]) if P.QUEUE_CONTROL_REPLY in f \
+                    else None
+
+
+LIST, SUMMARY, FLUSH, HOLD, RELEASE, DELETE, BOUNCE, REQUEUE, COUNTERS, SHOW = range(1, 11)
+
+
+def entries(reply):
+    """[(qid, held, [(address, status, reason)])] of a LIST/SHOW reply."""
+    out = []
+    for e in reply.get(3, []):
+        e = P.fields(e)
+        rs = []
+        for r in e.get(6, []):
+            r = P.fields(r)
+            rs.append((r[1][0].decode(), r[4][0].decode(), r.get(5, [b""])[0].decode()))
+        out.append((e[1][0].decode(), bool(e.get(5, [0])[0]), rs))
+    return out
+
+
+def counters(reply):
+    return {(P.fields(c)[1][0].decode(), P.fields(c).get(2, [b""])[0].decode()):
+            P.fields(c).get(3, [0])[0] for c in reply.get(4, [])}
+
 
 def setUpModule():
-    global FD, PORT, QUEUE, TRANSPORT
+    global FD, PORT, QUEUE, TRANSPORT, NOTICES
     if not (os.access(SCHEDULER, os.X_OK) and os.access(H.ROUTER, os.X_OK)):
         raise unittest.SkipTest("not built")
     FD = farmlib.FarmdInstance(tag="sched")
@@ -77,16 +144,20 @@ def setUpModule():
     g.update({"router_endpoint": "unix:private/router",
               "scheduler_endpoint": "unix:private/scheduler",
               "smtpd_verify_recipients": "no", "log_level": "info",
-              "minimal_backoff_time": "300s"})
+              "minimal_backoff_time": "300s", "transport_timeout": "3s",
+              "transport_retry_time": "1s"})
     FD.write_config([
         H.smtp_farm("smtpserver", PORT),
         farmlib.farm_section("router", listen="unix:private/router", program=H.ROUTER,
                              process_limit=2, client_limit=20),
-        farmlib.farm_section("scheduler", kind="single", listen="unix:private/scheduler",
+        farmlib.farm_section("scheduler", kind="single",
+                             listen="unix:private/scheduler, qctl=unix:private/qctl, "
+                                    "showq=unix:public/showq",
                              program=SCHEDULER, client_limit=100),
     ], g)
     os.makedirs(os.path.join(FD.run, "private"), mode=0o700, exist_ok=True)
     TRANSPORT = FakeTransport(os.path.join(FD.run, "private", "smtp"))
+    NOTICES = FakeTransport(os.path.join(FD.run, "private", "bounce"), all_ok=True)
     try:
         FD.start()
         wait_until(lambda: farmlib.can_connect(PORT), 10, what="smtpserver")
@@ -102,8 +173,9 @@ def tearDownModule():
     if FD is not None:
         LAST_LOG = FD.log()
         FD.cleanup()
-    if TRANSPORT is not None:
-        TRANSPORT.close()
+    for t in (TRANSPORT, NOTICES):
+        if t is not None:
+            t.close()
 
 
 def send(rcpts, sender="s@example.test"):
@@ -151,12 +223,28 @@ class T01Delivery(unittest.TestCase):
         qid = send(["perm1@remote.test"], sender="")
         wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15, what="removed")
         FD.wait_log(r"%s: to=<perm1@remote.test>, .*dsn=5.1.1, status=bounced" % qid)
+        FD.wait_log(r"%s: 1 recipient\(s\) of a message from the null sender failed; no "
+                    r"notice \(double_bounce_recipient is not set\)" % qid)
+        self.assertEqual(NOTICES.for_qid(qid), [])
 
-    def test_failed_waits_for_the_bounce(self):
-        qid = send(["perm2@remote.test"])
-        FD.wait_log(r"%s: 1 recipient\(s\) failed; the bounce to <s@example.test> waits" % qid)
-        self.assertEqual(QUEUE.results(qid), [(0, 3)])
-        self.assertTrue(os.path.exists(QUEUE.msg_path(qid)))
+    def test_failed_gets_one_notice(self):
+        """Two failures and a delivery: one notice (channel bounce) about the
+        two failures, with what RFC 3464 needs; then the message goes."""
+        qid = send(["perm2@remote.test", "ok7@remote.test", "perm3@remote.test"])
+        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15, what="removed")
+        reqs = NOTICES.raw_for_qid(qid)
+        self.assertEqual(len(reqs), 1)
+        rq = reqs[0]
+        self.assertEqual(rq[2][0], b"bounce")
+        self.assertEqual(rq[4][0], b"s@example.test")   # sender
+        self.assertEqual(rq[9][0], b"s@example.test")   # notice_to
+        self.assertGreater(rq[10][0], 0)                # retry_until
+        rcpts = sorted((P.fields(r)[2][0], P.fields(r)[7][0], P.fields(r)[8][0],
+                        P.fields(r)[9][0], P.fields(r)[10][0]) for r in rq[5])
+        self.assertEqual(rcpts, [
+            (b"perm2@remote.test", b"failed", b"5.1.1", 550, b"550 no such user"),
+            (b"perm3@remote.test", b"failed", b"5.1.1", 550, b"550 no such user")])
+        FD.wait_log(r"%s: sender non-delivery notification: notice queued as FAKEQID" % qid)
 
     def test_channel_without_transport_defers(self):
         qid = send(["root@localhost"])  # channel local: no transport farm here
@@ -164,7 +252,98 @@ class T01Delivery(unittest.TestCase):
         self.assertEqual(QUEUE.results(qid), [(0, 2)])
 
 
-class T02Crash(unittest.TestCase):
+class T02BrokenTransport(unittest.TestCase):
+    def test_garbage_reply_defers_and_rests_the_channel(self):
+        qid = send(["garbage1@remote.test"])
+        wait_until(lambda: QUEUE.results(qid), 15, what="a deferral recorded")
+        self.assertEqual(QUEUE.results(qid), [(0, 2)])
+        FD.wait_log(r"%s: channel smtp: delivery ended without a reply \(unexpected frame\); "
+                    r"the channel rests for 1 s" % qid)
+        # The channel works again after its rest.
+        qid2 = send(["ok8@remote.test"])
+        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid2)), 15, what="delivered")
+
+    def test_silent_transport_times_out(self):
+        qid = send(["silent1@remote.test"])
+        wait_until(lambda: QUEUE.results(qid), 15, what="a deferral after the timeout")
+        self.assertEqual(QUEUE.results(qid), [(0, 2)])
+        FD.wait_log(r"%s: channel smtp: delivery ended without a reply" % qid)
+
+
+class T03Control(unittest.TestCase):
+    def test_list_show_and_counters(self):
+        qid = send(["temp5@remote.test", "ok10@remote.test"])
+        wait_until(lambda: len(QUEUE.results(qid)) == 2, 15, what="results")
+        e = entries(qctl(LIST, sock="public/showq"))
+        mine = [x for x in e if x[0] == qid]
+        self.assertEqual(len(mine), 1)
+        self.assertEqual(sorted(mine[0][2]), [
+            ("ok10@remote.test", "delivered", "250 ok"),
+            ("temp5@remote.test", "deferred", "451 try later")])
+        ids = [x[0] for x in e]
+        self.assertEqual(ids, sorted(ids))
+        # Filters and paging.
+        self.assertIn(qid, [x[0] for x in entries(qctl(LIST, status="deferred"))])
+        self.assertNotIn(qid, [x[0] for x in entries(qctl(LIST, status="hold"))])
+        self.assertNotIn(qid, [x[0] for x in entries(qctl(LIST, after=qid))])
+        page = qctl(LIST, limit=1)
+        self.assertEqual(len(page.get(3, [])), 1)
+        self.assertEqual(page.get(7, [0])[0], 1 if len(e) > 1 else 0)
+        show = qctl(SHOW, ids=[qid])
+        self.assertEqual(entries(show)[0][0], qid)
+        gone = qctl(SHOW, ids=["0000000000000000"])
+        self.assertEqual(gone.get(1, [0])[0], 0)
+        self.assertIn(b"no such message", gone[2][0])
+        c = counters(qctl(COUNTERS, sock="public/showq"))
+        self.assertGreaterEqual(c[("delivered", "")], 1)
+        self.assertGreaterEqual(c[("deferred", "smtp")], 1)
+        dests = [P.fields(d) for d in qctl(SUMMARY).get(5, [])]
+        self.assertIn((b"smtp", b"remote.test"), [(d.get(1, [b""])[0], d.get(2, [b""])[0]) for d in dests])
+
+    def test_hold_release_flush_delete(self):
+        qid = send(["temp6@remote.test"])
+        wait_until(lambda: QUEUE.results(qid), 15, what="deferred")
+        refused = qctl(HOLD, sock="public/showq", ids=[qid])
+        self.assertEqual(refused.get(1, [0])[0], 0)
+        self.assertIn(b"not permitted", refused[2][0])
+        r = qctl(HOLD, ids=[qid])
+        self.assertEqual((r.get(1, [0])[0], r.get(6, [0])[0]), (1, 1))
+        self.assertIn((4, [1]), [(k, v) for c in QUEUE.ctl(qid) for k, v in c.items()])
+        self.assertTrue(entries(qctl(SHOW, ids=[qid]))[0][1])
+        # A flush does not send a held message.
+        n = len(TRANSPORT.for_qid(qid))
+        qctl(FLUSH, ids=[qid])
+        r = qctl(RELEASE, ids=[qid])
+        self.assertEqual(r.get(6, [0])[0], 1)
+        self.assertFalse(entries(qctl(SHOW, ids=[qid]))[0][1])
+        self.assertEqual(len(TRANSPORT.for_qid(qid)), n)
+        r = qctl(FLUSH, ids=[qid])
+        self.assertEqual(r.get(6, [0])[0], 1)
+        wait_until(lambda: len(TRANSPORT.for_qid(qid)) == n + 1, 15, what="flushed delivery")
+        r = qctl(DELETE, ids=[qid, "0000000000000000"])
+        self.assertEqual(r.get(1, [0])[0], 0)  # one unknown
+        self.assertEqual(r.get(6, [0])[0], 1)
+        self.assertIn(b"0000000000000000: no such message", r[2][0])
+        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15, what="deleted")
+        FD.wait_log(r"%s: removed \(deleted by the queue administrator\)" % qid)
+        self.assertEqual(NOTICES.for_qid(qid), [])
+
+    def test_bounce_now(self):
+        qid = send(["temp7@remote.test"])
+        wait_until(lambda: QUEUE.results(qid), 15, what="deferred")
+        r = qctl(BOUNCE, ids=[qid])
+        self.assertEqual((r.get(1, [0])[0], r.get(6, [0])[0]), (1, 1))
+        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15, what="returned")
+        rq = NOTICES.raw_for_qid(qid)[0]
+        rc = P.fields(rq[5][0])
+        self.assertEqual((rc[7][0], rc[8][0], rc[10][0]),
+                         (b"failed", b"5.0.0", b"message returned by the queue administrator"))
+
+    def test_submit_socket_takes_no_control(self):
+        self.assertIsNone(qctl(LIST, sock="private/scheduler"))
+
+
+class T04Crash(unittest.TestCase):
     def test_kill_9_during_a_delivery(self):
         """kill -9 of the scheduler while a delivery runs: farmd starts a new
         one, which takes the queue in again and makes the delivery again
