@@ -34,12 +34,19 @@
  *     (msgstate_apply), hands the ResultRecords to ops->record (the daemon
  *     appends them durably), reschedules TEMPFAIL recipients with
  *     backoff_next() — or fails them with 4.4.7 "delivery time expired"
- *     when backoff_expired() — feeds the outcome to the destination window,
- *     calls ops->delay once per message when a delay notice is due
- *     (backoff_delay_warn, NOTIFY allowing it is the daemon's business; the
- *     delay_warned record is part of the records), and calls ops->final
- *     when every recipient of the message is final (the daemon bounces
- *     what failed and removes the message); the message is then forgotten.
+ *     when backoff_expired() — and feeds the outcome to the destination
+ *     window.
+ *   - Notices (RFC 3464, made by the bounce transport): when a message is
+ *     quiet (no recipient ready or running) and has final recipients whose
+ *     NOTIFY wants a notice (msgstate_wants_notice), or a delay notice is
+ *     due (backoff_delay_warn, once per message), one notice delivery on
+ *     channel "bounce" (sched_delivery.notice) covers them all.  Its OK
+ *     appends a NoticeRecord (never twice, also after a restart); a
+ *     deferral retries it with backoff from now; a refusal gives it up.
+ *     The null sender gets none; with double_bounce its failures are
+ *     reported (the daemon sends them to the double-bounce recipient),
+ *     never a double bounce's.  ops->final comes when every recipient is
+ *     final and notified: the daemon removes the message.
  *   - Held messages (msgstate.held) keep their recipients out of the ready
  *     lists until sched_release().
  *   - Active limit: at most params.active_limit messages held at once;

@@ -2,22 +2,30 @@
  * schedd - the scheduler daemon: one process (farm kind "single") around
  * the queue state engine (sched.h).
  *
- *   - SchedSubmit from the router and the reinjector: the message is read
- *     from the queue store and added (a message already held is simply
- *     acknowledged); past the active limit its ID waits in a backlog list
- *     and is loaded when there is room (accepted, never lost).
+ *   - SchedSubmit from the router and the reinjector (on its first
+ *     listener, private/scheduler): the message is read from the queue
+ *     store and added (a message already held is simply acknowledged);
+ *     past the active limit its ID waits in a backlog list and is loaded
+ *     when there is room (accepted, never lost).
  *   - Deliveries: whenever a transport connection of a channel is free,
  *     sched_next() gives a batch; a DeliveryRequest goes to the channel's
  *     transport farm (common/channel.h endpoint), one delivery per
  *     connection at a time, up to the channel's concurrency; the
- *     DeliveryReply (or a broken connection / transport_timeout: every
- *     recipient deferred) goes to sched_done().
- *   - Results are appended durably to the message's control record before
- *     anything else happens with them (sched ops->record).  A message
- *     whose recipients are all final is removed from the queue, unless a
- *     recipient failed and the sender should get a bounce: bounces come
- *     with the bounce transport (issue 7), until then such a message is
- *     kept and logged.
+ *     DeliveryReply goes to sched_done().  A transport that breaks the
+ *     protocol, times out (transport_timeout) or cannot be reached gets
+ *     its recipients deferred and its channel rests for
+ *     transport_retry_time.
+ *   - Notices: sched hands out notice deliveries on channel "bounce"; the
+ *     DeliveryRequest carries each recipient's RFC 3464 fields and
+ *     notice_to (the sender, or double_bounce_recipient for the null
+ *     sender); the bounce farm queues the notice as a new message.
+ *   - Results and notices are appended durably to the message's control
+ *     record before anything else happens with them (sched ops->record);
+ *     a message whose recipients are all final and notified is removed.
+ *   - Queue control (qctl.h for the read side): listener "qctl" takes
+ *     every op, "showq" only LIST/SHOW/SUMMARY/COUNTERS; hold/release are
+ *     recorded durably, delete removes (at once, or when the running
+ *     delivery ends), bounce fails what is not final with 5.0.0.
  *   - One timer, armed at sched_next_wakeup(): nothing polls (seed 002).
  *   - At start the queue is scanned once and every routed message taken in
  *     (schedd_recover), so a scheduler restarted alone after a crash loses
@@ -26,7 +34,8 @@
  * Parameters: queue_directory, queue_store, minimal_backoff_time (300s),
  * maximal_backoff_time (4000s), maximal_queue_lifetime (5d),
  * delay_warning_time (0: off), initial_destination_concurrency (5),
- * qmgr_message_active_limit (20000), transport_timeout (600s), and the
+ * qmgr_message_active_limit (20000), transport_timeout (600s),
+ * transport_retry_time (60s), double_bounce_recipient (""), and the
  * [channel NAME] sections.
  */
 #include <errno.h>
