@@ -195,6 +195,7 @@ static void schedd_on_delivery(void *arg, const Zfarm__Frame *reply, const char 
 	struct sched_result *r = NULL;
 	size_t n = 0;
 	bool conn_failed = true;
+	char why[600];
 
 	l->busy = false;
 	if (reply && reply->body_case == ZFARM__FRAME__BODY_DELIVERY_REPLY) {
@@ -232,6 +233,14 @@ static void schedd_on_delivery(void *arg, const Zfarm__Frame *reply, const char 
 		 * rests for transport_retry_time, as Postfix's qmgr does.
 		 */
 		conn_failed = false;
+		snprintf(why, sizeof(why), "transport %s failed: %s", l->ch->def->name,
+			 reply ? "unexpected frame" : reason);
+		r = xcalloc(l->n + 1, sizeof(*r));
+		for (size_t i = 0; i < l->n; i++)
+			r[n++] = (struct sched_result){.index = l->index[i],
+						       .status = ZFARM__STATUS__TEMPFAIL,
+						       .enhanced = "4.3.0",
+						       .text = why};
 		sched_pause_channel(d->s, l->ch->def->name, now_us() + d->transport_retry_us);
 		log_warn("%s: channel %s: delivery ended without a reply (%s); the channel rests "
 			 "for %lld s",
