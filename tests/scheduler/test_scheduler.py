@@ -12,9 +12,11 @@ read the queue files' control records.  Python 3 standard library only;
 prints "N passed, N failed".
 """
 
+import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import unittest
 
@@ -338,6 +340,36 @@ class T03Control(unittest.TestCase):
         rc = P.fields(rq[5][0])
         self.assertEqual((rc[7][0], rc[8][0], rc[10][0]),
                          (b"failed", b"5.0.0", b"message returned by the queue administrator"))
+
+    def test_tools_against_the_scheduler(self):
+        """mailq and zfqueue (tools/) on the real sockets: a deferred message
+        is listed with its reason, held (the mark "!"), shown, deleted."""
+        tools = os.path.join(farmlib.TOP_BUILDDIR, "tools")
+
+        def run(prog, *args):
+            return subprocess.run([os.path.join(tools, prog), "-c", FD.conf] + list(args),
+                                  capture_output=True, text=True, timeout=30)
+        qid = send(["temp8@remote.test"])
+        wait_until(lambda: QUEUE.results(qid), 15, what="deferred")
+        out = run("mailq")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        block = out.stdout[out.stdout.index(qid):]
+        self.assertIn("s@example.test", block.splitlines()[0])
+        self.assertIn("(451 try later)", block)
+        self.assertIn("temp8@remote.test", block)
+        self.assertEqual(run("zfqueue", "hold", qid).returncode, 0)
+        self.assertIn(qid + "!", run("mailq").stdout)
+        js = json.loads(run("zfqueue", "list", "--json").stdout)
+        mine = [e for e in js["entries"] if e["queue_id"] == qid]
+        self.assertTrue(mine and mine[0]["held"])
+        show = run("zfqueue", "show", qid)
+        self.assertEqual(show.returncode, 0, show.stderr)
+        self.assertIn("Subject: sched", show.stdout)
+        self.assertEqual(run("zfqueue", "delete", qid).returncode, 0)
+        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15, what="deleted")
+        gone = run("zfqueue", "show", qid)
+        self.assertEqual(gone.returncode, 1)
+        self.assertIn("no such message", gone.stderr)
 
     def test_submit_socket_takes_no_control(self):
         self.assertIsNone(qctl(LIST, sock="private/scheduler"))
