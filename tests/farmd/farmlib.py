@@ -559,5 +559,8 @@ def run_tests(title, failure_log=None):
                              % (test.id(), min(80, len(lines)), len(lines)))
             sys.stderr.write("\n".join(lines[-80:]) + "\n")
     sys.stderr.write("%s tests: %.1f s\n" % (title, time.monotonic() - t0))
+    for tid in failed_ids:
+        # last, so that a CI log tail names what failed
+        sys.stderr.write("FAILED %s\n" % tid)
     print("%d passed, %d failed" % (result.passed, len(failed_ids)))
     sys.exit(1 if failed_ids or not result.wasSuccessful() else 0)

@@ -515,8 +515,18 @@ class FarmdTest(unittest.TestCase):
         self.assertEqual(ask_once(R, "new farm"), "new farm")
         self.assertNotEqual(int(ask_once(P, "PID")), old_pid)
 
-        new_pid = int(ask_once(R, "PID"))
-        # SIGHUP does the same; the unchanged farm "new" keeps its child.
+        # Asking made a child busy, so farmd may have started a second one
+        # (process_min_avail=1): wait until the farm is quiet, then the
+        # children of "new" are exactly those the log says started and not
+        # exited.
+        wait_until(lambda: (lambda f: f and f["available"] == f["total"])(fd.farm("new")),
+                   5, what="farm new idle")
+        log = fd.log()
+        new_pids = (set(int(p) for p in re.findall(r"farm new: spawned pid (\d+)", log))
+                    - set(int(p) for p in re.findall(r"farm new: pid (\d+) exited", log)))
+        self.assertTrue(new_pids)
+        spawned_before = log.count("farm new: spawned pid")
+        # SIGHUP does the same; the unchanged farm "new" keeps its children.
         v3 = [echo_farm("echo", P, process_limit=4, process_min_avail=1),
               echo_farm("new", R, process_limit=2, process_min_avail=1)]
         text = fd.write_config(v3)
@@ -524,8 +534,10 @@ class FarmdTest(unittest.TestCase):
         fd.wait_log(r"reloaded: generation %d" % (g2 + 1), 5)
         self.assertEqual(self.farm("echo")["limit"], 4)
         self.assertEqual(fd.status()["generation"], g2 + 1)
-        self.assertEqual(int(ask_once(R, "PID")), new_pid)
-        self.assertTrue(alive(new_pid))
+        self.assertEqual(fd.log().count("farm new: spawned pid"), spawned_before)
+        for p in new_pids:
+            self.assertTrue(alive(p), "farm new child %d gone after reload" % p)
+        self.assertIn(int(ask_once(R, "PID")), new_pids)
 
         # A broken config: refused with file:line, the running farms stay.
         bad_line = text.count("\n") + 1

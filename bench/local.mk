@@ -1,0 +1,10 @@
+# bench/ - benchmark programs (not installed, not tests).  bench/qfill
+# fills a queue with routed messages and bench/ack_transport is an
+# instant-ack transport farm: bench/sched_bench.py and
+# tests/scheduler/test_sched_load.py drive the scheduler with both.
+# (bench/route_bench is built from router/local.mk: it links librouter.a.)
+noinst_PROGRAMS += bench/qfill bench/ack_transport
+bench_qfill_SOURCES = bench/qfill.c
+bench_qfill_LDADD = $(ZF_LIBS)
+bench_ack_transport_SOURCES = bench/ack_transport.c
+bench_ack_transport_LDADD = $(ZF_LIBS)
