@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "router/route.h"
-#include "router/table.h"
+#include "common/table.h"
 
 static double now(void)
 {

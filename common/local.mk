@@ -19,5 +19,6 @@ libzfarm_a_SOURCES = \
 	common/qstore_ram.c common/qstore_ram.h \
 	common/qstore_spool.c \
 	common/strbuf.c common/strbuf.h \
+	common/table.c common/table.h \
 	common/xalloc.c common/xalloc.h
 nodist_libzfarm_a_SOURCES = $(ZF_PROTO_C) $(ZF_PROTO_H)

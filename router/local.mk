@@ -3,8 +3,7 @@
 noinst_LIBRARIES += router/librouter.a
 router_librouter_a_SOURCES = \
 	router/route.c router/route.h \
-	router/sched_link.c router/sched_link.h \
-	router/table.c router/table.h
+	router/sched_link.c router/sched_link.h
 
 zfarmlibexec_PROGRAMS += router/router
 router_router_SOURCES = router/routerd.c

@@ -50,7 +50,7 @@
 
 #include "common/address.h"
 #include "common/xalloc.h"
-#include "router/table.h"
+#include "common/table.h"
 
 #define ROUTE_DEFAULT_DEPTH   20
 #define ROUTE_DEFAULT_TARGETS 1000

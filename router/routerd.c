@@ -43,7 +43,7 @@
 #include "common/xalloc.h"
 #include "router/route.h"
 #include "router/sched_link.h"
-#include "router/table.h"
+#include "common/table.h"
 
 struct router {
 	struct farm_server *srv;

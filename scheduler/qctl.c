@@ -194,7 +194,8 @@ static void answer_list(const struct qctl_view *v, const Zfarm__QueueControlRequ
 		if (qid[0] && wanted_id(rq, qid))
 			cand_push(&c, qid, NULL);
 	}
-	qsort(c.v, c.n, sizeof(*c.v), cand_cmp);
+	if (c.n > 1)
+		qsort(c.v, c.n, sizeof(*c.v), cand_cmp);
 	msg->entries = xcalloc(c.n < limit ? c.n + 1 : limit + 1, sizeof(*msg->entries));
 	for (i = 0; i < c.n && msg->n_entries < limit && bytes < QCTL_REPLY_BUDGET; i++) {
 		const struct msgstate *m = c.v[i].m;
@@ -261,7 +262,8 @@ static void answer_summary(const struct qctl_view *v, struct qctl_reply *r)
 	size_t bytes = 0, cap = 0;
 
 	sched_foreach(v->s, drows_add, &d);
-	qsort(d.v, d.n, sizeof(*d.v), drow_cmp);
+	if (d.n > 1)
+		qsort(d.v, d.n, sizeof(*d.v), drow_cmp);
 	for (size_t i = 0; i < d.n;) {
 		Zfarm__DestinationSummary *ds;
 		struct sched_dest_info info;

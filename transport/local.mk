@@ -3,6 +3,7 @@
 # tests link the modules they test.
 noinst_LIBRARIES += transport/libtransport.a
 transport_libtransport_a_SOURCES = \
+	transport/body.c transport/body.h \
 	transport/dsn.c transport/dsn.h \
 	transport/transport.c transport/transport.h
 

@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "router/route.h"
-#include "router/table.h"
+#include "common/table.h"
 
 #define MAX_WANT 8
 

@@ -17,7 +17,7 @@
  * Duplicate keys are found while loading, through the index being built;
  * the slot's line number names the first occurrence in the message.
  */
-#include "router/table.h"
+#include "common/table.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-/* Tests for router/table.c: file formats, errors, lookups, refresh, a large table. */
+/* Tests for common/table.c: file formats, errors, lookups, refresh, a large table. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,7 +22,7 @@ size_t __sanitizer_get_current_allocated_bytes(void);
 #include <malloc.h>
 #endif
 
-#include "router/table.h"
+#include "common/table.h"
 
 static char tmpdir[] = "/tmp/test_table.XXXXXX";
 

@@ -1,5 +1,5 @@
 /*
- * table - the router's lookup tables: a key gives a value.
+ * table - lookup tables (router, local transport): a key gives a value.
  *
  * Opened from a spec string in the config, "TYPE:ARG":
  *   hash:PATH     Postfix "postmap source" lines: the key is the first
@@ -36,8 +36,8 @@
  *
  * Library code: errors are returned with a reason, never logged.
  */
-#ifndef ZFARM_ROUTER_TABLE_H
-#define ZFARM_ROUTER_TABLE_H
+#ifndef ZFARM_COMMON_TABLE_H
+#define ZFARM_COMMON_TABLE_H
 
 #include <stdbool.h>
 #include <stddef.h>
