@@ -72,6 +72,12 @@ struct link {
 	uint32_t *index;
 	char **address;
 	size_t n;
+	/*
+	 * The nexthop of the last delivery on this connection: the transport
+	 * child behind it may hold an idle SMTP connection there, so the
+	 * next delivery to that nexthop prefers this link.
+	 */
+	char *nexthop;
 };
 
 static void link_forget(struct link *l)
@@ -246,6 +252,8 @@ static void schedd_on_delivery(void *arg, const Zfarm__Frame *reply, const char 
 			 "for %lld s",
 			 l->qid, l->ch->def->name, reply ? "unexpected frame" : reason,
 			 (long long)(d->transport_retry_us / 1000000));
+		free(l->nexthop); /* whatever the transport held is gone */
+		l->nexthop = NULL;
 	}
 	link_forget(l);
 	sched_done(d->s, l->delivery, r, n, conn_failed, now_us());
@@ -253,8 +261,15 @@ static void schedd_on_delivery(void *arg, const Zfarm__Frame *reply, const char 
 	schedd_pump(d);
 }
 
-static struct link *schedd_free_link(struct schedd *d, struct chan *ch)
+/*
+ * schedd_free_link - an idle connection of ch for a delivery to nexthop:
+ * one whose last delivery went to the same nexthop (its transport may
+ * reuse an SMTP connection), else a connected one, else a new one.
+ * O(channel concurrency).
+ */
+static struct link *schedd_free_link(struct schedd *d, struct chan *ch, const char *nexthop)
 {
+	struct link *connected = NULL, *unused = NULL, *l;
 	char err[512];
 
 	if (!ch->def->endpoint)
@@ -264,22 +279,32 @@ static struct link *schedd_free_link(struct schedd *d, struct chan *ch)
 		ch->links = xcalloc(ch->nlinks, sizeof(*ch->links));
 	}
 	for (unsigned i = 0; i < ch->nlinks; i++) {
-		struct link *l = &ch->links[i];
-
+		l = &ch->links[i];
 		if (l->busy)
 			continue;
 		if (!l->fc) {
-			l->fc = frame_client_new(d->base, ch->def->endpoint, d->rundir,
-						 d->transport_timeout_ms, err, sizeof(err));
-			if (!l->fc) {
-				log_error("channel %s: endpoint: %s", ch->def->name, err);
-				return NULL;
-			}
-			l->ch = ch;
+			if (!unused)
+				unused = l;
+			continue;
 		}
-		return l;
+		if (nexthop && l->nexthop && strcmp(l->nexthop, nexthop) == 0)
+			return l;
+		if (!connected)
+			connected = l;
 	}
-	return NULL;
+	if (connected)
+		return connected;
+	l = unused;
+	if (!l)
+		return NULL;
+	l->fc = frame_client_new(d->base, ch->def->endpoint, d->rundir, d->transport_timeout_ms,
+				 err, sizeof(err));
+	if (!l->fc) {
+		log_error("channel %s: endpoint: %s", ch->def->name, err);
+		return NULL;
+	}
+	l->ch = ch;
+	return l;
 }
 
 /* schedd_dsn_fields - what a notice says about recipient r (RFC 3464 fields). */
@@ -367,6 +392,10 @@ static void schedd_start(struct schedd *d, const struct sched_delivery *dl, stru
 	f.body_case = ZFARM__FRAME__BODY_DELIVERY;
 	f.delivery = &rq;
 	l->busy = true;
+	if (!l->nexthop || strcmp(l->nexthop, dl->nexthop) != 0) {
+		free(l->nexthop);
+		l->nexthop = xstrdup(dl->nexthop);
+	}
 	l->delivery = dl->id;
 	snprintf(l->qid, sizeof(l->qid), "%s", dl->qid);
 	l->n = dl->n;
@@ -415,7 +444,7 @@ static void schedd_pump(struct schedd *d)
 		if (!sched_next(d->s, now_us(), &dl))
 			break;
 		ch = schedd_chan(d, dl.channel);
-		l = ch ? schedd_free_link(d, ch) : NULL;
+		l = ch ? schedd_free_link(d, ch, dl.nexthop) : NULL;
 		if (!l) {
 			/* No transport for this channel: defer its recipients. */
 			struct sched_result *r = xcalloc(dl.n, sizeof(*r));

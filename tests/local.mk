@@ -28,6 +28,7 @@ ZF_UNIT_TESTS = \
 	tests/smtpserver/test_session \
 	tests/smtpserver/test_smtp_body \
 	tests/smtpserver/test_smtp_cmd \
+	tests/transport/test_body \
 	tests/transport/test_dsn
 
 check_PROGRAMS += $(ZF_UNIT_TESTS)
@@ -116,6 +117,9 @@ tests_farm_echo_farm_LDADD = $(ZF_LIBS)
 TEST_EXTENSIONS = .py
 PY_LOG_COMPILER = $(PYTHON3)
 AM_PY_LOG_FLAGS = -B
+tests_transport_test_body_SOURCES = tests/transport/test_body.c
+tests_transport_test_body_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_transport_test_body_LDADD = transport/libtransport.a $(ZF_TEST_LIBS)
 tests_transport_test_dsn_SOURCES = tests/transport/test_dsn.c
 tests_transport_test_dsn_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_transport_test_dsn_LDADD = transport/libtransport.a $(ZF_TEST_LIBS)
