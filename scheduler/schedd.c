@@ -952,6 +952,7 @@ static void schedd_fini(struct farm_server *srv)
 	for (size_t i = 0; i < d->nchans; i++) {
 		for (unsigned k = 0; k < d->chans[i].nlinks; k++) {
 			frame_client_free(&d->chans[i].links[k].fc);
+			free(d->chans[i].links[k].nexthop);
 			link_forget(&d->chans[i].links[k]);
 		}
 		free(d->chans[i].links);
