@@ -369,36 +369,63 @@ void qstore_reader_free(struct qstore_reader **r)
 
 /* ---- control records ---- */
 
-int qstore_ctl_append(struct qstore *qs, const char *qid, Zfarm__CtlRecord *const *recs, size_t n,
-		      char *err, size_t errlen)
+int qstore_ctl_pack(Zfarm__CtlRecord *const *recs, size_t n, uint8_t **data, size_t *len,
+		    char *err, size_t errlen)
 {
 	size_t total = 0, off = 0;
 	uint8_t *buf;
+
+	*data = NULL;
+	*len = 0;
+	for (size_t i = 0; i < n; i++) {
+		size_t rl = zfarm__ctl_record__get_packed_size(recs[i]);
+
+		if (rl > QSTORE_MAX_RECORD) {
+			snprintf(err, errlen, "control record too large (%zu bytes)", rl);
+			return -1;
+		}
+		total += 4 + rl;
+	}
+	if (total == 0)
+		return 0;
+	buf = xmalloc(total);
+	for (size_t i = 0; i < n; i++) {
+		size_t rl = zfarm__ctl_record__pack(recs[i], buf + off + 4);
+
+		qstore_put_be32(buf + off, (uint32_t)rl);
+		off += 4 + rl;
+	}
+	*data = buf;
+	*len = total;
+	return 0;
+}
+
+int qstore_ctl_append_packed(struct qstore *qs, const char *qid, const uint8_t *data, size_t len,
+			     char *err, size_t errlen)
+{
+	if (!qid_valid(qid)) {
+		snprintf(err, errlen, "not a queue ID: \"%s\"", qid);
+		return -1;
+	}
+	if (len == 0)
+		return 0;
+	return qs->ops->ctl_append(qs->be, qid, data, len, err, errlen);
+}
+
+int qstore_ctl_append(struct qstore *qs, const char *qid, Zfarm__CtlRecord *const *recs, size_t n,
+		      char *err, size_t errlen)
+{
+	uint8_t *buf;
+	size_t total;
 	int rc;
 
 	if (!qid_valid(qid)) {
 		snprintf(err, errlen, "not a queue ID: \"%s\"", qid);
 		return -1;
 	}
-	for (size_t i = 0; i < n; i++) {
-		size_t len = zfarm__ctl_record__get_packed_size(recs[i]);
-
-		if (len > QSTORE_MAX_RECORD) {
-			snprintf(err, errlen, "%s: control record too large (%zu bytes)", qid, len);
-			return -1;
-		}
-		total += 4 + len;
-	}
-	if (total == 0)
-		return 0;
-	buf = xmalloc(total);
-	for (size_t i = 0; i < n; i++) {
-		size_t len = zfarm__ctl_record__pack(recs[i], buf + off + 4);
-
-		qstore_put_be32(buf + off, (uint32_t)len);
-		off += 4 + len;
-	}
-	rc = qs->ops->ctl_append(qs->be, qid, buf, total, err, errlen);
+	if (qstore_ctl_pack(recs, n, &buf, &total, err, errlen) < 0)
+		return -1;
+	rc = qstore_ctl_append_packed(qs, qid, buf, total, err, errlen);
 	free(buf);
 	return rc;
 }

@@ -118,6 +118,17 @@ void qstore_reader_free(struct qstore_reader **r);
 int qstore_ctl_append(struct qstore *qs, const char *qid, Zfarm__CtlRecord *const *recs,
 		      size_t n, char *err, size_t errlen);
 /*
+ * qstore_ctl_pack - the bytes qstore_ctl_append would add for recs (a
+ * malloc'ed buffer, NULL/0 for none), and qstore_ctl_append_packed -
+ * append such bytes durably later: for a caller that collects records
+ * and may drop them (the scheduler: results of a message it removes
+ * right after are never written).
+ */
+int qstore_ctl_pack(Zfarm__CtlRecord *const *recs, size_t n, uint8_t **data, size_t *len,
+		    char *err, size_t errlen);
+int qstore_ctl_append_packed(struct qstore *qs, const char *qid, const uint8_t *data, size_t len,
+			     char *err, size_t errlen);
+/*
  * qstore_ctl_load - every record of qid's control record, in order, into a
  * malloc'ed array the caller frees with qstore_ctl_free().  No control
  * record yet: 0 with *n = 0.  A torn last record is ignored; a record
