@@ -9,25 +9,36 @@
  * process at a time (client_limit 1), so blocking is their model.
  *
  * What happens:
- *   - fork; in the child: stdin a pipe, stdout and stderr one pipe, the
- *     other descriptors closed, a clean environment (spec->env), umask
- *     077, the working directory spec->cwd (or "/"), then, when the
- *     process runs as root and spec->uid is not (uid_t)-1: initgroups +
- *     setgid + setuid to spec->uid/gid (uid 0 is refused by the caller,
- *     not here); then execve(spec->argv[0], spec->argv, spec->env).
+ *   - fork; in the child: its own process group, every signal at its
+ *     default (farm programs ignore SIGPIPE and SIGHUP, and ignoring
+ *     survives execve) and none blocked, stdin a pipe, stdout and stderr
+ *     one pipe, the other descriptors closed, umask 077; when the process
+ *     runs as root and spec->uid is not (uid_t)-1: initgroups (the name
+ *     from getpwuid(), looked up before the fork; no name:
+ *     setgroups(1, &gid)) + setgid + setuid to spec->uid/gid (uid 0 is
+ *     refused by the caller, not here); then the working directory
+ *     spec->cwd (or "/"), as the new user; then execve(spec->argv[0],
+ *     spec->argv, spec->env) with a clean environment (spec->env only).
  *   - the parent writes the message through spec->feed (called until it
  *     returns 0; it appends to an evbuffer that the parent writes to the
  *     child's stdin), reading output meanwhile (poll(), no deadlock with a
  *     child that writes before it reads); a child that closes stdin early
  *     (EPIPE) is not an error by itself: its exit status decides.
  *   - output beyond COMMAND_OUTPUT_MAX bytes is read and dropped.
- *   - at spec->timeout_ms the child's process group gets SIGKILL; the
- *     result says timed_out.
+ *   - at spec->timeout_ms (0: no limit) the child's process group gets
+ *     SIGKILL; the result says timed_out.  The limit covers the whole run:
+ *     a command that closes its output and lives on is still waited for
+ *     only until then, and whatever it left running in its group dies too.
+ *   - SIGPIPE is blocked while command_run() runs (one it causes is taken
+ *     back before it returns), so the caller's disposition does not matter.
+ *   - the child is always reaped before command_run() returns, also on
+ *     errors of our own (it is killed first).
  *
  * Errors of our own (fork, pipe, feed failing) are -1 with a reason; the
  * command's own failures (exit status, signal, timeout, exec failure:
- * exit 127 in the child with "cannot execute ..." in its output) are a
- * 0 return with struct command_result filled in.
+ * exit 127 in the child with "cannot execute PATH: reason" in its output,
+ * and exec_errno set, known for sure through a close-on-exec status pipe)
+ * are a 0 return with struct command_result filled in.
  *
  * Callers: transport/pipe.c, transport/local.c (|command aliases).
  */
@@ -62,11 +73,18 @@ struct command_result {
 	int exit_status;
 	int signal;	   /* killed by this signal (0 if exited) */
 	bool timed_out;	   /* we killed it at timeout_ms */
+	int exec_errno;	   /* not 0: the command never ran (execve, or the
+			      set-up before it, failed with this errno);
+			      exited, exit_status 127 and output says why */
 	char output[COMMAND_OUTPUT_MAX + 1]; /* NUL-terminated, as received */
 	size_t output_len;
 };
 
-/* command_run - run it; 0 with *res filled, -1 + reason (nothing run or a feed error). */
+/*
+ * command_run - run it; 0 with *res filled, -1 + reason (nothing run, or
+ * a feed error: the child was killed and reaped).  spec->feed NULL: an
+ * empty stdin.
+ */
 int command_run(const struct command_spec *spec, struct command_result *res, char *err,
 		size_t errlen);
 
