@@ -9,3 +9,14 @@
 transport_libtransport_a_SOURCES += transport/dns.c transport/dns.h transport/dns_private.h
 transport_libtransport_a_CPPFLAGS = $(AM_CPPFLAGS) $(CARES_CFLAGS)
 ZF_DNS_LIBS = $(CARES_LIBS)
+
+# Unit tests of the pure parts (servers list, MX order, literals, families).
+# (named _unit: test_dns.py would write the same test_dns.log)
+ZF_DNS_UNIT_TESTS = tests/transport/test_dns_unit
+check_PROGRAMS += $(ZF_DNS_UNIT_TESTS)
+TESTS += $(ZF_DNS_UNIT_TESTS)
+tests_transport_test_dns_unit_SOURCES = tests/transport/test_dns.c
+tests_transport_test_dns_unit_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_transport_test_dns_unit_LDADD = transport/libtransport.a $(ZF_DNS_LIBS) $(ZF_TEST_LIBS)
+
+# dns_probe: one resolver, one or more lookups, the answers as text; the
