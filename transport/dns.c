@@ -415,7 +415,8 @@ static void dns_sock_state(void *data, ares_socket_t fd, int readable, int writa
 	if (!what) {
 		if (s) {
 			*sp = s->next;
-			event_free(s->ev);
+			if (s->ev)
+				event_free(s->ev);
 			free(s);
 		}
 		return;
@@ -432,7 +433,7 @@ static void dns_sock_state(void *data, ares_socket_t fd, int readable, int writa
 		s->fd = fd;
 		s->next = d->socks;
 		d->socks = s;
-	} else {
+	} else if (s->ev) {
 		event_free(s->ev);
 		s->ev = NULL;
 	}
@@ -605,7 +606,8 @@ static void query_build(struct dns_query *q)
 				temporary = true;
 		}
 		if (h->naddr) {
-			snprintf(h->name, sizeof(h->name), "%s", t->name);
+			_Static_assert(sizeof(h->name) == sizeof(t->name), "name sizes");
+			memcpy(h->name, t->name, sizeof(h->name));
 			h->pref = t->pref;
 			ans->nhost++;
 		}
@@ -967,7 +969,8 @@ void dns_free(struct dns **dp)
 		struct dns_sock *s = d->socks;
 
 		d->socks = s->next;
-		event_free(s->ev);
+		if (s->ev)
+			event_free(s->ev);
 		free(s);
 	}
 	while ((q = d->queries)) { /* c-ares owed nothing more: none expected */
