@@ -20,3 +20,11 @@ tests_transport_test_dns_unit_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_transport_test_dns_unit_LDADD = transport/libtransport.a $(ZF_DNS_LIBS) $(ZF_TEST_LIBS)
 
 # dns_probe: one resolver, one or more lookups, the answers as text; the
+# integration test runs it against tests/transport/dnsserver.py on loopback.
+check_PROGRAMS += tests/transport/dns_probe
+tests_transport_dns_probe_SOURCES = tests/transport/dns_probe.c
+tests_transport_dns_probe_LDADD = transport/libtransport.a $(ZF_DNS_LIBS) $(ZF_LIBS)
+
+# (tests/local.mk adds $(ZF_PY_TESTS) to TESTS and EXTRA_DIST)
+ZF_PY_TESTS += tests/transport/test_dns.py
+EXTRA_DIST += tests/transport/dnsserver.py
