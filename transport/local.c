@@ -31,8 +31,9 @@
  *      (maildir.h), anything else an mbox file (mbox.h).
  *   4. Missing directories are made: mail_directory itself by the
  *      transport's own identity (mode 0711 when root, else 0700),
- *      mail_directory/USER by it too and then given to the delivering
- *      identity (0700), everything below (Maildir/, tmp new cur, the
+ *      mail_directory/USER by it too and, when root, given to the
+ *      delivering identity before it is renamed into place (0700; no
+ *      concurrent delivery sees it owned by root), everything below (Maildir/, tmp new cur, the
  *      parents of an mbox) by the delivering identity (0700).  The spool
  *      directory is not made; mbox files created there are given to the
  *      user (the spool is written as root, like Postfix, since /var/mail
@@ -125,8 +126,8 @@ struct local {
 	struct qstore *qs;
 	struct table *rcpt_maps; /* NULL: no virtual users */
 	char *myhostname;
-	char *mail_directory;	    /* "" : home directories */
-	char *home_mailbox;	    /* "" : spool mbox */
+	char *mail_directory; /* "" : home directories */
+	char *home_mailbox;   /* "" : spool mbox */
 	char *mail_spool_directory;
 	char *virtual_owner; /* "" : self */
 	unsigned command_ms;
@@ -142,11 +143,11 @@ static struct local lc;
 
 /* Who a copy is written as. */
 struct ident {
-	bool other;	      /* not self: switch (root only) */
+	bool other; /* not self: switch (root only) */
 	uid_t uid;
 	gid_t gid;
 	char name[USER_MAX + 1];
-	char home[4096];      /* "" : none */
+	char home[4096]; /* "" : none */
 };
 
 /* What became of one recipient. */
@@ -157,7 +158,7 @@ struct verdict {
 };
 
 static void verdict(struct verdict *v, Zfarm__Status st, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static void verdict(struct verdict *v, Zfarm__Status st, const char *code, const char *fmt, ...)
 {
@@ -253,7 +254,8 @@ static int owner_ident(struct ident *id, bool for_exec, struct verdict *v)
 		return -1;
 	}
 	if (id->uid == 0) {
-		verdict(v, ZFARM__STATUS__TEMPFAIL, "4.3.5", "local_virtual_owner must not be root");
+		verdict(v, ZFARM__STATUS__TEMPFAIL, "4.3.5",
+			"local_virtual_owner must not be root");
 		return -1;
 	}
 	id->other = id->uid != lc.self_uid;
@@ -434,12 +436,14 @@ static char *dir_of(const char *path)
 }
 
 /*
- * user_base - mail_directory/USER made (by self) and given to id; 0 or -1
- * with *v.  Only a directory made now changes owner.
+ * user_base - mail_directory/USER made (by self) and, when root, given to
+ * id; 0 or -1 with *v.  As root the directory is made under a temporary
+ * name, given away, then renamed into place, so a concurrent delivery
+ * never sees it still owned by root (it would then fail as the user).
  */
 static int user_base(const char *base, const struct ident *id, struct verdict *v)
 {
-	char err[600];
+	char err[600], *tmp;
 	int errnum;
 	struct stat st;
 
@@ -448,21 +452,44 @@ static int user_base(const char *base, const struct ident *id, struct verdict *v
 		verdict_errno(v, errnum, false, err);
 		return -1;
 	}
-	if (mkdir(base, 0700) == 0) {
-		if (lc.root && id->other && lchown(base, id->uid, id->gid) < 0) {
-			verdict(v, ZFARM__STATUS__TEMPFAIL, "4.3.0", "cannot give %s to uid %lu: %s",
-				base, (unsigned long)id->uid, strerror(errno));
-			rmdir(base);
+	if (lstat(base, &st) == 0) {
+		if (!S_ISDIR(st.st_mode)) {
+			verdict(v, ZFARM__STATUS__TEMPFAIL, "4.3.0", "%s is not a directory", base);
 			return -1;
 		}
-	} else if (errno != EEXIST) {
-		verdict_errno(v, errno, false, "cannot create the user's mail directory");
-		snprintf(v->text, sizeof(v->text), "cannot create %s: %s", base, strerror(errno));
-		return -1;
-	} else if (lstat(base, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		verdict(v, ZFARM__STATUS__TEMPFAIL, "4.3.0", "%s is not a directory", base);
+		return 0;
+	}
+	if (!lc.root || !id->other) {
+		if (mkdir(base, 0700) < 0 && errno != EEXIST) {
+			verdict_errno(v, errno, false, "");
+			snprintf(v->text, sizeof(v->text), "cannot create %s: %s", base,
+				 strerror(errno));
+			return -1;
+		}
+		return 0;
+	}
+	tmp = xasprintf("%s.new.%ld", base, (long)getpid());
+	rmdir(tmp); /* a leftover of an earlier process with this pid */
+	if (mkdir(tmp, 0700) < 0 || lchown(tmp, id->uid, id->gid) < 0) {
+		verdict(v, ZFARM__STATUS__TEMPFAIL, "4.3.0", "cannot create %s for uid %lu: %s",
+			base, (unsigned long)id->uid, strerror(errno));
+		rmdir(tmp);
+		free(tmp);
 		return -1;
 	}
+	/* Another delivery may have won: its directory (with content) stays. */
+	if (rename(tmp, base) < 0) {
+		int e = errno;
+
+		rmdir(tmp);
+		if (e != EEXIST && e != ENOTEMPTY) {
+			verdict(v, ZFARM__STATUS__TEMPFAIL, "4.3.0", "cannot create %s: %s", base,
+				strerror(e));
+			free(tmp);
+			return -1;
+		}
+	}
+	free(tmp);
 	return 0;
 }
 
@@ -523,12 +550,14 @@ static void deliver_mailbox(const Zfarm__DeliveryRecipient *r, struct qstore_rea
 	/* Where, and whether the copy is written as the user or as self (then given). */
 	if (lc.mail_directory[0]) {
 		base = xasprintf("%s/%s", lc.mail_directory, r->user);
-		path = lc.home_mailbox[0] ? xasprintf("%s/%s", base, lc.home_mailbox) : xstrdup(base);
+		path =
+		    lc.home_mailbox[0] ? xasprintf("%s/%s", base, lc.home_mailbox) : xstrdup(base);
 		as_user = lc.home_mailbox[0] != '\0';
 	} else if (lc.home_mailbox[0]) {
 		if (!id.home[0]) {
 			verdict(v, ZFARM__STATUS__TEMPFAIL, "4.3.5",
-				"no home directory for \"%s\" and mail_directory is empty", r->user);
+				"no home directory for \"%s\" and mail_directory is empty",
+				r->user);
 			return;
 		}
 		path = xasprintf("%s/%s", id.home, lc.home_mailbox);
@@ -722,8 +751,9 @@ out:
 
 static const char *status_word(Zfarm__Status st)
 {
-	return st == ZFARM__STATUS__OK ? "sent" : st == ZFARM__STATUS__PERMFAIL ? "bounced"
-										  : "deferred";
+	return st == ZFARM__STATUS__OK	       ? "sent"
+	       : st == ZFARM__STATUS__PERMFAIL ? "bounced"
+					       : "deferred";
 }
 
 static void deliver_one(const Zfarm__DeliveryRecipient *r, struct qstore_reader *rd,
@@ -784,11 +814,12 @@ static void local_deliver(struct transport_job *job, const Zfarm__DeliveryReques
 				errnum == ENOENT ? "message is gone from the queue"
 						 : "queue file is damaged");
 		else
-			verdict(&v, ZFARM__STATUS__TEMPFAIL, "4.3.0", "cannot read the queue file: %s",
-				err);
+			verdict(&v, ZFARM__STATUS__TEMPFAIL, "4.3.0",
+				"cannot read the queue file: %s", err);
 		log_warn("%s: cannot deliver: %s", qid, v.text);
 		for (size_t i = 0; i < rq->n_recipients; i++)
-			transport_job_result(job, rq->recipients[i]->index, v.st, 0, v.code, v.text);
+			transport_job_result(job, rq->recipients[i]->index, v.st, 0, v.code,
+					     v.text);
 		transport_job_done(job, "local", false);
 		return;
 	}
@@ -809,8 +840,8 @@ static void local_deliver(struct transport_job *job, const Zfarm__DeliveryReques
 				 "status=%s (%s)",
 				 qid, addr, orig, delay, v.code, status_word(v.st), v.text);
 		else
-			log_info("%s: to=<%s>, relay=local, delay=%.1f, dsn=%s, status=%s (%s)", qid,
-				 addr, delay, v.code, status_word(v.st), v.text);
+			log_info("%s: to=<%s>, relay=local, delay=%.1f, dsn=%s, status=%s (%s)",
+				 qid, addr, delay, v.code, status_word(v.st), v.text);
 	}
 	qstore_reader_free(&rd);
 	transport_job_done(job, "local", false);
@@ -854,17 +885,20 @@ static int local_init(struct farm_server *srv, char *err, size_t errlen)
 		return -1;
 	if (config_get_string(cfg, NULL, NULL, "myhostname", "localhost", &host, err, errlen) < 0 ||
 	    config_get_string(cfg, NULL, NULL, "mail_directory", defm, &mdir, err, errlen) < 0 ||
-	    config_get_string(cfg, NULL, NULL, "home_mailbox", "Maildir/", &home, err, errlen) < 0 ||
+	    config_get_string(cfg, NULL, NULL, "home_mailbox", "Maildir/", &home, err, errlen) <
+		0 ||
 	    config_get_string(cfg, NULL, NULL, "mail_spool_directory", "/var/mail", &spool, err,
 			      errlen) < 0 ||
-	    config_get_string(cfg, NULL, NULL, "local_recipient_maps", "", &maps, err, errlen) < 0 ||
+	    config_get_string(cfg, NULL, NULL, "local_recipient_maps", "", &maps, err, errlen) <
+		0 ||
 	    config_get_string(cfg, NULL, NULL, "local_virtual_owner", "", &owner, err, errlen) < 0)
 		return -1;
 	while (*home == '/')
 		home++; /* relative to the mail directory or home */
 	lc.myhostname = xstrdup(host[0] ? host : "localhost");
 	lc.mail_directory = absolute(mdir);
-	while (strlen(lc.mail_directory) > 1 && lc.mail_directory[strlen(lc.mail_directory) - 1] == '/')
+	while (strlen(lc.mail_directory) > 1 &&
+	       lc.mail_directory[strlen(lc.mail_directory) - 1] == '/')
 		lc.mail_directory[strlen(lc.mail_directory) - 1] = '\0';
 	lc.home_mailbox = xstrdup(home);
 	lc.mail_spool_directory = absolute(spool);

@@ -229,7 +229,8 @@ int maildir_deliver(const char *dir, const char *host,
 		goto fail;
 	}
 	if (fsync_dir(newdir, errnum) < 0) {
-		/* It is in new/ but not known durable: the caller retries (a duplicate at worst). */
+		/* It is in new/ but not known durable: the caller retries (a duplicate at worst).
+		 */
 		snprintf(err, errlen, "cannot sync %s: %s", newdir, strerror(*errnum));
 		unlink(newpath);
 		evbuffer_free(out);

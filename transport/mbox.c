@@ -80,8 +80,8 @@ static void pause_until(unsigned *step_ms, uint64_t deadline)
 
 /* ---- dotlock ---- */
 
-int mbox_dotlock(const char *path, unsigned timeout_ms, unsigned stale_s, int *errnum,
-		 char *err, size_t errlen)
+int mbox_dotlock(const char *path, unsigned timeout_ms, unsigned stale_s, int *errnum, char *err,
+		 size_t errlen)
 {
 	char *lock = xasprintf("%s.lock", path);
 	char *tmp = xasprintf("%s.lock.%ld.%lu", path, (long)getpid(), ++mbox_counter);
@@ -209,8 +209,9 @@ struct mbox *mbox_open(const char *path, uid_t uid, gid_t gid, unsigned timeout_
 	*errnum = 0;
 	if (mbox_dotlock(path, timeout_ms, MBOX_STALE_SECONDS, errnum, err, errlen) < 0)
 		return NULL;
-	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
-		  0600);
+	fd =
+	    open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+		 0600);
 	if (fd < 0 && errno == EEXIST) {
 		created = false;
 		fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -251,8 +252,9 @@ struct mbox *mbox_open(const char *path, uid_t uid, gid_t gid, unsigned timeout_
 		unlink(path);
 		goto fail_fd;
 	}
-	left = (unsigned)(mono_ms() - start) < timeout_ms ? timeout_ms - (unsigned)(mono_ms() - start)
-							  : 0;
+	left = (unsigned)(mono_ms() - start) < timeout_ms
+		   ? timeout_ms - (unsigned)(mono_ms() - start)
+		   : 0;
 	if (mbox_lock_fd(fd, left, errnum, err, errlen) < 0)
 		goto fail_fd;
 	/* The size that counts is the one under the lock. */

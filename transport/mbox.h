@@ -62,8 +62,8 @@ int mbox_from_line(char *buf, size_t buflen, const char *sender, time_t t);
  * mbox_dotlock - create PATH.lock (see above) within timeout_ms; a lock
  * older than stale_s seconds is removed.  EAGAIN when it stays taken.
  */
-int mbox_dotlock(const char *path, unsigned timeout_ms, unsigned stale_s, int *errnum,
-		 char *err, size_t errlen);
+int mbox_dotlock(const char *path, unsigned timeout_ms, unsigned stale_s, int *errnum, char *err,
+		 size_t errlen);
 /* mbox_dotunlock - remove PATH.lock. */
 void mbox_dotunlock(const char *path);
 

@@ -134,9 +134,9 @@ static void test_unique(void **state)
 	char buf[MAILDIR_NAME_MAX + 1];
 
 	(void)state;
-	assert_int_equal(maildir_unique(buf, sizeof(buf), 1700000000, 42, 1234, 7, 0xdeadbeef,
-					"mx.example.org"),
-			 0);
+	assert_int_equal(
+	    maildir_unique(buf, sizeof(buf), 1700000000, 42, 1234, 7, 0xdeadbeef, "mx.example.org"),
+	    0);
 	assert_string_equal(buf, "1700000000.M42P1234Q7Rdeadbeef.mx.example.org");
 	assert_int_equal(maildir_unique(buf, sizeof(buf), 1, 0, 1, 1, 1, "h"), 0);
 	assert_string_equal(buf, "1.M0P1Q1R00000001.h");
@@ -211,8 +211,8 @@ static void test_deliver(void **state)
 
 	/* a second one gets another name */
 	s.done = 0;
-	assert_int_equal(maildir_deliver(md, "h", src_fill, &s, name2, sizeof(name2), NULL,
-					 &errnum, err, sizeof(err)),
+	assert_int_equal(maildir_deliver(md, "h", src_fill, &s, name2, sizeof(name2), NULL, &errnum,
+					 err, sizeof(err)),
 			 0);
 	assert_string_not_equal(name1, name2);
 
@@ -241,9 +241,8 @@ static void test_fill_failure(void **state)
 
 	(void)state;
 	snprintf(md, sizeof(md), "%s/Maildir", d);
-	assert_int_equal(maildir_deliver(md, "h", src_fill, &s, NULL, 0, NULL, &errnum, err,
-					 sizeof(err)),
-			 -1);
+	assert_int_equal(
+	    maildir_deliver(md, "h", src_fill, &s, NULL, 0, NULL, &errnum, err, sizeof(err)), -1);
 	assert_int_equal(errnum, 0);
 	assert_string_equal(err, "the queue file went away");
 	snprintf(sub, sizeof(sub), "%s/new", md);

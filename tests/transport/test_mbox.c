@@ -317,7 +317,8 @@ static void test_append(void **state)
 	char *d = tmpdir(), path[512], err[256], buf[256];
 	struct src a = {.line = "From x Thu Jan  1 00:00:00 1970\nSubject: a\n\n>From body\n\n",
 			.chunks = 1};
-	struct src b = {.line = "From y Thu Jan  1 00:00:00 1970\nSubject: b\n\nb\n\n", .chunks = 1};
+	struct src b = {.line = "From y Thu Jan  1 00:00:00 1970\nSubject: b\n\nb\n\n",
+			.chunks = 1};
 	uint64_t size = 0;
 	struct stat st;
 	struct mbox *m;
@@ -359,7 +360,8 @@ static void test_truncate_back(void **state)
 	char *d = tmpdir(), path[512], err[512];
 	struct src first = {.line = "From x Thu Jan  1 00:00:00 1970\n\nfirst\n\n", .chunks = 1};
 	/* 64-byte lines: more than MBOX_FLUSH is on disk before the failure */
-	struct src bad = {.line = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n",
+	struct src bad = {.line =
+			      "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n",
 			  .chunks = 10000,
 			  .fail_at = 5000};
 	struct rlimit old, small;
