@@ -5,9 +5,18 @@ transport_libtransport_a_SOURCES += \
 	transport/smtp_client.c transport/smtp_client.h \
 	transport/conncache.c transport/conncache.h
 
+# The smtp delivery agent (lmtp.c builds the same agent in LMTP mode).
+zfarmlibexec_PROGRAMS += transport/smtp
+transport_smtp_SOURCES = transport/smtp.c
+transport_smtp_LDADD = transport/libtransport.a $(ZF_DNS_LIBS) $(ZF_LIBS)
+
 check_PROGRAMS += tests/transport/test_smtp_client
 TESTS += tests/transport/test_smtp_client
 tests_transport_test_smtp_client_SOURCES = tests/transport/test_smtp_client.c
 tests_transport_test_smtp_client_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_transport_test_smtp_client_LDADD = transport/libtransport.a $(ZF_TEST_LIBS)
 
+ZF_PY_TESTS += tests/transport/test_smtp.py
+EXTRA_DIST += tests/transport/smtp_peers.py
+
+dist_man_MANS += man/smtp.8
