@@ -19,10 +19,24 @@
  * servers ("127.0.0.1:5353, [::1]:5353"): tests run a DNS server on
  * loopback and set it, so no query leaves the machine.
  *
+ * Details: dns_lookup_host: no address, and some lookup failed for a
+ * reason that may pass (SERVFAIL, timeout, refused) → temporary 4.4.3;
+ * otherwise (NXDOMAIN, no A/AAAA records, malformed name) → permanent
+ * 5.4.4.  An IP literal of a family inet_protocols excludes → temporary
+ * 4.4.4.  dns_lookup_mx("[name]") is dns_lookup_host(name): brackets
+ * suppress the MX lookup (RFC 5321 address literals, "[host]" nexthops).
+ * Every MX host's name NXDOMAIN is still temporary 4.4.3, as the header
+ * above says: a destination whose MX records point nowhere is most often
+ * being moved.  Reasons are Postfix's: "Host or domain name not found.
+ * Name service error for name=x type=A: Host not found, try again".
+ *
  * Callers: transport/smtp.c (once per delivery whose nexthop has no idle
  * cached connection).  Library code: results carry a reason; nothing is
  * logged.  Callbacks run from the event loop, never inside the call that
- * started the query; a cancelled query's callback never runs.
+ * started the query nor inside c-ares; a cancelled query's callback never
+ * runs.  A callback may start lookups, cancel other queries and call
+ * dns_free(); its own query is freed when it returns (dns_cancel on it is
+ * a no-op).
  */
 #ifndef ZFARM_TRANSPORT_DNS_H
 #define ZFARM_TRANSPORT_DNS_H
@@ -83,8 +97,13 @@ void dns_free(struct dns **d);
 struct dns_query *dns_lookup_mx(struct dns *d, const char *domain, dns_cb cb, void *arg);
 /* dns_lookup_host - A/AAAA of host (or an IP literal); never MX. */
 struct dns_query *dns_lookup_host(struct dns *d, const char *host, dns_cb cb, void *arg);
-/* dns_cancel - the callback will not run; the query is freed. */
+/* dns_cancel - the callback will not run; the query is freed (at once, or
+ * when c-ares gives back its outstanding lookups: c-ares cannot cancel one
+ * query, so the small remains wait for their answer or timeout).  NULL ok. */
 void dns_cancel(struct dns_query *q);
+/* dns_pending - queries d still holds: running, answered but not yet
+ * called back, and cancelled ones waiting for c-ares (tests, shutdown). */
+size_t dns_pending(const struct dns *d);
 
 /* dns_family_parse - "all", "ipv4", "ipv6" (inet_protocols); -1 + reason. */
 int dns_family_parse(const char *s, enum dns_family *f, char *err, size_t errlen);
