@@ -4,7 +4,8 @@ Python 3 standard library only (threads and blocking sockets).  One Peer
 listens on 127.0.0.1 (a free port) or on a unix socket, serves each
 connection in a thread and keeps what it saw:
 
-  Peer(**opts)            start; .port / .path; .close()
+  Peer(path=None, host="127.0.0.1", port=0, **opts)
+                          start; .port / .path; .close()
   .connections            connections accepted
   .transactions           list of Txn (mail line, rcpt lines, accepted rcpts,
                           raw DATA bytes as received, unstuffed body)
@@ -70,7 +71,7 @@ def _addr(line):
 
 
 class Peer:
-    def __init__(self, path=None, **opts):
+    def __init__(self, path=None, host="127.0.0.1", port=0, **opts):
         self.opts = dict(esmtp=True, ehlo_reply=None, pipelining=True, eightbitmime=True,
                          smtputf8=True, dsn=False, size=None, lmtp=False,
                          greeting="220 peer.test ESMTP", data_reply=None, hostile=None,
@@ -96,7 +97,7 @@ class Peer:
         else:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.bind(("127.0.0.1", 0))
+            self.sock.bind((host, port))
             self.port = self.sock.getsockname()[1]
         self.sock.listen(64)
         threading.Thread(target=self._serve, daemon=True).start()

@@ -34,15 +34,44 @@ SMTP = os.path.join(H.TOP_BUILDDIR, "transport", "smtp")
 SINK = "/usr/sbin/smtp-sink"
 SANITIZERS = bool(os.environ.get("ZF_SANITIZERS"))
 
-FD = PORT = QUEUE = None
+FD = PORT = QUEUE = DNS = None
+
+# the loopback DNS server's zone (tests/transport/dnsserver.py); every
+# address is on 127/8, so nothing leaves the machine
+ZONE = {
+    "two.test": ["MX 10 mx1.two.test", "MX 20 mx2.two.test"],
+    "mx1.two.test": ["A 127.0.0.2"],          # nothing listens there: refused
+    "mx2.two.test": ["A 127.0.0.1"],
+    "g421.test": ["MX 10 mxa.g421.test", "MX 20 mxb.g421.test"],
+    "mxa.g421.test": ["A 127.0.0.3"],         # a 421 greeting
+    "mxb.g421.test": ["A 127.0.0.1"],
+    "dead.test": ["MX 10 mx1.dead.test", "MX 20 mx2.dead.test"],
+    "mx1.dead.test": ["A 127.0.0.2"],
+    "mx2.dead.test": ["A 127.0.0.4"],
+    "implicit.test": ["A 127.0.0.1"],
+    "reuse.test": ["MX 10 mx.reuse.test"],
+    "mx.reuse.test": ["A 127.0.0.1"],
+    "alias.test": ["MX 10 mx.reuse.test"],   # another nexthop, the same MX address
+    "nullmx.test": ["MX 0 ."],
+    "broken.test": ["SERVFAIL"],
+    "many.test": ["MX 10 m1.many.test", "MX 20 m2.many.test", "MX 30 m3.many.test"],
+    "m1.many.test": ["A 127.0.0.2", "A 127.0.0.4"],
+    "m2.many.test": ["A 127.0.0.5"],
+    "m3.many.test": ["A 127.0.0.1"],
+}
 LAST_LOG = ""
 CACHE_TIME = 2  # smtp_connection_cache_time_limit in seconds
 
 
 def setUpModule():
-    global FD, PORT, QUEUE
+    global FD, PORT, QUEUE, DNS
     if not os.access(SMTP, os.X_OK) or H.binaries_missing():
         raise unittest.SkipTest("not built")
+    try:
+        import dnsserver
+        DNS = dnsserver.DNSServer(ZONE).start()
+    except ImportError:
+        DNS = None
     FD = farmlib.FarmdInstance(tag="smtp")
     PORT = H.free_port()
     g = dict(H.BASE_GLOBALS)
@@ -55,7 +84,9 @@ def setUpModule():
               "smtp_data_done_timeout": "2s", "smtp_rset_timeout": "2s",
               "smtp_quit_timeout": "2s",
               "smtp_connection_cache_time_limit": "%ds" % CACHE_TIME,
-              "dns_servers": "127.0.0.1:%d" % H.free_port()})
+              "smtp_mx_address_limit": "3",
+              # never the system resolver: a loopback server, or a closed port
+              "dns_servers": "127.0.0.1:%d" % (DNS.port if DNS else H.free_port())})
     FD.write_config([
         H.smtp_farm("smtpserver", PORT),
         farmlib.farm_section("smtp", listen="unix:private/smtp", program=SMTP,
@@ -78,6 +109,8 @@ def tearDownModule():
     if FD is not None:
         LAST_LOG = FD.log()
         FD.cleanup()
+    if DNS is not None:
+        DNS.stop()
 
 
 # ---- messages ----
@@ -631,18 +664,98 @@ class T03Reuse(unittest.TestCase):
 
 
 class T04Mx(unittest.TestCase):
-    """MX lookups against tests/transport/dnsserver.py (from the dns work)."""
+    """MX lookups against tests/transport/dnsserver.py on loopback."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.dns = None
+    def setUp(self):
+        if DNS is None:
+            self.skipTest("tests/transport/dnsserver.py is not there")
+
+    def test_next_mx_on_connect_failure(self):
+        peer = Peer()
         try:
-            import dnsserver  # noqa: F401
-        except ImportError:
-            raise unittest.SkipTest("tests/transport/dnsserver.py is not there yet")
+            rep = deliver("two.test:%d" % peer.port, ["ok@two.test"])
+        finally:
+            peer.close()
+        self.assertEqual(statuses(rep), [(OK, "2.0.0")])
+        self.assertEqual(rep["relay"], "mx2.two.test[127.0.0.1]:%d" % peer.port)
+        self.assertFalse(rep["conn_failed"])
+        self.assertGreaterEqual(DNS.count("two.test", "MX"), 1)
 
-    def test_placeholder(self):
-        pass
+    def test_next_mx_on_421_greeting(self):
+        good = Peer()
+        bad = Peer(hostile="greet421", host="127.0.0.3", port=good.port)
+        try:
+            rep = deliver("g421.test:%d" % good.port, ["ok@g421.test"])
+            self.assertEqual(bad.connections, 1)
+        finally:
+            good.close()
+            bad.close()
+        self.assertEqual(statuses(rep), [(OK, "2.0.0")])
+        self.assertEqual(rep["relay"], "mxb.g421.test[127.0.0.1]:%d" % good.port)
+
+    def test_implicit_mx(self):
+        peer = Peer()
+        try:
+            rep = deliver("implicit.test:%d" % peer.port, ["ok@implicit.test"])
+        finally:
+            peer.close()
+        self.assertEqual(statuses(rep), [(OK, "2.0.0")])
+        self.assertEqual(rep["relay"], "implicit.test[127.0.0.1]:%d" % peer.port)
+
+    def test_all_mx_fail(self):
+        port = H.free_port()
+        rep = deliver("dead.test:%d" % port, ["ok@dead.test"])
+        self.assertEqual(statuses(rep), [(TEMPFAIL, "4.4.1")])
+        self.assertTrue(rep["conn_failed"])
+        # the last error
+        self.assertEqual(rep["results"][0]["text"],
+                         "connect to mx2.dead.test[127.0.0.4]:%d: Connection refused" % port)
+
+    def test_address_limit(self):
+        # m1 (two addresses) and m2 are dead; smtp_mx_address_limit=3 stops before m3
+        port = H.free_port()
+        rep = deliver("many.test:%d" % port, ["ok@many.test"])
+        self.assertEqual(statuses(rep), [(TEMPFAIL, "4.4.1")])
+        self.assertIn("m2.many.test[127.0.0.5]", rep["results"][0]["text"])
+
+    def test_null_mx(self):
+        before = DNS.count()
+        rep = deliver("nullmx.test:%d" % H.free_port(), ["a@nullmx.test", "b@nullmx.test"])
+        self.assertEqual([(r["status"], r["enhanced"]) for r in rep["results"]],
+                         [(PERMFAIL, "5.1.10")] * 2)
+        self.assertFalse(rep["conn_failed"])
+        self.assertGreater(DNS.count(), before)
+
+    def test_nxdomain_and_servfail(self):
+        rep = deliver("nosuch.test", ["a@nosuch.test"])
+        self.assertEqual(statuses(rep), [(PERMFAIL, "5.1.2")])
+        self.assertFalse(rep["conn_failed"])
+        rep = deliver("broken.test", ["a@broken.test"])
+        self.assertEqual(statuses(rep), [(TEMPFAIL, "4.4.3")])
+        self.assertTrue(rep["conn_failed"])
+
+    def test_cached_connection_skips_dns(self):
+        peer = Peer()
+        try:
+            with sched() as s:
+                rep = s.deliver(SP.request(P, plain(), "reuse.test:%d" % peer.port,
+                                           ["a@reuse.test"]))
+                self.assertEqual(statuses(rep), [(OK, "2.0.0")])
+                n = DNS.count("reuse.test")
+                for i in range(5):
+                    rep = s.deliver(SP.request(P, plain(), "reuse.test:%d" % peer.port,
+                                               ["b%d@reuse.test" % i]))
+                    self.assertEqual(statuses(rep), [(OK, "2.0.0")])
+                self.assertEqual(DNS.count("reuse.test"), n)
+                # another nexthop with the same MX address: DNS, then the cached connection
+                rep = s.deliver(SP.request(P, plain(), "alias.test:%d" % peer.port,
+                                           ["c@alias.test"]))
+                self.assertEqual(statuses(rep), [(OK, "2.0.0")])
+                self.assertEqual(rep["relay"], "mx.reuse.test[127.0.0.1]:%d" % peer.port)
+            self.assertEqual(peer.connections, 1)
+            self.assertEqual(len(peer.delivered()), 7)
+        finally:
+            peer.close()
 
 
 if __name__ == "__main__":
