@@ -5,10 +5,14 @@ transport_libtransport_a_SOURCES += \
 	transport/smtp_client.c transport/smtp_client.h \
 	transport/conncache.c transport/conncache.h
 
-# The smtp delivery agent (lmtp.c builds the same agent in LMTP mode).
-zfarmlibexec_PROGRAMS += transport/smtp
+# One delivery agent, two programs (like Postfix's smtp/lmtp): lmtp.c
+# builds smtp.c's agent in LMTP mode.
+zfarmlibexec_PROGRAMS += transport/smtp transport/lmtp
 transport_smtp_SOURCES = transport/smtp.c
 transport_smtp_LDADD = transport/libtransport.a $(ZF_DNS_LIBS) $(ZF_LIBS)
+transport_lmtp_SOURCES = transport/lmtp.c
+EXTRA_transport_lmtp_SOURCES = transport/smtp.c
+transport_lmtp_LDADD = transport/libtransport.a $(ZF_DNS_LIBS) $(ZF_LIBS)
 
 check_PROGRAMS += tests/transport/test_smtp_client
 TESTS += tests/transport/test_smtp_client
@@ -16,7 +20,7 @@ tests_transport_test_smtp_client_SOURCES = tests/transport/test_smtp_client.c
 tests_transport_test_smtp_client_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_transport_test_smtp_client_LDADD = transport/libtransport.a $(ZF_TEST_LIBS)
 
-ZF_PY_TESTS += tests/transport/test_smtp.py
+ZF_PY_TESTS += tests/transport/test_smtp.py tests/transport/test_lmtp.py
 EXTRA_DIST += tests/transport/smtp_peers.py
 
-dist_man_MANS += man/smtp.8
+dist_man_MANS += man/smtp.8 man/lmtp.8
