@@ -128,9 +128,9 @@ struct delivery {
 	struct smtp_session *s;
 	char addr_key[300]; /* of d->s */
 	bool have_err;
-	struct smtp_error err; /* the last connection failure */
+	struct smtp_error err;		 /* the last connection failure */
 	uint64_t t_start, t_dns, t_conn; /* monotonic ms */
-	int64_t arrival;		 /* unix time */
+	uint64_t arrival_us;		 /* wall clock, for delay= */
 };
 
 static struct agent ag;
@@ -164,8 +164,8 @@ static int parse_port(const char *s, unsigned *port)
 }
 
 /* nexthop_parse - see the header comment for the forms; -1 + reason. */
-static int nexthop_parse(const char *in, bool lmtp, unsigned defport, struct nexthop *nh,
-			 char *err, size_t errlen)
+static int nexthop_parse(const char *in, bool lmtp, unsigned defport, struct nexthop *nh, char *err,
+			 size_t errlen)
 {
 	const char *p = in, *colon;
 	size_t n;
@@ -179,8 +179,10 @@ static int nexthop_parse(const char *in, bool lmtp, unsigned defport, struct nex
 	if (lmtp && strncmp(p, "unix:", 5) == 0) {
 		p += 5;
 		if (p[0] != '/' || strlen(p) >= sizeof(nh->path)) {
-			snprintf(err, errlen, "nexthop %s: unix socket path must be absolute and "
-					      "shorter than %zu bytes", in, sizeof(nh->path));
+			snprintf(err, errlen,
+				 "nexthop %s: unix socket path must be absolute and "
+				 "shorter than %zu bytes",
+				 in, sizeof(nh->path));
 			return -1;
 		}
 		nh->unixsock = true;
@@ -282,6 +284,14 @@ static void delivery_free(struct delivery *d)
 	free(d);
 }
 
+/* delay_of - seconds since the message arrived (Postfix's delay=) */
+static double delay_of(const struct delivery *d)
+{
+	uint64_t now = clock_now_us();
+
+	return d->arrival_us && now > d->arrival_us ? (double)(now - d->arrival_us) / 1e6 : 0.0;
+}
+
 static void rcpt_pending_fail(struct smtp_rcpt *r)
 {
 	r->status = SMTP_TEMPFAIL;
@@ -295,19 +305,20 @@ static void fail_all(struct delivery *d, Zfarm__Status st, unsigned code, const 
 		     const char *text, bool conn_failed)
 {
 	const Zfarm__DeliveryRequest *rq = d->rq;
-	double delay = (double)(clock_now() - d->arrival);
+	double delay = delay_of(d);
 
 	for (size_t i = 0; i < rq->n_recipients; i++) {
 		transport_job_result(d->job, rq->recipients[i]->index, st, code, enhanced, text);
 		log_debug("%s: to=<%s>, relay=none, delay=%.2f, dsn=%s, status=%s (%s)", d->qid,
-			  rq->recipients[i]->address, delay > 0 ? delay : 0.0, enhanced,
+			  rq->recipients[i]->address, delay, enhanced,
 			  st == ZFARM__STATUS__OK	  ? "sent"
 			  : st == ZFARM__STATUS__PERMFAIL ? "bounced"
 							  : "deferred",
 			  text);
 	}
 	log_info("%s: relay=none, delay=%.2f, sent=0, deferred=%zu, bounced=%zu (%s)", d->qid,
-		 secs(clock_mono_ms() - d->t_start), st == ZFARM__STATUS__PERMFAIL ? 0 : rq->n_recipients,
+		 secs(clock_mono_ms() - d->t_start),
+		 st == ZFARM__STATUS__PERMFAIL ? 0 : rq->n_recipients,
 		 st == ZFARM__STATUS__PERMFAIL ? rq->n_recipients : 0, text);
 	transport_job_set_data(d->job, NULL);
 	transport_job_done(d->job, "none", conn_failed);
@@ -322,10 +333,10 @@ static void cache_close(void *conn, enum conncache_why why, void *arg)
 
 	(void)arg;
 	log_debug("%s: closing cached connection (%s, used %u times)", smtp_session_relay(s),
-		  why == CONNCACHE_EXPIRED   ? "idle time limit"
-		  : why == CONNCACHE_EVICTED ? "cache full"
+		  why == CONNCACHE_EXPIRED    ? "idle time limit"
+		  : why == CONNCACHE_EVICTED  ? "cache full"
 		  : why == CONNCACHE_DISABLED ? "reuse disabled"
-					     : "exit",
+					      : "exit",
 		  smtp_session_uses(s));
 	smtp_session_quit(&s);
 }
@@ -356,14 +367,12 @@ static void finish(struct delivery *d)
 	const Zfarm__DeliveryRequest *rq = d->rq;
 	struct smtp_session *s = d->s;
 	uint64_t now = clock_mono_ms();
-	double delay = (double)(clock_now() - d->arrival);
+	double delay = delay_of(d);
 	size_t sent = 0, deferred = 0, bounced = 0;
 	unsigned uses = smtp_session_uses(s);
 	char relay[600];
 
 	snprintf(relay, sizeof(relay), "%s", smtp_session_relay(s));
-	if (delay < 0)
-		delay = 0;
 	for (size_t i = 0; i < d->msg.nrcpt; i++) {
 		struct smtp_rcpt *r = &d->rcpt[i];
 
@@ -558,7 +567,9 @@ static void on_dns(void *arg, const struct dns_answer *answer)
 		bool perm = answer->status == DNS_PERMFAIL;
 
 		fail_all(d, perm ? ZFARM__STATUS__PERMFAIL : ZFARM__STATUS__TEMPFAIL, 0,
-			 answer->enhanced[0] ? answer->enhanced : perm ? "5.4.4" : "4.4.3",
+			 answer->enhanced[0] ? answer->enhanced
+			 : perm		     ? "5.4.4"
+					     : "4.4.3",
 			 answer->reason, !perm);
 		return;
 	}
@@ -593,7 +604,8 @@ static void resolve(struct delivery *d)
 	d->q = d->nh.mx ? dns_lookup_mx(ag.dns, d->nh.host, on_dns, d)
 			: dns_lookup_host(ag.dns, d->nh.host, on_dns, d);
 	if (!d->q)
-		fail_all(d, ZFARM__STATUS__TEMPFAIL, 0, "4.3.0", "cannot start a DNS lookup", false);
+		fail_all(d, ZFARM__STATUS__TEMPFAIL, 0, "4.3.0", "cannot start a DNS lookup",
+			 false);
 }
 
 /* ---- requests ---- */
@@ -628,7 +640,7 @@ static void smtp_deliver(struct transport_job *job, const Zfarm__DeliveryRequest
 		ag.deliveries->prev = d;
 	ag.deliveries = d;
 	transport_job_set_data(job, d);
-	d->arrival = rq->ref->arrival;
+	d->arrival_us = (uint64_t)(rq->ref->arrival > 0 ? rq->ref->arrival : 0) * 1000000;
 
 	if (rq->n_recipients == 0) {
 		transport_job_set_data(job, NULL);
@@ -641,14 +653,15 @@ static void smtp_deliver(struct transport_job *job, const Zfarm__DeliveryRequest
 		bool gone = errnum == ENOENT || errnum == EBADMSG;
 
 		snprintf(why, sizeof(why), "%s: %s",
-			 errnum == ENOENT ? "message is gone" : "cannot read the queued message", err);
+			 errnum == ENOENT ? "message is gone" : "cannot read the queued message",
+			 err);
 		fail_all(d, gone ? ZFARM__STATUS__PERMFAIL : ZFARM__STATUS__TEMPFAIL, 0,
 			 gone ? "5.3.0" : "4.3.0", why, false);
 		return;
 	}
 	env = qstore_envelope(d->rd);
-	if (!d->arrival)
-		d->arrival = (int64_t)(env->arrival_us / 1000000);
+	if (env->arrival_us)
+		d->arrival_us = (uint64_t)env->arrival_us; /* finer than ref.arrival */
 	d->msg.sender = rq->sender ? rq->sender : env->sender ? env->sender : "";
 	d->msg.envid = rq->envid && rq->envid[0] ? rq->envid : env->envid;
 	d->msg.ret = rq->ret && rq->ret[0] ? rq->ret : env->ret;

@@ -261,6 +261,19 @@ int smtp_xtext_append(struct strbuf *sb, const char *s)
 	return 0;
 }
 
+bool smtp_address_ok(const char *s)
+{
+	size_t n = 0;
+
+	for (; s && s[n]; n++) {
+		unsigned char c = (unsigned char)s[n];
+
+		if (c < 0x20 || c == 0x7f || c == '<' || c == '>')
+			return false;
+	}
+	return n <= SMTP_ADDRESS_MAX;
+}
+
 bool smtp_needs_utf8(const char *s)
 {
 	for (; s && *s; s++)
@@ -281,8 +294,10 @@ int smtp_build_mail(struct strbuf *sb, const struct smtp_caps *caps, const struc
 	if (utf8 && strbuf_append_str(sb, " SMTPUTF8") < 0)
 		return -1;
 	if (caps->dsn) {
-		if (m->ret && (strcasecmp(m->ret, "FULL") == 0 || strcasecmp(m->ret, "HDRS") == 0) &&
-		    strbuf_printf(sb, " RET=%s", strcasecmp(m->ret, "FULL") == 0 ? "FULL" : "HDRS") < 0)
+		if (m->ret &&
+		    (strcasecmp(m->ret, "FULL") == 0 || strcasecmp(m->ret, "HDRS") == 0) &&
+		    strbuf_printf(sb, " RET=%s",
+				  strcasecmp(m->ret, "FULL") == 0 ? "FULL" : "HDRS") < 0)
 			return -1;
 		if (m->envid && m->envid[0] &&
 		    (strbuf_append_str(sb, " ENVID=") < 0 || smtp_xtext_append(sb, m->envid) < 0))
@@ -299,7 +314,8 @@ int smtp_build_rcpt(struct strbuf *sb, const struct smtp_caps *caps, const struc
 		if (r->notify & SMTP_NOTIFY_NEVER) {
 			if (strbuf_append_str(sb, " NOTIFY=NEVER") < 0)
 				return -1;
-		} else if (r->notify & (SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE | SMTP_NOTIFY_DELAY)) {
+		} else if (r->notify &
+			   (SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE | SMTP_NOTIFY_DELAY)) {
 			const char *sep = " NOTIFY=";
 
 			if ((r->notify & SMTP_NOTIFY_SUCCESS) &&
@@ -312,7 +328,8 @@ int smtp_build_rcpt(struct strbuf *sb, const struct smtp_caps *caps, const struc
 				return -1;
 			if (r->notify & SMTP_NOTIFY_FAILURE)
 				sep = ",";
-			if ((r->notify & SMTP_NOTIFY_DELAY) && strbuf_printf(sb, "%sDELAY", sep) < 0)
+			if ((r->notify & SMTP_NOTIFY_DELAY) &&
+			    strbuf_printf(sb, "%sDELAY", sep) < 0)
 				return -1;
 		}
 		if (r->orcpt && r->orcpt[0]) {
@@ -568,7 +585,7 @@ static int send_cmd(struct smtp_session *s, enum cmd c, size_t idx, const char *
 /* ---- results ---- */
 
 static void err_set(struct smtp_error *e, unsigned code, const char *enhanced, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static void err_set(struct smtp_error *e, unsigned code, const char *enhanced, const char *fmt, ...)
 {
@@ -921,7 +938,10 @@ static void hello_send(struct smtp_session *s, enum cmd c)
 	char line[600];
 
 	snprintf(line, sizeof(line), "%s %s\r\n",
-		 c == C_LHLO ? "LHLO" : c == C_EHLO ? "EHLO" : "HELO", s->helo_name);
+		 c == C_LHLO   ? "LHLO"
+		 : c == C_EHLO ? "EHLO"
+			       : "HELO",
+		 s->helo_name);
 	s->state = c == C_HELO ? S_HELO : S_HELLO;
 	if (send_cmd(s, c, 0, line) < 0) {
 		fail_lost(s, "cannot write");
@@ -1254,9 +1274,17 @@ int smtp_session_start(struct smtp_session *s, struct smtp_msg *m, smtp_session_
 	}
 
 	/* refusals decided here, without sending anything */
+	for (size_t i = 0; i < m->nrcpt; i++)
+		if (!smtp_address_ok(m->sender))
+			rcpt_set(&m->rcpt[i], SMTP_PERMFAIL, 0, "5.1.7",
+				 "bad sender address syntax");
+		else if (!smtp_address_ok(m->rcpt[i].address) || !m->rcpt[i].address[0])
+			rcpt_set(&m->rcpt[i], SMTP_PERMFAIL, 0, "5.1.3",
+				 "bad recipient address syntax");
 	if (s->caps.size && s->caps.size_limit && m->size > s->caps.size_limit) {
-		snprintf(text, sizeof(text), "message size %" PRIu64 " exceeds size limit %" PRIu64
-			 " of server %s", m->size, s->caps.size_limit, s->name);
+		snprintf(text, sizeof(text),
+			 "message size %" PRIu64 " exceeds size limit %" PRIu64 " of server %s",
+			 m->size, s->caps.size_limit, s->name);
 		for (size_t i = 0; i < m->nrcpt; i++)
 			rcpt_set(&m->rcpt[i], SMTP_PERMFAIL, 0, "5.3.4", text);
 	}
@@ -1323,7 +1351,8 @@ void smtp_session_idle(struct smtp_session *s, smtp_session_cb cb, void *arg)
 	bufferevent_enable(s->bev, EV_READ);
 	/* bytes may be waiting already (a 421 sent right after the reply) */
 	if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
-		bufferevent_trigger(s->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+		bufferevent_trigger(s->bev, EV_READ,
+				    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 bool smtp_session_reusable(const struct smtp_session *s)

@@ -79,9 +79,9 @@ struct smtp_session;
 /* ---- replies ---- */
 
 struct smtp_reply {
-	unsigned code;	  /* 0 until the first line */
+	unsigned code; /* 0 until the first line */
 	unsigned nlines;
-	bool done;	  /* the last line ("ddd " or "ddd") was fed */
+	bool done;	    /* the last line ("ddd " or "ddd") was fed */
 	struct strbuf text; /* each line's text after "ddd-"/"ddd ", joined by '\n' */
 };
 
@@ -96,8 +96,7 @@ void smtp_reply_release(struct smtp_reply *r);
  * line's, more than SMTP_REPLY_MAX_LINES lines or SMTP_REPLY_MAX_BYTES
  * bytes, a NUL byte, a line fed to a complete reply.
  */
-int smtp_reply_feed(struct smtp_reply *r, const char *line, size_t len, char *err,
-		    size_t errlen);
+int smtp_reply_feed(struct smtp_reply *r, const char *line, size_t len, char *err, size_t errlen);
 
 /*
  * smtp_reply_enhanced - the RFC 2034 enhanced status code at the start of
@@ -155,16 +154,25 @@ struct smtp_rcpt {
 
 /* One message to one set of recipients. */
 struct smtp_msg {
-	const char *sender; /* "" null sender */
-	const char *envid;  /* "" / NULL none */
-	const char *ret;    /* "FULL", "HDRS", "" / NULL */
-	uint64_t size;	    /* content bytes (SIZE=) */
-	bool eightbit;	    /* envelope BODY=8BITMIME (or BINARYMIME) */
-	bool smtputf8;	    /* envelope SMTPUTF8 */
+	const char *sender;	       /* "" null sender */
+	const char *envid;	       /* "" / NULL none */
+	const char *ret;	       /* "FULL", "HDRS", "" / NULL */
+	uint64_t size;		       /* content bytes (SIZE=) */
+	bool eightbit;		       /* envelope BODY=8BITMIME (or BINARYMIME) */
+	bool smtputf8;		       /* envelope SMTPUTF8 */
 	struct qstore_reader *content; /* read from its current position */
 	size_t nrcpt;
 	struct smtp_rcpt *rcpt;
 };
+
+/*
+ * smtp_address_ok - s can go between "<" and ">" of MAIL/RCPT: no control
+ * characters (no command injection through CR LF), no angle brackets, at
+ * most SMTP_ADDRESS_MAX bytes.  The engine refuses others (5.1.7 sender,
+ * 5.1.3 recipient) without sending them.
+ */
+#define SMTP_ADDRESS_MAX 998
+bool smtp_address_ok(const char *s);
 
 /* smtp_needs_utf8 - s has a byte >= 0x80. */
 bool smtp_needs_utf8(const char *s);
@@ -187,8 +195,8 @@ struct smtp_client_config {
 	const char *helo_name; /* EHLO/HELO/LHLO argument */
 	size_t line_limit;     /* longest reply line taken (2048) */
 	/* timeouts in milliseconds; 0 is taken as 1 */
-	unsigned connect_ms, helo_ms, mail_ms, rcpt_ms, data_init_ms, data_xfer_ms,
-	    data_done_ms, rset_ms, quit_ms;
+	unsigned connect_ms, helo_ms, mail_ms, rcpt_ms, data_init_ms, data_xfer_ms, data_done_ms,
+	    rset_ms, quit_ms;
 };
 
 /* Where a session goes. */
@@ -201,19 +209,19 @@ struct smtp_peer {
 };
 
 enum smtp_event {
-	SMTP_EV_READY,	      /* greeting and EHLO/HELO/LHLO done: start a transaction */
-	SMTP_EV_FAILED,	      /* no session (connect, greeting, EHLO): see smtp_session_error */
-	SMTP_EV_TXN_DONE,     /* every recipient has its result */
-	SMTP_EV_TXN_LOST,     /* reused connection dead before the first reply: no results */
-	SMTP_EV_IDLE_CLOSED,  /* the server closed (or spoke on) an idle connection */
+	SMTP_EV_READY,	     /* greeting and EHLO/HELO/LHLO done: start a transaction */
+	SMTP_EV_FAILED,	     /* no session (connect, greeting, EHLO): see smtp_session_error */
+	SMTP_EV_TXN_DONE,    /* every recipient has its result */
+	SMTP_EV_TXN_LOST,    /* reused connection dead before the first reply: no results */
+	SMTP_EV_IDLE_CLOSED, /* the server closed (or spoke on) an idle connection */
 };
 
 typedef void (*smtp_session_cb)(void *arg, struct smtp_session *s, enum smtp_event ev);
 
 /* What went wrong with a session (SMTP_EV_FAILED, or a failed transaction). */
 struct smtp_error {
-	unsigned code;	       /* the server's reply code, 0 if none */
-	bool perm;	       /* a 5xx reply */
+	unsigned code; /* the server's reply code, 0 if none */
+	bool perm;     /* a 5xx reply */
 	char enhanced[SMTP_ENHANCED_MAX];
 	char text[SMTP_TEXT_MAX + 1];
 };

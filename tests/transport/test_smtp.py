@@ -534,6 +534,21 @@ class T02Hostile(unittest.TestCase):
         finally:
             good.close()
 
+    def test_no_command_injection(self):
+        peer = Peer()
+        try:
+            rep = deliver(nh(peer), ["ok@remote.test", "evil@x>\r\nRCPT TO:<victim@y",
+                                     "bare\nlf@x"])
+            self.assertEqual(statuses(rep), [(OK, "2.0.0"), (PERMFAIL, "5.1.3"),
+                                             (PERMFAIL, "5.1.3")])
+            rep = deliver(nh(peer), ["ok@remote.test"], sender="s@x>\r\nRSET")
+            self.assertEqual(statuses(rep), [(PERMFAIL, "5.1.7")])
+        finally:
+            peer.close()
+        self.assertEqual([c for c in peer.commands if c.startswith("RCPT")],
+                         ["RCPT TO:<ok@remote.test>"])
+        self.assertEqual(len(peer.transactions), 1)
+
     def test_connect_refused(self):
         port = H.free_port()
         rep = deliver("[127.0.0.1]:%d" % port, ["ok@remote.test"])

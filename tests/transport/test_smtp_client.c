@@ -239,10 +239,17 @@ static void test_xtext(void **state)
 
 static void test_build_mail(void **state)
 {
-	struct smtp_caps none = {0}, all = {.esmtp = true, .pipelining = true, .size = true,
-					   .eightbitmime = true, .smtputf8 = true, .dsn = true};
-	struct smtp_msg m = {.sender = "s@example.org", .envid = "env 42+x", .ret = "hdrs",
-			     .size = 1234, .eightbit = true};
+	struct smtp_caps none = {0}, all = {.esmtp = true,
+					    .pipelining = true,
+					    .size = true,
+					    .eightbitmime = true,
+					    .smtputf8 = true,
+					    .dsn = true};
+	struct smtp_msg m = {.sender = "s@example.org",
+			     .envid = "env 42+x",
+			     .ret = "hdrs",
+			     .size = 1234,
+			     .eightbit = true};
 	static const struct {
 		bool all, utf8;
 		const char *sender, *want;
@@ -262,8 +269,8 @@ static void test_build_mail(void **state)
 
 		strbuf_init(&sb, 0);
 		m.sender = cases[i].sender;
-		assert_int_equal(smtp_build_mail(&sb, cases[i].all ? &all : &none, &m, cases[i].utf8),
-				 0);
+		assert_int_equal(
+		    smtp_build_mail(&sb, cases[i].all ? &all : &none, &m, cases[i].utf8), 0);
 		if (strcmp(strbuf_cstr(&sb), cases[i].want) != 0)
 			fail_msg("case %zu: got %s, want %s", i, strbuf_cstr(&sb), cases[i].want);
 		strbuf_release(&sb);
@@ -297,14 +304,17 @@ static void test_build_rcpt(void **state)
 	    {true, "u@x", "", NULL, 2 | 4 | 8, "RCPT TO:<u@x> NOTIFY=SUCCESS,FAILURE,DELAY\r\n"},
 	    {true, "u@x", NULL, NULL, 4 | 8, "RCPT TO:<u@x> NOTIFY=FAILURE,DELAY\r\n"},
 	    {true, "u@x", NULL, NULL, 8, "RCPT TO:<u@x> NOTIFY=DELAY\r\n"},
-	    {true, "u@x", "o=x@y", NULL, 2, "RCPT TO:<u@x> NOTIFY=SUCCESS ORCPT=rfc822;o+3Dx@y\r\n"},
+	    {true, "u@x", "o=x@y", NULL, 2,
+	     "RCPT TO:<u@x> NOTIFY=SUCCESS ORCPT=rfc822;o+3Dx@y\r\n"},
 	};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct strbuf sb;
-		struct smtp_rcpt r = {.address = cases[i].addr, .orcpt = cases[i].orcpt,
-				      .orig_address = cases[i].orig, .notify = cases[i].notify};
+		struct smtp_rcpt r = {.address = cases[i].addr,
+				      .orcpt = cases[i].orcpt,
+				      .orig_address = cases[i].orig,
+				      .notify = cases[i].notify};
 
 		strbuf_init(&sb, 0);
 		assert_int_equal(smtp_build_rcpt(&sb, cases[i].dsn ? &dsn : &none, &r), 0);
@@ -312,6 +322,11 @@ static void test_build_rcpt(void **state)
 			fail_msg("case %zu: got %s, want %s", i, strbuf_cstr(&sb), cases[i].want);
 		strbuf_release(&sb);
 	}
+	assert_true(smtp_address_ok("u@x"));
+	assert_true(smtp_address_ok(""));
+	assert_false(smtp_address_ok("u@x>\r\nRSET"));
+	assert_false(smtp_address_ok("a<b@x"));
+	assert_false(smtp_address_ok("tab\t@x"));
 	assert_true(smtp_needs_utf8("j\xc3\xb6rg@x"));
 	assert_false(smtp_needs_utf8("plain@x"));
 	assert_false(smtp_needs_utf8(NULL));
@@ -400,9 +415,9 @@ static void test_conncache_expiry(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_reply_parse),	    cmocka_unit_test(test_reply_limits),
-	    cmocka_unit_test(test_caps),	    cmocka_unit_test(test_xtext),
-	    cmocka_unit_test(test_build_mail),	    cmocka_unit_test(test_build_rcpt),
+	    cmocka_unit_test(test_reply_parse),	   cmocka_unit_test(test_reply_limits),
+	    cmocka_unit_test(test_caps),	   cmocka_unit_test(test_xtext),
+	    cmocka_unit_test(test_build_mail),	   cmocka_unit_test(test_build_rcpt),
 	    cmocka_unit_test(test_conncache_keys), cmocka_unit_test(test_conncache_expiry),
 	};
 
