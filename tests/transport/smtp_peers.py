@@ -1,0 +1,444 @@
+"""smtp_peers - scriptable SMTP and LMTP servers for the smtp/lmtp transport tests.
+
+Python 3 standard library only (threads and blocking sockets).  One Peer
+listens on 127.0.0.1 (a free port) or on a unix socket, serves each
+connection in a thread and keeps what it saw:
+
+  Peer(path=None, host="127.0.0.1", port=0, **opts)
+                          start; .port / .path; .close()
+  .connections            connections accepted
+  .transactions           list of Txn (mail line, rcpt lines, accepted rcpts,
+                          raw DATA bytes as received, unstuffed body)
+  .quits                  QUIT commands received
+  .commands               every command line, in order (all connections)
+  .wait(pred, timeout)    poll with a deadline (no sleeps as synchronisation)
+  .drop_idle()            close every open connection from the server's side
+
+Options (keyword arguments):
+  esmtp=True       False: EHLO is answered 502 (HELO only)
+  ehlo_reply=None  a reply to send to EHLO instead of the capabilities (e.g. "421 ...")
+  pipelining, eightbitmime, smtputf8, dsn: announce these (defaults True, True, True, False)
+  size=None        announce SIZE n
+  lmtp=False       LMTP: LHLO, one end-of-data reply per accepted recipient
+  greeting         the greeting line(s) (default "220 peer.test ESMTP")
+  data_reply       reply to the end of data (default "250 2.0.0 Ok: queued as Q<n>")
+  hostile          None or one of:
+      "endless"      an endless multi-line reply to EHLO (until the client goes)
+      "longline"     a 64 KB greeting line
+      "garbage"      a greeting that is not a reply
+      "silent"       accept, never say anything
+      "greet421"     "421 4.3.2 busy" greeting, then close
+      "greet554"     "554 5.7.1 go away" greeting
+      "mail_eof"     close instead of answering MAIL
+      "mail_partial" answer MAIL with "250-partial" then close (EOF inside a reply)
+      "rcpt_silent"  never answer RCPT
+      "data_silent"  never answer the end of data
+      "flood"        answer MAIL with an endless stream of bytes without line end
+  mail_421_after=N answer the MAIL of a connection's (N+1)th transaction with
+                   421 and close (a server that timed the idle connection out)
+
+Recipients are answered by their local part:
+  temp*@  451 4.2.0 <addr>: mailbox busy (RCPT)
+  perm*@  550 5.1.1 <addr>: user unknown (RCPT)
+  late*@  LMTP only: 452 4.2.2 mailbox full after DATA (others 250)
+  ml*@    a multi-line 550 5.7.1 reply to RCPT
+anything else 250 2.1.5 Ok.
+"""
+
+import os
+import socket
+import threading
+import time
+
+
+class Txn:
+    def __init__(self, mail):
+        self.mail = mail
+        self.rcpts = []      # RCPT command lines
+        self.accepted = []   # addresses accepted
+        self.data = b""      # raw DATA bytes as received, up to the "." line
+        self.body = b""      # dot-unstuffed
+        self.conn = 0        # connection number (1-based)
+
+    def __repr__(self):
+        return "Txn(%r, %r, %d bytes)" % (self.mail, self.rcpts, len(self.body))
+
+
+def _addr(line):
+    s = line.find("<")
+    e = line.find(">", s + 1)
+    return line[s + 1:e] if s >= 0 and e > s else ""
+
+
+class Peer:
+    def __init__(self, path=None, host="127.0.0.1", port=0, **opts):
+        self.opts = dict(esmtp=True, ehlo_reply=None, pipelining=True, eightbitmime=True,
+                         smtputf8=True, dsn=False, size=None, lmtp=False,
+                         greeting="220 peer.test ESMTP", data_reply=None, hostile=None,
+                         mail_421_after=None)
+        unknown = set(opts) - set(self.opts)
+        if unknown:
+            raise TypeError("unknown options %s" % sorted(unknown))
+        self.opts.update(opts)
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.quits = 0
+        self.transactions = []
+        self.commands = []
+        self.open = []
+        self.closed = False
+        self.path = path
+        if path:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if os.path.exists(path):
+                os.unlink(path)
+            self.sock.bind(path)
+            self.port = None
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((host, port))
+            self.port = self.sock.getsockname()[1]
+        self.sock.listen(64)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    # -- control --
+
+    def close(self):
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.drop_idle()
+
+    def drop_idle(self):
+        with self.lock:
+            conns, self.open = self.open, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def wait(self, pred, timeout=10.0, what="condition"):
+        deadline = time.monotonic() + timeout
+        while True:
+            v = pred()
+            if v:
+                return v
+            if time.monotonic() > deadline:
+                raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what))
+            time.sleep(0.01)
+
+    def delivered(self):
+        with self.lock:
+            return [t for t in self.transactions if t.body or t.data]
+
+    # -- serving --
+
+    def _serve(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                n = self.connections
+                self.open.append(c)
+            threading.Thread(target=self._conn, args=(c, n), daemon=True).start()
+
+    def _conn(self, c, n):
+        try:
+            self._session(c, n)
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self.lock:
+                if c in self.open:
+                    self.open.remove(c)
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def _session(self, c, n):
+        o = self.opts
+        h = o["hostile"]
+        c.settimeout(120)
+        f = c.makefile("rb")
+
+        def send(text):
+            c.sendall(text.encode("utf-8") if isinstance(text, str) else text)
+
+        def line():
+            data = f.readline(1 << 20)
+            if not data:
+                return None
+            return data.rstrip(b"\r\n").decode("utf-8", "replace")
+
+        if h == "silent":
+            while f.read(1):
+                pass
+            return
+        if h == "longline":
+            send("220 " + "x" * 65536 + "\r\n")
+        elif h == "garbage":
+            send("hello there, I am not SMTP\r\n")
+        elif h == "greet421":
+            send("421 4.3.2 busy, try later\r\n")
+            return
+        elif h == "greet554":
+            send("554 5.7.1 go away\r\n")
+        else:
+            send(o["greeting"] + "\r\n")
+        txn = None
+        ntxn = 0
+        while True:
+            cmd = line()
+            if cmd is None:
+                return
+            with self.lock:
+                self.commands.append(cmd)
+            verb = cmd.split(" ", 1)[0].upper()
+            if verb in ("EHLO", "LHLO"):
+                if h == "endless":
+                    while True:
+                        send("250-endless\r\n" * 64)
+                if o["ehlo_reply"]:
+                    send(o["ehlo_reply"] + "\r\n")
+                    continue
+                if not o["esmtp"] or (verb == "LHLO") != bool(o["lmtp"]):
+                    send("502 5.5.2 Error: command not recognized\r\n")
+                    continue
+                caps = ["peer.test"]
+                if o["pipelining"]:
+                    caps.append("PIPELINING")
+                if o["size"] is not None:
+                    caps.append("SIZE %d" % o["size"])
+                if o["eightbitmime"]:
+                    caps.append("8BITMIME")
+                if o["smtputf8"]:
+                    caps.append("SMTPUTF8")
+                if o["dsn"]:
+                    caps.append("DSN")
+                caps.append("ENHANCEDSTATUSCODES")
+                send("".join("250-%s\r\n" % x for x in caps[:-1]) + "250 %s\r\n" % caps[-1])
+            elif verb == "HELO":
+                send("250 peer.test\r\n")
+            elif verb == "MAIL":
+                if h == "mail_eof":
+                    return
+                if h == "mail_partial":
+                    send("250-partial\r\n")
+                    return
+                if h == "flood":
+                    while True:
+                        send(b"x" * 65536)
+                if txn is not None:
+                    send("503 5.5.1 Error: nested MAIL command\r\n")
+                    continue
+                if o["mail_421_after"] is not None and ntxn >= o["mail_421_after"]:
+                    send("421 4.4.2 peer.test Error: timeout exceeded\r\n")
+                    return
+                ntxn += 1
+                txn = Txn(cmd)
+                txn.conn = n
+                with self.lock:
+                    self.transactions.append(txn)
+                send("250 2.1.0 Ok\r\n")
+            elif verb == "RCPT":
+                if txn is None:
+                    send("503 5.5.1 Error: need MAIL command\r\n")
+                    continue
+                if h == "rcpt_silent":
+                    while f.read(1):
+                        pass
+                    return
+                txn.rcpts.append(cmd)
+                a = _addr(cmd)
+                local = a.split("@")[0].lower()
+                if local.startswith("temp"):
+                    send("451 4.2.0 <%s>: mailbox busy\r\n" % a)
+                elif local.startswith("perm"):
+                    send("550 5.1.1 <%s>: user unknown\r\n" % a)
+                elif local.startswith("ml"):
+                    send("550-5.7.1 <%s>: first line\r\n550-5.7.1 second line\r\n"
+                         "550 5.7.1 third line\r\n" % a)
+                else:
+                    txn.accepted.append(a)
+                    send("250 2.1.5 Ok\r\n")
+            elif verb == "DATA":
+                if txn is None or not txn.accepted:
+                    send("554 5.5.1 Error: no valid recipients\r\n")
+                    continue
+                send("354 End data with <CR><LF>.<CR><LF>\r\n")
+                raw = []
+                while True:
+                    d = f.readline(1 << 20)
+                    if not d:
+                        return
+                    if d == b".\r\n":
+                        break
+                    raw.append(d)
+                txn.data = b"".join(raw)
+                txn.body = b"".join(x[1:] if x.startswith(b".") else x for x in raw)
+                if h == "data_silent":
+                    while f.read(1):
+                        pass
+                    return
+                with self.lock:
+                    qn = len(self.transactions)
+                if o["lmtp"]:
+                    out = ""
+                    for a in txn.accepted:
+                        if a.split("@")[0].lower().startswith("late"):
+                            out += "452 4.2.2 <%s>: mailbox full\r\n" % a
+                        else:
+                            out += "250 2.0.0 <%s> Ok: delivered as L%d\r\n" % (a, qn)
+                    send(out)
+                else:
+                    send((o["data_reply"] or "250 2.0.0 Ok: queued as Q%d" % qn) + "\r\n")
+                txn = None
+            elif verb == "RSET":
+                txn = None
+                send("250 2.0.0 Ok\r\n")
+            elif verb == "NOOP":
+                send("250 2.0.0 Ok\r\n")
+            elif verb == "QUIT":
+                with self.lock:
+                    self.quits += 1
+                send("221 2.0.0 Bye\r\n")
+                return
+            else:
+                send("502 5.5.2 Error: command not recognized\r\n")
+
+
+# ---- the scheduler's side (shared by test_smtp.py, test_lmtp.py and the bench) ----
+
+OK, TEMPFAIL, PERMFAIL = 1, 2, 3
+NOTIFY_NEVER, NOTIFY_SUCCESS, NOTIFY_FAILURE, NOTIFY_DELAY = 1, 2, 4, 8
+
+
+def recipient(P, index, address, orcpt="", notify=0, orig=""):
+    m = P.pb_varint(1, index) + P.pb_bytes(2, address)
+    if orcpt:
+        m += P.pb_bytes(3, orcpt)
+    if notify:
+        m += P.pb_varint(4, notify)
+    if orig:
+        m += P.pb_bytes(6, orig)
+    return m
+
+
+def request(P, qid, nexthop, rcpts, sender="s@example.test", channel="smtp", size=0,
+            envid="", ret=""):
+    """A DeliveryRequest; rcpts: addresses or recipient() messages."""
+    ref = P.queue_ref(qid)
+    if size:
+        ref += P.pb_varint(3, size)
+    m = P.pb_bytes(1, ref) + P.pb_bytes(2, channel) + P.pb_bytes(3, nexthop) + P.pb_bytes(4, sender)
+    for i, r in enumerate(rcpts):
+        m += P.pb_bytes(5, recipient(P, i, r) if isinstance(r, str) else r)
+    if envid:
+        m += P.pb_bytes(6, envid)
+    if ret:
+        m += P.pb_bytes(7, ret)
+    return m
+
+
+class Sched:
+    """One connection to a transport farm's socket, as the scheduler keeps it."""
+
+    def __init__(self, P, path, timeout=30.0):
+        self.P = P
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+        self.next_id = 1
+
+    def send(self, rq):
+        rid = self.next_id
+        self.next_id += 1
+        self.sock.sendall(self.P.frame(rid, self.P.DELIVERY, rq))
+        return rid
+
+    def read(self):
+        """The next frame as a field dict, or None at EOF."""
+        while True:
+            frames, _ = self.P.read_frames(self.buf)
+            if frames:
+                n = int.from_bytes(self.buf[:4], "big")
+                self.buf = self.buf[4 + n:]
+                return frames[0]
+            try:
+                d = self.sock.recv(65536)
+            except ConnectionResetError:
+                d = b""
+            if not d:
+                return None
+            self.buf += d
+
+    def deliver(self, rq):
+        """Send rq, read the reply: {"results": [...], "relay": str, "conn_failed": bool}."""
+        rid = self.send(rq)
+        f = self.read()
+        if f is None:
+            raise AssertionError("the transport closed the connection without a reply")
+        P = self.P
+        if P.DELIVERY_REPLY not in f:
+            raise AssertionError("got frame fields %r" % sorted(f))
+        if f.get(2, [0])[0] != rid:
+            raise AssertionError("reply for request %r, want %d" % (f.get(2), rid))
+        rep = P.fields(f[P.DELIVERY_REPLY][0])
+        results = []
+        for r in rep.get(1, []):
+            r = P.fields(r)
+            results.append({"index": r.get(1, [0])[0], "status": r.get(2, [0])[0],
+                            "code": r.get(3, [0])[0],
+                            "enhanced": r.get(4, [b""])[0].decode(),
+                            "text": r.get(5, [b""])[0].decode("utf-8", "replace"),
+                            "dsn_passed": bool(r.get(6, [0])[0])})
+        results.sort(key=lambda x: x["index"])
+        return {"results": results, "relay": rep.get(2, [b""])[0].decode(),
+                "conn_failed": bool(rep.get(3, [0])[0])}
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def rss_kb(pid):
+    """VmRSS of pid in KB (0 if gone)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def pids_of(program, pids):
+    """Those of pids running program (argv[0])."""
+    out = []
+    for pid in pids:
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                if f.read().split(b"\0")[0] == program.encode():
+                    out.append(pid)
+        except OSError:
+            pass
+    return out

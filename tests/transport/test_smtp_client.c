@@ -1,0 +1,425 @@
+/*
+ * Tests for transport/smtp_client.c (the pure parts: reply parser,
+ * enhanced codes, one-line format, EHLO capabilities, xtext, MAIL/RCPT
+ * building) and transport/conncache.c (keys, eviction, expiry on a real
+ * event base, driven with a deadline).  The session engine is driven
+ * against scripted servers by tests/transport/test_smtp.py.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "common/clock.h"
+#include "common/strbuf.h"
+#include "transport/conncache.h"
+#include "transport/smtp_client.h"
+
+/* feed - every line of text ("\n"-separated) into r; the last feed's result */
+static int feed(struct smtp_reply *r, const char *text, char *err, size_t errlen)
+{
+	const char *line = text;
+	int got = 0;
+
+	while (line) {
+		const char *nl = strchr(line, '\n');
+		size_t n = nl ? (size_t)(nl - line) : strlen(line);
+
+		got = smtp_reply_feed(r, line, n, err, errlen);
+		if (got != 0)
+			return got;
+		line = nl ? nl + 1 : NULL;
+	}
+	return got;
+}
+
+static void test_reply_parse(void **state)
+{
+	static const struct {
+		const char *in;
+		int want;
+		unsigned code, nlines;
+		const char *text, *enhanced, *oneline;
+	} cases[] = {
+	    {"250 ok", 1, 250, 1, "ok", "2.0.0", "250 ok"},
+	    {"250", 1, 250, 1, "", "2.0.0", "250"},
+	    {"550 5.1.1 <x@y>: user unknown", 1, 550, 1, "5.1.1 <x@y>: user unknown", "5.1.1",
+	     "550 5.1.1 <x@y>: user unknown"},
+	    {"250-mx.example.org\n250-PIPELINING\n250 SIZE 1000", 1, 250, 3,
+	     "mx.example.org\nPIPELINING\nSIZE 1000", "2.0.0",
+	     "250 mx.example.org PIPELINING SIZE 1000"},
+	    {"550-5.7.1 first\n550-5.7.1 second\n550 5.7.1 third", 1, 550, 3, NULL, "5.7.1",
+	     "550 5.7.1 first second third"},
+	    /* class must match the code: 4.x.x in a 5xx is not an enhanced code */
+	    {"550 4.1.1 odd", 1, 550, 1, NULL, "5.0.0", "550 4.1.1 odd"},
+	    {"451 4.3.0 try later", 1, 451, 1, NULL, "4.3.0", NULL},
+	    {"452 4.5.3x not a code", 1, 452, 1, NULL, "4.0.0", NULL},
+	    {"250 2.0.0", 1, 250, 1, NULL, "2.0.0", "250 2.0.0"},
+	    {"250 2.1.10 long detail", 1, 250, 1, NULL, "2.1.10", NULL},
+	    {"421 4.4.2 bye\tnow\x7f", 1, 421, 1, NULL, "4.4.2", "421 4.4.2 bye?now?"},
+	    {"250-first", 0, 250, 1, NULL, NULL, NULL},
+	    /* malformed */
+	    {"hello", -1, 0, 0, NULL, NULL, NULL},
+	    {"25", -1, 0, 0, NULL, NULL, NULL},
+	    {"2500 x", -1, 0, 0, NULL, NULL, NULL},
+	    {"150 x", -1, 0, 0, NULL, NULL, NULL},
+	    {"650 x", -1, 0, 0, NULL, NULL, NULL},
+	    {"25a x", -1, 0, 0, NULL, NULL, NULL},
+	    {"250-a\n251 b", -1, 0, 0, NULL, NULL, NULL},
+	    {"250_x", -1, 0, 0, NULL, NULL, NULL},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct smtp_reply r;
+		char err[256] = "", enh[SMTP_ENHANCED_MAX], one[512];
+		int got;
+
+		smtp_reply_init(&r);
+		got = feed(&r, cases[i].in, err, sizeof(err));
+		if (got != cases[i].want)
+			fail_msg("case %zu %s: got %d, want %d (%s)", i, cases[i].in, got,
+				 cases[i].want, err);
+		if (got < 0) {
+			assert_true(err[0] != '\0');
+			smtp_reply_release(&r);
+			continue;
+		}
+		if (r.code != cases[i].code || r.nlines != cases[i].nlines)
+			fail_msg("case %zu: got code %u lines %u, want %u %u", i, r.code, r.nlines,
+				 cases[i].code, cases[i].nlines);
+		if (cases[i].text && strcmp(strbuf_cstr(&r.text), cases[i].text) != 0)
+			fail_msg("case %zu: got text '%s', want '%s'", i, strbuf_cstr(&r.text),
+				 cases[i].text);
+		if (cases[i].enhanced &&
+		    strcmp(smtp_reply_enhanced(&r, enh), cases[i].enhanced) != 0)
+			fail_msg("case %zu: got enhanced %s, want %s", i, enh, cases[i].enhanced);
+		if (cases[i].oneline &&
+		    strcmp(smtp_reply_format(&r, one, sizeof(one)), cases[i].oneline) != 0)
+			fail_msg("case %zu: got '%s', want '%s'", i, one, cases[i].oneline);
+		smtp_reply_release(&r);
+	}
+}
+
+static void test_reply_limits(void **state)
+{
+	struct smtp_reply r;
+	char err[256], line[64], one[32];
+	int got = 0;
+	unsigned n;
+
+	(void)state;
+	/* an endless continuation stops at SMTP_REPLY_MAX_LINES */
+	smtp_reply_init(&r);
+	for (n = 0; n < 10000; n++) {
+		got = smtp_reply_feed(&r, "250-more", 8, err, sizeof(err));
+		if (got != 0)
+			break;
+	}
+	assert_int_equal(got, -1);
+	assert_int_equal(n, SMTP_REPLY_MAX_LINES);
+	assert_non_null(strstr(err, "lines"));
+	smtp_reply_release(&r);
+
+	/* total bytes bounded even with few lines */
+	{
+		size_t len = 2000;
+		char *big = malloc(len);
+
+		memset(big, 'x', len);
+		memcpy(big, "550-", 4);
+		smtp_reply_init(&r);
+		for (n = 0; n < SMTP_REPLY_MAX_LINES; n++) {
+			got = smtp_reply_feed(&r, big, len, err, sizeof(err));
+			if (got != 0)
+				break;
+		}
+		assert_int_equal(got, -1);
+		assert_true((size_t)n * len <= SMTP_REPLY_MAX_BYTES + len);
+		assert_non_null(strstr(err, "bytes"));
+		smtp_reply_release(&r);
+		free(big);
+	}
+
+	/* NUL inside; a line after the end; reset makes it reusable */
+	smtp_reply_init(&r);
+	assert_int_equal(smtp_reply_feed(&r, "250 a\0b", 7, err, sizeof(err)), -1);
+	smtp_reply_reset(&r);
+	assert_int_equal(smtp_reply_feed(&r, "250 ok", 6, err, sizeof(err)), 1);
+	assert_int_equal(smtp_reply_feed(&r, "250 again", 9, err, sizeof(err)), -1);
+	smtp_reply_reset(&r);
+	snprintf(line, sizeof(line), "354 go ahead");
+	assert_int_equal(smtp_reply_feed(&r, line, strlen(line), err, sizeof(err)), 1);
+	assert_int_equal(r.code, 354);
+	/* format cuts at the buffer */
+	smtp_reply_format(&r, one, 8);
+	assert_string_equal(one, "354 go ");
+	smtp_reply_release(&r);
+}
+
+static void caps_of(const char *text, struct smtp_caps *caps)
+{
+	struct smtp_reply r;
+	char err[128];
+
+	smtp_reply_init(&r);
+	assert_int_equal(feed(&r, text, err, sizeof(err)), 1);
+	smtp_caps_parse(&r, caps);
+	smtp_reply_release(&r);
+}
+
+static void test_caps(void **state)
+{
+	struct smtp_caps c;
+
+	(void)state;
+	caps_of("250-mx.example.org Hello\n250-PIPELINING\n250-SIZE 10240000\n250-8BITMIME\n"
+		"250-SMTPUTF8\n250-DSN\n250-STARTTLS\n250 ENHANCEDSTATUSCODES",
+		&c);
+	assert_true(c.esmtp && c.pipelining && c.eightbitmime && c.smtputf8 && c.dsn &&
+		    c.starttls && c.size);
+	assert_int_equal(c.size_limit, 10240000);
+
+	/* the greeting line is not a keyword; case-insensitive; SIZE without a number */
+	caps_of("250-PIPELINING is my name\n250-size\n250 dsn", &c);
+	assert_false(c.pipelining);
+	assert_true(c.size && c.dsn);
+	assert_int_equal(c.size_limit, 0);
+
+	caps_of("250 mx.example.org", &c);
+	assert_true(c.esmtp);
+	assert_false(c.pipelining || c.size || c.dsn || c.smtputf8 || c.eightbitmime);
+
+	/* absurd SIZE: no limit rather than a wrapped one */
+	caps_of("250-x\n250 SIZE 999999999999999999999999", &c);
+	assert_true(c.size);
+	assert_int_equal(c.size_limit, 0);
+}
+
+static void test_xtext(void **state)
+{
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+	    {"user@example.org", "user@example.org"},
+	    {"a+b=c", "a+2Bb+3Dc"},
+	    {"with space", "with+20space"},
+	    {"tab\tcr\r", "tab+09cr+0D"},
+	    {"caf\xc3\xa9", "caf+C3+A9"},
+	    {"~!", "~!"},
+	    {"", ""},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct strbuf sb;
+
+		strbuf_init(&sb, 0);
+		assert_int_equal(smtp_xtext_append(&sb, cases[i].in), 0);
+		if (strcmp(strbuf_cstr(&sb), cases[i].want) != 0)
+			fail_msg("case %zu: got %s, want %s", i, strbuf_cstr(&sb), cases[i].want);
+		strbuf_release(&sb);
+	}
+	{
+		struct strbuf sb;
+
+		strbuf_init(&sb, 4);
+		assert_int_equal(smtp_xtext_append(&sb, "a b"), -1);
+		strbuf_release(&sb);
+	}
+}
+
+static void test_build_mail(void **state)
+{
+	struct smtp_caps none = {0}, all = {.esmtp = true,
+					    .pipelining = true,
+					    .size = true,
+					    .eightbitmime = true,
+					    .smtputf8 = true,
+					    .dsn = true};
+	struct smtp_msg m = {.sender = "s@example.org",
+			     .envid = "env 42+x",
+			     .ret = "hdrs",
+			     .size = 1234,
+			     .eightbit = true};
+	static const struct {
+		bool all, utf8;
+		const char *sender, *want;
+	} cases[] = {
+	    {false, false, "s@example.org", "MAIL FROM:<s@example.org>\r\n"},
+	    {false, false, "", "MAIL FROM:<>\r\n"},
+	    {true, false, "s@example.org",
+	     "MAIL FROM:<s@example.org> SIZE=1234 BODY=8BITMIME RET=HDRS ENVID=env+2042+2Bx\r\n"},
+	    {true, true, "s@example.org",
+	     "MAIL FROM:<s@example.org> SIZE=1234 BODY=8BITMIME SMTPUTF8 RET=HDRS "
+	     "ENVID=env+2042+2Bx\r\n"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct strbuf sb;
+
+		strbuf_init(&sb, 0);
+		m.sender = cases[i].sender;
+		assert_int_equal(
+		    smtp_build_mail(&sb, cases[i].all ? &all : &none, &m, cases[i].utf8), 0);
+		if (strcmp(strbuf_cstr(&sb), cases[i].want) != 0)
+			fail_msg("case %zu: got %s, want %s", i, strbuf_cstr(&sb), cases[i].want);
+		strbuf_release(&sb);
+	}
+	/* no RET/ENVID when absent or bogus */
+	{
+		struct strbuf sb;
+		struct smtp_msg m2 = {.sender = "a@b", .ret = "BOGUS", .envid = "", .size = 5};
+
+		strbuf_init(&sb, 0);
+		smtp_build_mail(&sb, &all, &m2, false);
+		assert_string_equal(strbuf_cstr(&sb), "MAIL FROM:<a@b> SIZE=5\r\n");
+		strbuf_release(&sb);
+	}
+}
+
+static void test_build_rcpt(void **state)
+{
+	struct smtp_caps none = {0}, dsn = {.esmtp = true, .dsn = true};
+	static const struct {
+		bool dsn;
+		const char *addr, *orcpt, *orig;
+		unsigned notify;
+		const char *want;
+	} cases[] = {
+	    {false, "u@x", "rfc822;u@x", NULL, 2, "RCPT TO:<u@x>\r\n"},
+	    {true, "u@x", NULL, NULL, 0, "RCPT TO:<u@x>\r\n"},
+	    {true, "u@x", NULL, "list@x", 0, "RCPT TO:<u@x> ORCPT=rfc822;list@x\r\n"},
+	    {true, "u@x", "rfc822;o+1@x", "list@x", 1,
+	     "RCPT TO:<u@x> NOTIFY=NEVER ORCPT=rfc822;o+2B1@x\r\n"},
+	    {true, "u@x", "", NULL, 2 | 4 | 8, "RCPT TO:<u@x> NOTIFY=SUCCESS,FAILURE,DELAY\r\n"},
+	    {true, "u@x", NULL, NULL, 4 | 8, "RCPT TO:<u@x> NOTIFY=FAILURE,DELAY\r\n"},
+	    {true, "u@x", NULL, NULL, 8, "RCPT TO:<u@x> NOTIFY=DELAY\r\n"},
+	    {true, "u@x", "o=x@y", NULL, 2,
+	     "RCPT TO:<u@x> NOTIFY=SUCCESS ORCPT=rfc822;o+3Dx@y\r\n"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct strbuf sb;
+		struct smtp_rcpt r = {.address = cases[i].addr,
+				      .orcpt = cases[i].orcpt,
+				      .orig_address = cases[i].orig,
+				      .notify = cases[i].notify};
+
+		strbuf_init(&sb, 0);
+		assert_int_equal(smtp_build_rcpt(&sb, cases[i].dsn ? &dsn : &none, &r), 0);
+		if (strcmp(strbuf_cstr(&sb), cases[i].want) != 0)
+			fail_msg("case %zu: got %s, want %s", i, strbuf_cstr(&sb), cases[i].want);
+		strbuf_release(&sb);
+	}
+	assert_true(smtp_address_ok("u@x"));
+	assert_true(smtp_address_ok(""));
+	assert_false(smtp_address_ok("u@x>\r\nRSET"));
+	assert_false(smtp_address_ok("a<b@x"));
+	assert_false(smtp_address_ok("tab\t@x"));
+	assert_true(smtp_needs_utf8("j\xc3\xb6rg@x"));
+	assert_false(smtp_needs_utf8("plain@x"));
+	assert_false(smtp_needs_utf8(NULL));
+}
+
+/* ---- conncache ---- */
+
+struct closed {
+	char log[256];
+	unsigned n;
+};
+
+static void on_close(void *conn, enum conncache_why why, void *arg)
+{
+	struct closed *c = arg;
+	size_t len = strlen(c->log);
+
+	snprintf(c->log + len, sizeof(c->log) - len, "%s:%d ", (const char *)conn, (int)why);
+	c->n++;
+}
+
+static void test_conncache_keys(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct closed c = {"", 0};
+	struct conncache *cc = conncache_new(base, 2, 60000, on_close, &c);
+	char a[] = "a", b[] = "b", d[] = "d";
+
+	(void)state;
+	conncache_put(cc, "smtp:x.org:25", "smtp:1.1.1.1:25", a);
+	conncache_put(cc, "smtp:y.org:25", "smtp:1.1.1.1:25", b);
+	assert_int_equal(conncache_count(cc), 2);
+	/* by address: the newest */
+	assert_ptr_equal(conncache_take_addr(cc, "smtp:1.1.1.1:25"), b);
+	assert_null(conncache_take_dest(cc, "smtp:y.org:25"));
+	assert_ptr_equal(conncache_take_dest(cc, "smtp:x.org:25"), a);
+	assert_int_equal(conncache_count(cc), 0);
+	assert_int_equal(c.n, 0);
+
+	/* full: the oldest is evicted through close_fn */
+	conncache_put(cc, "k1", NULL, a);
+	conncache_put(cc, "k2", NULL, b);
+	conncache_put(cc, "k3", NULL, d);
+	assert_int_equal(conncache_count(cc), 2);
+	assert_string_equal(c.log, "a:1 ");
+	assert_null(conncache_take_dest(cc, "k1"));
+	/* removed: no close_fn; remove of an unknown: -1 */
+	assert_int_equal(conncache_remove(cc, b), 0);
+	assert_int_equal(conncache_remove(cc, b), -1);
+	conncache_free(&cc);
+	assert_null(cc);
+	assert_string_equal(c.log, "a:1 d:3 ");
+	conncache_free(&cc);
+
+	/* disabled */
+	c.log[0] = '\0';
+	cc = conncache_new(base, 10, 0, on_close, &c);
+	conncache_put(cc, "k", NULL, a);
+	assert_string_equal(c.log, "a:2 ");
+	assert_int_equal(conncache_count(cc), 0);
+	conncache_free(&cc);
+	event_base_free(base);
+}
+
+static void test_conncache_expiry(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct closed c = {"", 0};
+	struct conncache *cc = conncache_new(base, 10, 30, on_close, &c);
+	char a[] = "a";
+	uint64_t deadline = clock_mono_ms() + 5000;
+	struct timeval tick = {0, 10000};
+
+	(void)state;
+	conncache_put(cc, "k", "addr", a);
+	while (c.n == 0 && clock_mono_ms() < deadline) {
+		event_base_loopexit(base, &tick);
+		event_base_dispatch(base);
+	}
+	assert_string_equal(c.log, "a:0 ");
+	assert_int_equal(conncache_count(cc), 0);
+	conncache_free(&cc);
+	event_base_free(base);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_reply_parse),	   cmocka_unit_test(test_reply_limits),
+	    cmocka_unit_test(test_caps),	   cmocka_unit_test(test_xtext),
+	    cmocka_unit_test(test_build_mail),	   cmocka_unit_test(test_build_rcpt),
+	    cmocka_unit_test(test_conncache_keys), cmocka_unit_test(test_conncache_expiry),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
