@@ -378,12 +378,10 @@ static void finish(struct delivery *d)
 
 		if (r->status == SMTP_PENDING)
 			rcpt_pending_fail(r);
-		/*
-		 * r->dsn_passed is known here, but transport.h has no way to
-		 * pass RecipientResult.dsn_passed on yet (see the issue note).
-		 */
 		transport_job_result(d->job, rq->recipients[i]->index, status_of(r->status),
 				     r->code, r->enhanced, r->text);
+		if (r->status == SMTP_OK && r->dsn_passed)
+			transport_job_dsn_passed(d->job, rq->recipients[i]->index);
 		if (r->status == SMTP_OK)
 			sent++;
 		else if (r->status == SMTP_PERMFAIL)

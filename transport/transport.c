@@ -85,6 +85,7 @@ static void job_clear_result(Zfarm__RecipientResult *r)
 	free(r->text);
 	r->enhanced_code = NULL;
 	r->text = NULL;
+	r->dsn_passed = false;
 }
 
 int transport_job_result(struct transport_job *job, uint32_t index, Zfarm__Status status,
@@ -106,6 +107,18 @@ int transport_job_result(struct transport_job *job, uint32_t index, Zfarm__Statu
 		found = 0;
 	}
 	return found;
+}
+
+int transport_job_dsn_passed(struct transport_job *job, uint32_t index)
+{
+	for (size_t i = 0; i < job->rq->n_recipients; i++) {
+		if (job->rq->recipients[i]->index == index && job->set[i] &&
+		    job->results[i].status == ZFARM__STATUS__OK) {
+			job->results[i].dsn_passed = true;
+			return 0;
+		}
+	}
+	return -1;
 }
 
 static void job_free(struct transport_job *job)

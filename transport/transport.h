@@ -92,6 +92,14 @@ int transport_job_result(struct transport_job *job, uint32_t index, Zfarm__Statu
 			 unsigned smtp_code, const char *enhanced, const char *text);
 
 /*
+ * transport_job_dsn_passed - the recipient with this index, already
+ * reported OK, was handed on with its NOTIFY to a next hop that offers
+ * DSN (RFC 3461): that hop sends any success notice, we do not.  -1 if
+ * there is no such OK result.
+ */
+int transport_job_dsn_passed(struct transport_job *job, uint32_t index);
+
+/*
  * transport_job_done - the delivery is over: the reply goes out (if the
  * connection is still there) and the job is freed.  relay says where the
  * message went ("mx.example.org[192.0.2.7]:25", "local", NULL: none);

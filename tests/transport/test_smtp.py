@@ -408,6 +408,9 @@ class T01Delivery(unittest.TestCase):
         finally:
             peer.close()
         self.assertEqual(statuses(rep), [(OK, "2.0.0")] * 3)
+        # NOTIFY went on to a DSN-capable hop: that hop reports success;
+        # no NOTIFY given (index 2): ours to report, not passed
+        self.assertEqual([r["dsn_passed"] for r in rep["results"]], [True, True, False])
         t = peer.transactions[0]
         self.assertIn(" RET=HDRS", t.mail)
         self.assertIn(" ENVID=env+2B7", t.mail)
@@ -423,6 +426,7 @@ class T01Delivery(unittest.TestCase):
                     SP.recipient(P, 0, "ok@remote.test", orcpt="rfc822;o@x",
                                  notify=SP.NOTIFY_SUCCESS)]))
             self.assertEqual(statuses(rep), [(OK, "2.0.0")])
+            self.assertEqual([r["dsn_passed"] for r in rep["results"]], [False])
             self.assertEqual(plainpeer.transactions[0].rcpts, ["RCPT TO:<ok@remote.test>"])
             self.assertNotIn("RET=", plainpeer.transactions[0].mail)
         finally:
