@@ -285,6 +285,21 @@ static void farm_server_options(struct farm_server *srv, int argc, char **argv)
 	farm_server_env_overrides(srv);
 	if (config_path && config_load(srv->cfg, config_path, err, sizeof(err)) < 0)
 		log_fatal("%s", err);
+	/* log_level (the farm's section first); -v wins. */
+	if (log_get_level() != LOG_LEVEL_DEBUG) {
+		const char *lv = srv->farm_name
+					 ? config_get(srv->cfg, "farm", srv->farm_name, "log_level")
+					 : NULL;
+		int level;
+
+		if (!lv)
+			lv = config_get_default(srv->cfg, NULL, NULL, "log_level", "info");
+		level = log_level_parse(lv);
+
+		if (level < 0)
+			log_fatal("log_level: unknown level \"%s\"", lv);
+		log_set_level((enum log_level)level);
+	}
 
 	farm_server_listen_inherited(srv);
 	for (unsigned i = 0; i < nstandalone; i++)
