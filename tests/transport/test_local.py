@@ -468,10 +468,14 @@ class T04Concurrency(unittest.TestCase):
             body = "".join(line % k for k in range(3000))
             qids.append(send(body=body, subject="concurrent %02d" % i))
         errors, results = [], {}
+        # All connections open before any delivery: with client_limit 1
+        # they are served by CONNS different processes at once.
+        together = threading.Barrier(self.CONNS, timeout=60)
 
         def worker(part):
             try:
                 with Sched(farm) as s:
+                    together.wait()
                     for i in part:
                         results[i] = s.deliver(request(qids[i], [user_rcpt(0, user + "@example.test")]))
             except Exception as e:  # noqa: BLE001
