@@ -11,3 +11,11 @@ tools_zfqueue_LDADD = $(ZF_LIBS)
 bin_PROGRAMS += tools/mailq
 tools_mailq_SOURCES = tools/mailq.c tools/qctl_client.c tools/qctl_client.h
 tools_mailq_LDADD = $(ZF_LIBS)
+
+# sendmail(1): the sendmail-compatible submission command; SMTP over the
+# smtpserver farm's $run_directory/public/submit (tools/smtp_submit.c).
+# Installed in sbin, where /usr/sbin/sendmail conventionally lives.
+sbin_PROGRAMS += tools/sendmail
+tools_sendmail_SOURCES = tools/sendmail.c tools/smtp_submit.c tools/smtp_submit.h
+tools_sendmail_LDADD = $(ZF_LIBS)
+dist_man_MANS += man/sendmail.1
