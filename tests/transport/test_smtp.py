@@ -13,6 +13,7 @@ when it is there).  Prints "N passed, N failed".
 """
 
 import os
+import socket
 import re
 import shutil
 import subprocess
@@ -58,8 +59,24 @@ ZONE = {
     "m1.many.test": ["A 127.0.0.2", "A 127.0.0.4"],
     "m2.many.test": ["A 127.0.0.5"],
     "m3.many.test": ["A 127.0.0.1"],
+    "v6.test": ["MX 10 mx.v6.test"],
+    "mx.v6.test": ["AAAA ::1"],
+    "dual.test": ["MX 10 mx.dual.test"],
+    "mx.dual.test": ["A 127.0.0.2", "AAAA ::1"],  # IPv4 refused, IPv6 listens
 }
 LAST_LOG = ""
+
+
+def have_v6():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+HAVE_V6 = have_v6()
 CACHE_TIME = 2  # smtp_connection_cache_time_limit in seconds
 
 
@@ -720,6 +737,25 @@ class T04Mx(unittest.TestCase):
             peer.close()
         self.assertEqual(statuses(rep), [(OK, "2.0.0")])
         self.assertEqual(rep["relay"], "implicit.test[127.0.0.1]:%d" % peer.port)
+
+    @unittest.skipUnless(HAVE_V6, "no IPv6 loopback")
+    def test_ipv6(self):
+        # one peer per case: a cached connection (keyed by address too)
+        # would otherwise serve the next case without a lookup
+        cases = [("[::1]", "ok@v6.test", "::1"),
+                 ("v6.test", "ok2@v6.test", "mx.v6.test"),
+                 # one MX host with both families: its refused IPv4
+                 # address is not the end, the IPv6 one takes the mail
+                 ("dual.test", "ok3@dual.test", "mx.dual.test")]
+        for dest, rcpt, host in cases:
+            peer = Peer(host="::1")
+            try:
+                rep = deliver("%s:%d" % (dest, peer.port), [rcpt])
+            finally:
+                peer.close()
+            self.assertEqual(statuses(rep), [(OK, "2.0.0")], dest)
+            self.assertEqual(rep["relay"], "%s[::1]:%d" % (host, peer.port))
+            self.assertEqual(len(peer.transactions), 1, dest)
 
     def test_all_mx_fail(self):
         port = H.free_port()
