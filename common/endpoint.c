@@ -194,10 +194,13 @@ static int endpoint_listen_inet(const struct endpoint *ep, int backlog, char *er
 	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, backlog) < 0) {
 		char spec[300];
 
+		int e = errno;
+
 		snprintf(err, errlen, "listen on %s: %s", endpoint_format(ep, spec, sizeof(spec)),
-			 strerror(errno));
+			 strerror(e));
 		close(fd);
 		fd = -1;
+		errno = e;
 	}
 	freeaddrinfo(res);
 	return fd;

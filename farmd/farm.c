@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -97,6 +98,26 @@ static bool farm_throttled(const struct farm *f)
 
 static void farm_on_listen(evutil_socket_t fd, short what, void *arg);
 
+/*
+ * farm_listen_retry - endpoint_listen(), waiting up to FARM_LISTEN_WAIT_MS
+ * while the address is in use: after a kill -9 of farmd its orphaned
+ * children hold the old listen socket until they notice and close it (a
+ * restarted farmd must not die of that).  Start-up and reload only.
+ */
+#define FARM_LISTEN_WAIT_MS 5000
+static int farm_listen_retry(const struct endpoint *ep, char *err, size_t errlen)
+{
+	struct timespec pause = {0, 50 * 1000 * 1000};
+	int fd;
+
+	for (unsigned waited = 0;; waited += 50) {
+		fd = endpoint_listen(ep, FARM_BACKLOG, 0666, err, errlen);
+		if (fd >= 0 || errno != EADDRINUSE || waited >= FARM_LISTEN_WAIT_MS)
+			return fd;
+		nanosleep(&pause, NULL);
+	}
+}
+
 static int farm_open_sock(struct farm *f, unsigned i, struct farm *old, char *err,
 			  size_t errlen)
 {
@@ -122,7 +143,7 @@ static int farm_open_sock(struct farm *f, unsigned i, struct farm *old, char *er
 	if (f->socks[i].fd < 0) {
 		if (endpoint_parse(l->spec, &ep, err, errlen) < 0)
 			return -1;
-		f->socks[i].fd = endpoint_listen(&ep, FARM_BACKLOG, 0666, err, errlen);
+		f->socks[i].fd = farm_listen_retry(&ep, err, errlen);
 		if (f->socks[i].fd < 0)
 			return -1;
 	}
