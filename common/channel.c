@@ -80,7 +80,7 @@ static int channel_fill(struct channel_def *d, const struct config *cfg, const c
 	d->builtin = builtin;
 	if (!section) {
 		d->concurrency = 20;
-		d->destination_concurrency = 5;
+		d->destination_concurrency = 20;
 		d->recipient_limit = 50;
 		if (farm) {
 			snprintf(spec, sizeof(spec), "unix:private/%s", name);
@@ -100,7 +100,7 @@ static int channel_fill(struct channel_def *d, const struct config *cfg, const c
 		d->domains = xstrdup(v);
 	if (channel_uint(cfg, name, "concurrency", 20, 100000, false, &d->concurrency, err,
 			 errlen) < 0 ||
-	    channel_uint(cfg, name, "destination_concurrency", 5, 100000, false,
+	    channel_uint(cfg, name, "destination_concurrency", 20, 100000, false,
 			 &d->destination_concurrency, err, errlen) < 0 ||
 	    channel_uint(cfg, name, "recipient_limit", 50, 100000, false, &d->recipient_limit, err,
 			 errlen) < 0 ||

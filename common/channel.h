@@ -18,7 +18,9 @@
  *                             this channel, e.g. set:/etc/zfarm/bulk.domains
  *                             (entries "domain" or ".domain") [none]
  *   concurrency               deliveries at once on the channel [20]
- *   destination_concurrency   initial deliveries at once per nexthop [5]
+ *   destination_concurrency   deliveries at once per nexthop at most [20]
+ *                             (the window starts at the global
+ *                             initial_destination_concurrency and grows)
  *   recipient_limit           recipients per delivery [50]
  *   rate_delay                pause between deliveries per nexthop [0s]
  * Anything else in a section is an error naming the file and line.

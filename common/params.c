@@ -60,6 +60,7 @@ static const char *const params_names[] = {
     "queue_minfree",
     "queue_store",
     "recipient_delimiter",
+    "reinject_min_age",
     "relay_domains",
     "relayhost",
     "router_endpoint",

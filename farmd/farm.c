@@ -77,6 +77,12 @@ struct farm {
 	uint64_t next_wakeup_ms;
 	bool once_running;
 	bool once_done;
+	/*
+	 * Runs of a once job started by this farm and its predecessors over
+	 * reloads: after the first, the child gets ZFARM_RERUN=1 (the
+	 * reinjector then rescans live instead of recovering at start).
+	 */
+	unsigned once_runs;
 	bool held; /* single: wait until the previous generation is gone */
 
 	uint64_t spawned, crashed, served;
@@ -404,6 +410,10 @@ static void __attribute__((noreturn)) child_exec(struct farm *f, int status_fd, 
 	child_set_env_num("ZFARM_STATUS_FD", 3 + n);
 	child_set_env_num("ZFARM_GENERATION", f->generation);
 	setenv("ZFARM_FARM", d->name, 1);
+	if (d->kind == FARM_KIND_ONCE && f->once_runs > 1)
+		setenv("ZFARM_RERUN", "1", 1);
+	else
+		unsetenv("ZFARM_RERUN");
 	child_set_env_num("ZFARM_CLIENT_LIMIT", d->client_limit);
 	child_set_env_num("ZFARM_MAX_REQUESTS", d->max_requests);
 	/* Idle surplus is retired by farmd (it knows min_avail); not by children. */
@@ -574,9 +584,12 @@ static void farm_run_once(struct farm *f)
 {
 	if (f->once_running || farm_throttled(f))
 		return;
+	f->once_runs++;
 	if (farm_spawn(f)) {
 		f->once_running = true;
 		f->once_done = false;
+	} else {
+		f->once_runs--;
 	}
 }
 
@@ -721,6 +734,8 @@ struct farm *farm_new(struct event_base *base, const struct farmd_settings *set,
 	f->spawn_rate = 1;
 	f->throttle_timer = evtimer_new(base, farm_on_throttle_end, f);
 	f->next_wakeup_ms = farm_now_ms() + def->wakeup * 1000ull;
+	if (old)
+		f->once_runs = old->once_runs;
 	f->socks = xcalloc(def->nlisten ? def->nlisten : 1, sizeof(*f->socks));
 	for (unsigned i = 0; i < def->nlisten; i++)
 		f->socks[i].fd = -1;

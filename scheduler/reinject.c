@@ -50,6 +50,16 @@ struct reinject {
 	struct frame_client *router, *sched;
 	size_t inflight;
 	size_t scanned, routed, submitted, quarantined, failed, skipped;
+	/*
+	 * A rerun on farmd's wakeup timer while everything runs: only
+	 * messages that arrived more than min_age_us ago (their hand-off
+	 * failed: a process died between the 250 and the hand-off), no tmp/
+	 * sweep, no quarantine (a file may be being removed under us: skip
+	 * it), failures are not errors.
+	 */
+	bool live;
+	int64_t min_age_us, now_us;
+	size_t young;
 };
 
 struct req {
@@ -93,6 +103,11 @@ static void reinject_quarantine(struct reinject *ri, const char *qid, const char
 {
 	char err[512];
 
+	if (ri->live) {
+		log_debug("%s: skipped: %s", qid, why);
+		return;
+	}
+
 	if (qstore_quarantine(ri->qs, qid, err, sizeof(err)) < 0)
 		log_error("%s: %s; cannot quarantine it: %s", qid, why, err);
 	else
@@ -116,6 +131,7 @@ static void reinject_send(struct reinject *ri, const char *qid, const Zfarm__Env
 	ref.store = (char *)qstore_backend(ri->qs);
 	ref.nrcpt = (uint32_t)env->n_recipients;
 	ref.arrival = env->arrival_us / 1000000;
+	ss.rescan = ri->live;
 	frame_init(&f, 0);
 	if (to_router) {
 		rr.ref = &ref;
@@ -146,6 +162,15 @@ static int reinject_one(const char *qid, void *arg)
 
 	ri->scanned++;
 	rd = qstore_read(ri->qs, qid, &errnum, err, sizeof(err));
+	if (!rd && ri->live) {
+		log_debug("%s: skipped: %s", qid, err);
+		return 0;
+	}
+	if (rd && ri->live && qstore_envelope(rd)->arrival_us > ri->now_us - ri->min_age_us) {
+		ri->young++;
+		qstore_reader_free(&rd);
+		return 0;
+	}
 	if (!rd) {
 		if (errnum == ENOENT)
 			return 0; /* gone meanwhile */
@@ -211,6 +236,7 @@ int main(int argc, char **argv)
 	struct config *cfg;
 	uint64_t t0 = clock_mono_ms();
 	int c, swept, level;
+	long long min_age;
 
 	log_open("reinject", LOG_TARGET_STDERR);
 	while ((c = getopt(argc, argv, "c:o:v")) != -1) {
@@ -256,19 +282,38 @@ int main(int argc, char **argv)
 	ri.sched =
 	    reinject_client(&ri, cfg, "scheduler_endpoint", "unix:private/scheduler", rundir);
 
-	swept = qstore_sweep(ri.qs, err, sizeof(err));
-	if (swept < 0)
-		log_warn("cannot clear the queue's tmp/: %s", err);
-	else if (swept > 0)
-		log_info("cleared %d unfinished message file(s) from the queue's tmp/", swept);
+	ri.live = getenv("ZFARM_RERUN") != NULL;
+	ri.now_us = (int64_t)clock_now_us();
+	if (config_get_time(cfg, NULL, NULL, "reinject_min_age", 60, 1, 86400, &min_age, err,
+			    sizeof(err)) < 0) {
+		log_error("%s", err);
+		return 2;
+	}
+	ri.min_age_us = (int64_t)min_age * 1000000;
+	if (!ri.live) {
+		swept = qstore_sweep(ri.qs, err, sizeof(err));
+		if (swept < 0)
+			log_warn("cannot clear the queue's tmp/: %s", err);
+		else if (swept > 0)
+			log_info("cleared %d unfinished message file(s) from the queue's tmp/",
+				 swept);
+	}
 	if (qstore_scan(ri.qs, reinject_one, reinject_bad, &ri, err, sizeof(err)) < 0)
 		log_error("queue scan: %s", err);
 	while (ri.inflight > 0)
 		event_base_loop(ri.base, EVLOOP_ONCE);
-	log_info("reinjected %zu message(s) in %.3f s: %zu to the router, %zu to the scheduler, "
-		 "%zu quarantined, %zu left (stage not configured), %zu failed",
-		 ri.scanned, (double)(clock_mono_ms() - t0) / 1000.0, ri.routed, ri.submitted,
-		 ri.quarantined, ri.skipped, ri.failed);
+	if (ri.live) {
+		/* Messages the running daemons have are acknowledged again: harmless. */
+		log_debug("rescan: %zu message(s), %zu younger than reinject_min_age, %zu handed "
+			  "to the router, %zu to the scheduler, %zu failed",
+			  ri.scanned, ri.young, ri.routed, ri.submitted, ri.failed);
+		ri.failed = 0;
+	} else {
+		log_info("reinjected %zu message(s) in %.3f s: %zu to the router, %zu to the scheduler, "
+			 "%zu quarantined, %zu left (stage not configured), %zu failed",
+			 ri.scanned, (double)(clock_mono_ms() - t0) / 1000.0, ri.routed, ri.submitted,
+			 ri.quarantined, ri.skipped, ri.failed);
+	}
 	frame_client_free(&ri.router);
 	frame_client_free(&ri.sched);
 	event_base_free(ri.base);

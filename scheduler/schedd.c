@@ -859,7 +859,9 @@ static void client_submit(struct schedd *d, struct frame_conn *conn, const Zfarm
 	char why[600] = "", err[256];
 
 	if (!sched_room(d->s)) {
-		schedd_backlog_push(d, f->sched_submit->ref->queue_id);
+		/* A rescan's message is not pushed: see SchedSubmit.rescan. */
+		if (!f->sched_submit->rescan)
+			schedd_backlog_push(d, f->sched_submit->ref->queue_id);
 		ack.status = ZFARM__STATUS__OK;
 	} else {
 		ack.status = schedd_load(d, f->sched_submit->ref->queue_id,
