@@ -101,12 +101,24 @@ class Peer:
             self.sock.bind((host, port))
             self.port = self.sock.getsockname()[1]
         self.sock.listen(64)
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.acceptor = threading.Thread(target=self._serve, daemon=True)
+        self.acceptor.start()
 
     # -- control --
 
     def close(self):
+        # Wake the accepting thread (shutdown makes a pending accept fail)
+        # and wait for it BEFORE the descriptor is closed: with the thread
+        # still in its accept loop, a later socket given the same descriptor
+        # number (the next test's peer) would have its connections accepted
+        # and answered by this closed peer.
         self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        if self.acceptor is not threading.current_thread():
+            self.acceptor.join(5)
         try:
             self.sock.close()
         except OSError:
@@ -147,6 +159,9 @@ class Peer:
             try:
                 c, _ = self.sock.accept()
             except OSError:
+                return
+            if self.closed:
+                c.close()
                 return
             with self.lock:
                 self.connections += 1
