@@ -58,7 +58,7 @@ def run(fd, farm, qid, qsize, nexthop, seconds, conns, rcpts):
     stop_at = [0.0]
 
     def worker(n):
-        with SP.Sched(P, path, timeout=60) as s:
+        with P.TransportClient(path, timeout=60) as s:
             start.wait()
             i = 0
             while time.monotonic() < stop_at[0]:

@@ -1,15 +1,12 @@
 /*
- * lmtp - the lmtp transport farm: smtp.c's delivery agent in LMTP mode
- * (RFC 2033: LHLO, one end-of-data reply per accepted recipient), with
- * lmtp_* parameters and nexthops "unix:/abs/path", "inet:host:port",
- * "[host]:port" or "host:port" (no MX lookups).  One agent, two programs,
- * as Postfix's smtp(8) and lmtp(8) are one: this file builds smtp.c with
- * SMTP_AGENT_LMTP, which leaves out smtp's main().
+ * lmtp - the lmtp transport farm: the smtp agent in LMTP mode (RFC 2033:
+ * LHLO, one end-of-data reply per accepted recipient), lmtp_* parameters,
+ * nexthops "unix:/abs/path", "inet:host:port", "[host]:port" or
+ * "host:port" (no MX lookups).  See smtp_agent.h.
  */
-#define SMTP_AGENT_LMTP 1
-#include "transport/smtp.c"
+#include "transport/smtp_agent.h"
 
 int main(int argc, char **argv)
 {
-	return agent_main(argc, argv, true);
+	return smtp_agent_main(argc, argv, true);
 }

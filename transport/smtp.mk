@@ -3,15 +3,15 @@
 # ZF_PY_TESTS, TESTS, check_PROGRAMS and transport_libtransport_a_SOURCES.
 transport_libtransport_a_SOURCES += \
 	transport/smtp_client.c transport/smtp_client.h \
-	transport/conncache.c transport/conncache.h
+	transport/conncache.c transport/conncache.h \
+	transport/smtp_agent.c transport/smtp_agent.h
 
-# One delivery agent, two programs (like Postfix's smtp/lmtp): lmtp.c
-# builds smtp.c's agent in LMTP mode.
+# One delivery agent (smtp_agent.c, in libtransport.a), two programs
+# (like Postfix's smtp/lmtp).
 zfarmlibexec_PROGRAMS += transport/smtp transport/lmtp
 transport_smtp_SOURCES = transport/smtp.c
 transport_smtp_LDADD = transport/libtransport.a $(ZF_DNS_LIBS) $(ZF_LIBS)
 transport_lmtp_SOURCES = transport/lmtp.c
-EXTRA_transport_lmtp_SOURCES = transport/smtp.c
 transport_lmtp_LDADD = transport/libtransport.a $(ZF_DNS_LIBS) $(ZF_LIBS)
 
 check_PROGRAMS += tests/transport/test_smtp_client

@@ -108,7 +108,8 @@ class FrameServer:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(path)
         self.sock.listen(16)
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.acceptor = threading.Thread(target=self._serve, daemon=True)
+        self.acceptor.start()
 
     def _serve(self):
         while True:
@@ -140,4 +141,93 @@ class FrameServer:
                     return
 
     def close(self):
+        # Wake the accepting thread and wait for it before the descriptor
+        # is closed: a thread still in its accept loop would otherwise
+        # accept on whatever socket next gets the same descriptor number.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        if self.acceptor is not threading.current_thread():
+            self.acceptor.join(5)
         self.sock.close()
+
+
+def delivery_reply(f):
+    """A DeliveryReply frame (field dict) as {"rid", "results": [{"index",
+    "status", "code", "enhanced", "text", "dsn_passed"}, ...] in index
+    order, "relay", "conn_failed"}."""
+    rep = fields(f[DELIVERY_REPLY][0])
+    results = []
+    for r in rep.get(1, []):
+        r = fields(r)
+        results.append({"index": r.get(1, [0])[0], "status": r.get(2, [0])[0],
+                        "code": r.get(3, [0])[0],
+                        "enhanced": r.get(4, [b""])[0].decode(),
+                        "text": r.get(5, [b""])[0].decode("utf-8", "replace"),
+                        "dsn_passed": bool(r.get(6, [0])[0])})
+    results.sort(key=lambda x: x["index"])
+    return {"rid": f.get(2, [0])[0], "results": results,
+            "relay": rep.get(2, [b""])[0].decode(),
+            "conn_failed": bool(rep.get(3, [0])[0])}
+
+
+class TransportClient:
+    """One connection to a transport farm's socket, as the scheduler keeps
+    it: DeliveryRequests out, frames back.  The tests' stand-in scheduler."""
+
+    def __init__(self, path, timeout=30.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+        self.next_id = 1
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def send(self, rq):
+        """Send a DeliveryRequest (bytes); its request id."""
+        rid = self.next_id
+        self.next_id += 1
+        self.sock.sendall(frame(rid, DELIVERY, rq))
+        return rid
+
+    def read(self):
+        """The next frame as a field dict, or None at EOF."""
+        while True:
+            frames, _ = read_frames(self.buf)
+            if frames:
+                n = int.from_bytes(self.buf[:4], "big")
+                self.buf = self.buf[4 + n:]
+                return frames[0]
+            try:
+                d = self.sock.recv(65536)
+            except ConnectionResetError:
+                d = b""
+            if not d:
+                return None
+            self.buf += d
+
+    def deliver(self, rq):
+        """Send rq and read its reply (delivery_reply()); AssertionError if
+        the farm closes without one, answers another request or something else."""
+        rid = self.send(rq)
+        f = self.read()
+        if f is None:
+            raise AssertionError("the transport closed the connection without a reply")
+        if DELIVERY_REPLY not in f:
+            raise AssertionError("got frame fields %r" % sorted(f))
+        rep = delivery_reply(f)
+        if rep["rid"] != rid:
+            raise AssertionError("reply for request %r, want %d" % (rep["rid"], rid))
+        return rep
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

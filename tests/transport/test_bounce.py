@@ -167,67 +167,20 @@ def request(qid, rcpts, notice_to="s@example.test", ret="", envid="", retry_unti
     return m
 
 
-class Sched:
+def Sched(timeout=10.0):
     """One connection to the bounce farm, as the scheduler keeps it."""
-
-    def __init__(self, timeout=10.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(os.path.join(FD.run, "private", "bounce"))
-        self.buf = b""
-        self.next_id = 1
-
-    def send_raw(self, data):
-        self.sock.sendall(data)
-
-    def send(self, rq):
-        rid = self.next_id
-        self.next_id += 1
-        self.sock.sendall(P.frame(rid, P.DELIVERY, rq))
-        return rid
-
-    def read(self):
-        """The next frame as a field dict, or None at EOF."""
-        while True:
-            frames, rest = P.read_frames(self.buf)
-            if frames:
-                n = int.from_bytes(self.buf[:4], "big")
-                self.buf = self.buf[4 + n:]
-                return frames[0]
-            try:
-                d = self.sock.recv(65536)
-            except ConnectionResetError:
-                d = b""
-            if not d:
-                return None
-            self.buf += d
-
-    def close(self):
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    return P.TransportClient(os.path.join(FD.run, "private", "bounce"), timeout)
 
 
 def deliver(rq):
-    """One request on a fresh connection: (request id echoed, [results], relay)."""
+    """One request on a fresh connection: (request id echoed, sent id, [results], relay)."""
     with Sched() as s:
         rid = s.send(rq)
         f = s.read()
     assert f is not None, "the bounce farm closed the connection without a reply"
     assert P.DELIVERY_REPLY in f, "got frame fields %r" % sorted(f)
-    rep = P.fields(f[P.DELIVERY_REPLY][0])
-    results = []
-    for r in rep.get(1, []):
-        r = P.fields(r)
-        results.append({"index": r.get(1, [0])[0], "status": r.get(2, [0])[0],
-                        "code": r.get(3, [0])[0],
-                        "enhanced": r.get(4, [b""])[0].decode(),
-                        "text": r.get(5, [b""])[0].decode()})
-    return f[2][0] if 2 in f else 0, rid, results, rep.get(2, [b""])[0].decode()
+    rep = P.delivery_reply(f)
+    return rep["rid"], rid, rep["results"], rep["relay"]
 
 
 def envelope(qid):

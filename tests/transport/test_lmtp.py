@@ -92,7 +92,7 @@ def plain():
 
 
 def sched():
-    return SP.Sched(P, os.path.join(FD.run, "private", "lmtp"))
+    return P.TransportClient(os.path.join(FD.run, "private", "lmtp"))
 
 
 def deliver(nexthop, rcpts, qid=None):

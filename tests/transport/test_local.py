@@ -156,49 +156,17 @@ def request(qid, rcpts, sender="s@example.test"):
             + P.pb_bytes(4, sender) + b"".join(P.pb_bytes(5, r) for r in rcpts))
 
 
-class Sched:
-    """One connection to a local farm, as the scheduler keeps it."""
+class Sched(P.TransportClient):
+    """One connection to a local farm, as the scheduler keeps it; deliver()
+    gives {index: (status, enhanced, text)} and sets self.relay."""
 
     def __init__(self, farm="local", timeout=60.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(sock(farm))
-        self.buf = b""
-        self.next_id = 1
+        super().__init__(sock(farm), timeout)
 
     def deliver(self, rq):
-        rid = self.next_id
-        self.next_id += 1
-        self.sock.sendall(P.frame(rid, P.DELIVERY, rq))
-        while True:
-            frames, _ = P.read_frames(self.buf)
-            if frames:
-                n = int.from_bytes(self.buf[:4], "big")
-                self.buf = self.buf[4 + n:]
-                f = frames[0]
-                break
-            d = self.sock.recv(65536)
-            assert d, "the local farm closed the connection without a reply"
-            self.buf += d
-        assert f[2][0] == rid, "reply to request %r, want %r" % (f[2][0], rid)
-        assert P.DELIVERY_REPLY in f, "got frame fields %r" % sorted(f)
-        rep = P.fields(f[P.DELIVERY_REPLY][0])
-        out = {}
-        for r in rep.get(1, []):
-            r = P.fields(r)
-            out[r.get(1, [0])[0]] = (r.get(2, [0])[0], r.get(4, [b""])[0].decode(),
-                                     r.get(5, [b""])[0].decode())
-        self.relay = rep.get(2, [b""])[0].decode()
-        return out
-
-    def close(self):
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        rep = super().deliver(rq)
+        self.relay = rep["relay"]
+        return {r["index"]: (r["status"], r["enhanced"], r["text"]) for r in rep["results"]}
 
 
 def deliver(qid, rcpts, farm="local", sender="s@example.test"):

@@ -229,62 +229,17 @@ def request(qid, rcpts, sender="s@example.test", nexthop="nh.example.test", size
             + P.pb_bytes(4, sender) + b"".join(P.pb_bytes(5, r) for r in rcpts))
 
 
-class Sched:
+def Sched(farm="pipe", timeout=30.0):
     """One connection to a pipe farm, as the scheduler keeps it."""
-
-    def __init__(self, farm="pipe", timeout=30.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(os.path.join(FD.run, "private", farm))
-        self.buf = b""
-        self.next_id = 1
-
-    def send_raw(self, data):
-        self.sock.sendall(data)
-
-    def send(self, rq):
-        rid = self.next_id
-        self.next_id += 1
-        self.sock.sendall(P.frame(rid, P.DELIVERY, rq))
-        return rid
-
-    def read(self):
-        """The next frame as a field dict, or None at EOF."""
-        while True:
-            frames, _ = P.read_frames(self.buf)
-            if frames:
-                n = int.from_bytes(self.buf[:4], "big")
-                self.buf = self.buf[4 + n:]
-                return frames[0]
-            try:
-                d = self.sock.recv(65536)
-            except ConnectionResetError:
-                d = b""
-            if not d:
-                return None
-            self.buf += d
-
-    def close(self):
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    return P.TransportClient(os.path.join(FD.run, "private", farm), timeout)
 
 
 def reply_of(f):
     assert f is not None, "the pipe farm closed the connection without a reply"
     assert P.DELIVERY_REPLY in f, "got frame fields %r" % sorted(f)
-    rep = P.fields(f[P.DELIVERY_REPLY][0])
-    results = {}
-    for r in rep.get(1, []):
-        r = P.fields(r)
-        results[r.get(1, [0])[0]] = {"status": r.get(2, [0])[0],
-                                     "enhanced": r.get(4, [b""])[0].decode(),
-                                     "text": r.get(5, [b""])[0].decode()}
-    return results, rep.get(2, [b""])[0].decode()
+    rep = P.delivery_reply(f)
+    return ({r["index"]: {k: r[k] for k in ("status", "enhanced", "text")}
+             for r in rep["results"]}, rep["relay"])
 
 
 def deliver(rq, farm="pipe"):

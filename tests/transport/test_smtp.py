@@ -188,7 +188,7 @@ def content(qid):
 
 
 def sched():
-    return SP.Sched(P, os.path.join(FD.run, "private", "smtp"))
+    return P.TransportClient(os.path.join(FD.run, "private", "smtp"))
 
 
 def deliver(nexthop, rcpts, qid=None, **kw):
