@@ -101,7 +101,8 @@ static const char *link_address(const struct link *l, uint32_t index)
 
 struct chan {
 	const struct channel_def *def;
-	struct link *links; /* concurrency of them, created on first use */
+	struct link *links; /* nlinks_max of them, created on first use */
+	unsigned nlinks_max; /* the channel's concurrency, capped by its farm's capacity */
 	unsigned nlinks;
 };
 
@@ -368,7 +369,7 @@ static struct link *schedd_free_link(struct schedd *d, struct chan *ch, const ch
 	if (!ch->def->endpoint)
 		return NULL;
 	if (!ch->links) {
-		ch->nlinks = ch->def->concurrency ? ch->def->concurrency : 1;
+		ch->nlinks = ch->nlinks_max ? ch->nlinks_max : 1;
 		ch->links = xcalloc(ch->nlinks, sizeof(*ch->links));
 	}
 	for (unsigned i = 0; i < ch->nlinks; i++) {
@@ -960,6 +961,54 @@ static void schedd_recover(struct schedd *d)
 	event_active(d->timer, EV_TIMEOUT, 0);
 }
 
+/*
+ * schedd_farm_capacity - how many connections the farm listening on
+ * endpoint serves at once (process_limit x client_limit, client_limit for
+ * kind single), 0 if no [farm] section lists it (e.g. a farm elsewhere).
+ * The scheduler keeps one connection per concurrent delivery: more than
+ * the farm serves would leave deliveries waiting in the listen queue
+ * until transport_timeout (a local farm serves one per process).
+ */
+static unsigned long schedd_farm_capacity(const struct config *cfg, const char *endpoint,
+					  const char **farm)
+{
+	size_t nf = config_section_count(cfg, "farm");
+	char err[256];
+
+	for (size_t i = 0; i < nf; i++) {
+		const char *name = config_section_name(cfg, "farm", i);
+		char **listen = NULL;
+		bool match = false;
+		long long procs, clients;
+		const char *kind;
+
+		if (config_get_list(cfg, "farm", name, "listen", NULL, &listen, NULL, err,
+				    sizeof(err)) < 0)
+			continue;
+		for (size_t k = 0; listen && listen[k] && !match; k++) {
+			/* "[NAME=]unix:PATH" or "[NAME=]inet:HOST:PORT" */
+			const char *eq = strchr(listen[k], '=');
+			const char *colon = strchr(listen[k], ':');
+			const char *spec = eq && (!colon || eq < colon) ? eq + 1 : listen[k];
+
+			match = strcmp(spec, endpoint) == 0;
+		}
+		config_list_free(&listen);
+		if (!match)
+			continue;
+		if (config_get_int(cfg, "farm", name, "process_limit", 100, 1, 100000, &procs, err,
+				   sizeof(err)) < 0 ||
+		    config_get_int(cfg, "farm", name, "client_limit", 1, 1, 1000000, &clients, err,
+				   sizeof(err)) < 0)
+			return 0;
+		kind = config_get_default(cfg, "farm", name, "kind", "farm");
+		*farm = name;
+		return strcmp(kind, "single") == 0 ? (unsigned long)clients
+						   : (unsigned long)(procs * clients);
+	}
+	return 0;
+}
+
 static int schedd_time(const struct config *cfg, const char *param, long long def, int64_t *out,
 		       char *err, size_t errlen)
 {
@@ -1001,9 +1050,21 @@ static int schedd_init(struct farm_server *srv, char *err, size_t errlen)
 	for (size_t i = 0; i < d->nchans; i++) {
 		const struct channel_def *c = channel_table_get(d->channels, i);
 
+		unsigned long cap = 0;
+		const char *farm = NULL;
+
 		d->chans[i].def = c;
 		d->sch[i].name = c->name;
 		d->sch[i].concurrency = c->concurrency;
+		if (c->endpoint)
+			cap = schedd_farm_capacity(cfg, c->endpoint, &farm);
+		if (cap && cap < c->concurrency) {
+			log_info("channel %s: %lu deliveries at once, not %u: farm %s serves "
+				 "that many connections",
+				 c->name, cap, c->concurrency, farm);
+			d->sch[i].concurrency = (unsigned)cap;
+		}
+		d->chans[i].nlinks_max = d->sch[i].concurrency;
 		d->sch[i].destination_concurrency = c->destination_concurrency;
 		d->sch[i].recipient_limit = c->recipient_limit;
 	}

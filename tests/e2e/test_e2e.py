@@ -297,6 +297,24 @@ class TestDelivery(Base):
                             "body changed: %r" % text[-200:])
         self.assertEqual(m.queued(), 0)
 
+    def test_1b_local_farm_smaller_than_channel(self):
+        """The local channel wants 20 deliveries at once, the local farm
+        serves 2 (process_limit 2, one connection per process): the
+        scheduler keeps 2 connections, so 30 messages all arrive at once
+        instead of waiting in the farm's listen queue for transport_timeout."""
+        m = self.mta("localcap", **{"farm.local.process_limit": "2"})
+        threads = [threading.Thread(target=send, args=(
+            m.port, "sender@remote.test", ["alice@localhost" if i % 2 else "bob@localhost"],
+            "Subject: cap %d\r\n\r\nbody %d\r\n" % (i, i))) for i in range(30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        wait_until(lambda: len(m.maildir("alice")) + len(m.maildir("bob")) == 30, 30,
+                   what="30 local deliveries")
+        self.assertIn("channel local: 2 deliveries at once, not 20", m.fd.log())
+        self.assertEqual(m.queued(), 0)
+
     def test_2_relay_2000(self):
         """2,000 4 KB messages over 20 smtp-source sessions to the smarthost:
         each arrives exactly once (distinct queue IDs and Message-Ids), the
