@@ -27,6 +27,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 
 #include "common/cidr.h"
@@ -37,13 +38,17 @@
 #include "common/qstore.h"
 #include "common/xalloc.h"
 #include "proto/qfile.pb-c.h"
+#include "smtpserver/auth.h"
 #include "smtpserver/committer.h"
 #include "smtpserver/handoff.h"
+#include "smtpserver/header_fixup.h"
 #include "smtpserver/relay.h"
+#include "smtpserver/sasl.h"
 #include "smtpserver/session.h"
 #include "smtpserver/smtp_body.h"
 #include "smtpserver/smtp_cmd.h"
 #include "smtpserver/smtpd_config.h"
+#include "smtpserver/tls_server.h"
 
 #define SESSION_IN_HIGH	  (64 * 1024) /* read high-water mark */
 #define SESSION_OUT_HIGH  (64 * 1024) /* stop reading commands above this */
@@ -57,6 +62,10 @@ enum session_state {
 	SESSION_COMMIT,
 	SESSION_VERIFY,
 	SESSION_CLOSING,
+	SESSION_TLS_START, /* STARTTLS answered: the 220 goes out, then TLS */
+	SESSION_HANDSHAKE, /* the TLS handshake runs */
+	SESSION_SASL,	   /* reading the client's lines of an AUTH exchange */
+	SESSION_AUTH,	   /* the auth backend is asked, or a failure's delay runs */
 };
 
 /* Counters for the "disconnect from" line, one per verb. */
@@ -74,12 +83,15 @@ struct transaction {
 	enum smtp_cmd_body body;
 	enum smtp_cmd_ret ret;
 	char envid[SMTP_CMD_ENVID_MAX + 1];
+	bool has_auth_param; /* MAIL AUTH= of an authenticated client (RFC 4954 5) */
+	char auth_param[SMTP_CMD_AUTH_MAX + 1];
 	Zfarm__EnvRecipient **rcpt;
 	unsigned nrcpt, rcpt_cap;
 	/* receiving */
 	struct qstore_writer *w;
 	char qid[QID_SIZE];
 	struct smtp_body body_dec;
+	struct header_fixup *fix; /* submission: adds Message-ID:/Date: */
 	bool bdat;	   /* a BDAT transaction started */
 	bool failed;	   /* BDAT: a chunk failed; the rest are skipped */
 	bool write_failed; /* the queue store refused a write */
@@ -103,12 +115,31 @@ struct session {
 	struct session_env *env;
 	const struct smtpd_config *cfg;
 	struct bufferevent *bev;
+	int fd;
 	enum session_state state;
 	char listener[32];
 	bool unix_client;
 	char peer[SESSION_PEER_SIZE]; /* "unknown[192.0.2.1]" */
 	char addr[INET6_ADDRSTRLEN];
+	char local_addr[INET6_ADDRSTRLEN];
 	bool trusted;
+	bool submission; /* the listener has the submission rules */
+	bool wrapper;	 /* the listener speaks TLS from the start */
+
+	/* TLS: on once the handshake started (fd then belongs to the TLS bufferevent) */
+	bool tls;
+	bool tls_discarded;  /* TLS_START: the pipelined input was thrown away */
+	char tls_info[160]; /* "TLSv1.3 with cipher ... (256/256 bits)" */
+
+	/* AUTH; forgotten by STARTTLS, except the failures */
+	bool authenticated;
+	char auth_user[SASL_USER_MAX + 1];
+	const char *auth_mech;
+	unsigned auth_failures;
+	bool auth_pending; /* the backend has our request */
+	bool auth_closing; /* the delayed reply is the last: 421 after it */
+	struct sasl_exchange sasl;
+	struct event *auth_timer;
 	unsigned timeout;
 	unsigned error_limit;
 
@@ -172,6 +203,7 @@ static void transaction_reset(struct session *s)
 		free(t->rcpt[i]);
 	}
 	free(t->rcpt);
+	free(t->fix);
 	memset(t, 0, sizeof(*t));
 	s->stage_len = 0;
 }
@@ -211,9 +243,24 @@ static void session_free(struct session *s)
 
 	if (env->verify)
 		frame_client_cancel(env->verify, s);
+	if (s->auth_pending)
+		auth_cancel(env->auth, s);
+	if (s->auth_timer)
+		event_free(s->auth_timer);
+	sasl_clear(&s->sasl);
 	session_log_disconnect(s);
 	transaction_reset(s);
-	bufferevent_free(s->bev);
+	if (s->bev) {
+		SSL *ssl = s->tls ? bufferevent_openssl_get_ssl(s->bev) : NULL;
+
+		/* Say goodbye properly (close_notify) if it can go out at once. */
+		if (ssl && SSL_is_init_finished(ssl))
+			SSL_shutdown(ssl);
+		bufferevent_free(s->bev);
+	}
+	/* A TLS bufferevent closes the socket itself; a plain one leaves it to us. */
+	if (!s->tls)
+		close(s->fd);
 	free(s->stage);
 	free(s);
 	env->session_end(env->arg);
@@ -286,11 +333,17 @@ static void stage_add(struct session *s, const char *p, size_t n)
 
 /* ---- message start and end ---- */
 
+/* RFC 3848 (and RFC 6531 for UTF8SMTP): S for TLS, A for AUTH. */
 static const char *session_protocol(const struct session *s)
 {
-	if (s->t.smtputf8)
-		return "UTF8SMTP";
-	return s->esmtp ? "ESMTP" : "SMTP";
+	static const char *const names[2][4] = {
+	    {"ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA"},
+	    {"UTF8SMTP", "UTF8SMTPS", "UTF8SMTPA", "UTF8SMTPSA"},
+	};
+
+	if (!s->esmtp && !s->t.smtputf8)
+		return "SMTP";
+	return names[s->t.smtputf8][(s->tls ? 1 : 0) + (s->authenticated ? 2 : 0)];
 }
 
 static const char *body_name(enum smtp_cmd_body b)
@@ -314,6 +367,64 @@ static void session_reply_store_error(struct session *s, int errnum)
 		session_reply(s, 452, "4.3.1", "Insufficient system storage");
 	else
 		session_reply(s, 452, "4.3.1", "Error: queue file write error");
+}
+
+/* The "QID: client=" line, with the AUTH details Postfix logs there. */
+static void session_log_client(struct session *s)
+{
+	struct transaction *t = &s->t;
+	char user[2 * SASL_USER_MAX + 8], sender[2 * SMTP_CMD_AUTH_MAX + 8];
+
+	if (!s->authenticated) {
+		log_info("%s: client=%s", t->qid, s->peer);
+		return;
+	}
+	log_sanitize(user, sizeof(user), s->auth_user, strlen(s->auth_user));
+	log_sanitize(sender, sizeof(sender), t->auth_param, strlen(t->auth_param));
+	log_info("%s: client=%s, sasl_method=%s, sasl_username=%s%s%s", t->qid, s->peer,
+		 s->auth_mech, user, t->has_auth_param ? ", sasl_sender=" : "",
+		 t->has_auth_param ? sender : "");
+}
+
+/* Content octets on their way to the queue file: through the header fix-up while it holds. */
+static void session_content(struct session *s, const char *p, size_t n)
+{
+	if (s->t.fix)
+		header_fixup_feed(s->t.fix, p, n);
+	else
+		stage_add(s, p, n);
+}
+
+static void session_fixup_emit(void *arg, const char *p, size_t n)
+{
+	stage_add(arg, p, n);
+}
+
+/*
+ * session_fixup_begin - a submission: Message-ID: and Date: are added
+ * when the message has none (RFC 6409 8).  The Message-ID is Postfix's
+ * form, <YYYYMMDDhhmmss.QID@myhostname>, unique with the queue ID.
+ */
+static void session_fixup_begin(struct session *s, const char *date)
+{
+	struct transaction *t = &s->t;
+	time_t now = clock_now();
+	struct tm tm;
+	char id[HEADER_FIXUP_FIELD];
+
+	gmtime_r(&now, &tm);
+	snprintf(id, sizeof(id), "<%04d%02d%02d%02d%02d%02d.%s@%.200s>", tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, t->qid,
+		 s->cfg->myhostname);
+	t->fix = xmalloc(sizeof(*t->fix));
+	header_fixup_init(t->fix, id, date, session_fixup_emit, s);
+}
+
+/* session_content_end - the client's content is all in: what the fix-up held goes out. */
+static void session_content_end(struct session *s)
+{
+	if (s->t.fix)
+		header_fixup_finish(s->t.fix);
 }
 
 /*
@@ -345,7 +456,7 @@ static int message_begin(struct session *s, enum smtp_body_mode mode)
 	env.size_declared = t->has_size ? t->size : 0;
 	env.body = (char *)body_name(t->body);
 	env.smtputf8 = t->smtputf8;
-	env.auth_user = "";
+	env.auth_user = s->authenticated ? s->auth_user : "";
 	t->w = qstore_create(s->env->qs, &env, &errnum, reason, sizeof(reason));
 	if (!t->w) {
 		log_error("NOQUEUE: cannot create a queue file for %s: %s", s->peer, reason);
@@ -353,28 +464,34 @@ static int message_begin(struct session *s, enum smtp_body_mode mode)
 		return -1;
 	}
 	memcpy(t->qid, qstore_writer_qid(t->w), QID_SIZE);
-	log_info("%s: client=%s", t->qid, s->peer);
+	session_log_client(s);
 	smtp_body_init(&t->body_dec, mode, &lim);
 	t->write_failed = false;
 	s->stage_len = 0;
 
 	clock_format_rfc5322(clock_now(), date, sizeof(date));
 	if (s->unix_client)
-		n = snprintf(hdr, sizeof(hdr),
-			     "Received: from %s (localhost)\r\n\tby %s (zfarm) with %s id %s",
-			     s->helo[0] ? s->helo : "localhost", s->cfg->myhostname,
-			     session_protocol(s), t->qid);
+		n = snprintf(hdr, sizeof(hdr), "Received: from %s (localhost)",
+			     s->helo[0] ? s->helo : "localhost");
 	else
-		n = snprintf(hdr, sizeof(hdr),
-			     "Received: from %s (unknown [%s])\r\n\tby %s (zfarm) with %s id %s",
-			     s->helo[0] ? s->helo : "unknown", s->addr, s->cfg->myhostname,
-			     session_protocol(s), t->qid);
+		n = snprintf(hdr, sizeof(hdr), "Received: from %s (unknown [%s])",
+			     s->helo[0] ? s->helo : "unknown", s->addr);
+	stage_add(s, hdr, (size_t)n);
+	if (s->tls) {
+		/* Postfix's form: the protocol and cipher, nothing about the client. */
+		n = snprintf(hdr, sizeof(hdr), "\r\n\t(using %s)", s->tls_info);
+		stage_add(s, hdr, (size_t)n);
+	}
+	n = snprintf(hdr, sizeof(hdr), "\r\n\tby %s (zfarm) with %s id %s", s->cfg->myhostname,
+		     session_protocol(s), t->qid);
 	stage_add(s, hdr, (size_t)n);
 	if (t->nrcpt == 1)
 		n = snprintf(hdr, sizeof(hdr), "\r\n\tfor <%s>; %s\r\n", t->rcpt[0]->address, date);
 	else
 		n = snprintf(hdr, sizeof(hdr), "; %s\r\n", date);
 	stage_add(s, hdr, (size_t)n);
+	if (s->submission)
+		session_fixup_begin(s, date);
 	return 0;
 }
 
@@ -460,6 +577,24 @@ static void message_end(struct session *s)
 
 /* ---- commands ---- */
 
+/* STARTTLS is offered: a certificate, TCP, not yet TLS, not switched off. */
+static bool session_tls_offered(const struct session *s)
+{
+	return s->env->tls && !s->tls && !s->unix_client && s->cfg->tls_level != SMTPD_TLS_NONE;
+}
+
+/* AUTH would be offered once TLS is on (smtpd_tls_auth_only). */
+static bool session_auth_configured(const struct session *s)
+{
+	return s->env->auth && !s->unix_client && (s->submission || s->cfg->sasl_auth_enable);
+}
+
+/* AUTH is offered now. */
+static bool session_auth_offered(const struct session *s)
+{
+	return session_auth_configured(s) && (s->tls || !s->cfg->tls_auth_only);
+}
+
 static bool session_need_mail(struct session *s)
 {
 	if (!s->t.active) {
@@ -496,6 +631,10 @@ static void do_helo(struct session *s, const struct smtp_cmd *c)
 	}
 	if (cfg->vrfy_command)
 		evbuffer_add_printf(out, "250-VRFY\r\n");
+	if (session_tls_offered(s))
+		evbuffer_add_printf(out, "250-STARTTLS\r\n");
+	if (session_auth_offered(s))
+		evbuffer_add_printf(out, "250-AUTH " SASL_MECHANISMS "\r\n");
 	if (cfg->eightbitmime)
 		evbuffer_add_printf(out, "250-8BITMIME\r\n");
 	if (cfg->enhancedstatuscodes)
@@ -515,13 +654,24 @@ static void do_mail(struct session *s, const struct smtp_cmd *c)
 	struct transaction *t = &s->t;
 	long long avail;
 
-	if (cfg->helo_required && !s->helo_seen) {
+	/* After TLS the client must introduce itself again (RFC 3207 4.2). */
+	if ((cfg->helo_required || s->tls) && !s->helo_seen) {
 		session_reply(s, 503, "5.5.1", "Error: send HELO/EHLO first");
 		session_error(s);
 		return;
 	}
 	if (t->active) {
 		session_reply(s, 503, "5.5.1", "Error: nested MAIL command");
+		session_error(s);
+		return;
+	}
+	if (cfg->tls_level == SMTPD_TLS_ENCRYPT && !s->tls && !s->unix_client) {
+		session_reply(s, 530, "5.7.0", "Must issue a STARTTLS command first");
+		session_error(s);
+		return;
+	}
+	if (s->submission && !s->authenticated && !s->unix_client) {
+		session_reply(s, 530, "5.7.0", "Authentication required");
 		session_error(s);
 		return;
 	}
@@ -548,6 +698,11 @@ static void do_mail(struct session *s, const struct smtp_cmd *c)
 	t->ret = c->ret;
 	if (c->has_envid)
 		snprintf(t->envid, sizeof(t->envid), "%s", c->envid);
+	/* RFC 4954 5: AUTH= of a client that did not authenticate is as if <> was given. */
+	if (c->has_auth && !c->auth_null && s->authenticated) {
+		t->has_auth_param = true;
+		snprintf(t->auth_param, sizeof(t->auth_param), "%s", c->auth);
+	}
 	s->counts[SMTP_CMD_MAIL].ok++;
 	session_reply(s, 250, "2.1.0", "Ok");
 }
@@ -621,7 +776,8 @@ static void do_rcpt(struct session *s, const struct smtp_cmd *c)
 		return;
 	}
 	address_format(&c->addr, addr, sizeof(addr));
-	v = relay_check(s->cfg->relay, &c->addr, s->trusted, &why);
+	/* An authenticated client relays like a trusted one (permit_sasl_authenticated). */
+	v = relay_check(s->cfg->relay, &c->addr, s->trusted || s->authenticated, &why);
 	if (v == RELAY_DENIED) {
 		char text[ADDRESS_MAILBOX_SIZE + 128];
 
@@ -746,7 +902,8 @@ static void bdat_chunk_end(struct session *s)
 	}
 	if (t->bdat_last) {
 		n = smtp_body_finish(&t->body_dec, tail);
-		stage_add(s, tail, n);
+		session_content(s, tail, n);
+		session_content_end(s);
 		message_end(s);
 		return;
 	}
@@ -797,21 +954,237 @@ static void do_help(struct session *s, const struct smtp_cmd *c)
 	(void)c;
 	session_reply(s, 214, "2.0.0",
 		      "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT "
-		      "VRFY HELP");
+		      "VRFY HELP STARTTLS AUTH");
 }
 
-static void do_not_implemented(struct session *s, const struct smtp_cmd *c)
+/* ---- STARTTLS ---- */
+
+static void do_starttls(struct session *s, const struct smtp_cmd *c)
 {
 	(void)c;
-	session_reply(s, 502, "5.5.1", "Error: command not implemented");
+	if (s->tls) {
+		session_reply(s, 554, "5.5.1", "Error: TLS already active");
+		session_error(s);
+		return;
+	}
+	if (!session_tls_offered(s)) {
+		session_reply(s, 502, "5.5.1", "Error: command not implemented");
+		session_error(s);
+		return;
+	}
+	s->counts[SMTP_CMD_STARTTLS].ok++;
+	session_reply(s, 220, "2.0.0", "Ready to start TLS");
+	/* RFC 3207 4.2: nothing the client said before TLS counts after it. */
+	transaction_reset(s);
+	s->helo_seen = s->esmtp = false;
+	s->helo[0] = '\0';
+	s->authenticated = false;
+	s->auth_user[0] = '\0';
+	sasl_clear(&s->sasl);
+	s->state = SESSION_TLS_START;
+	s->tls_discarded = false;
+	/* session_process() throws away what is buffered behind this line. */
+}
+
+/*
+ * session_tls_begin - the 220 is out: the socket gets a TLS bufferevent.
+ * Whatever the client sent after STARTTLS and before its handshake is
+ * read by OpenSSL as TLS, so plaintext commands cannot get in.
+ */
+static void session_bev_setup(struct session *s);
+
+static void session_tls_begin(struct session *s)
+{
+	char warn[700], err[700];
+
+	bufferevent_free(s->bev);
+	s->tls = true; /* the socket belongs to the TLS bufferevent from here */
+	s->state = SESSION_HANDSHAKE;
+	s->bev = tls_server_bev_new(s->env->tls, s->env->base, s->fd, warn, sizeof(warn), err,
+				    sizeof(err));
+	if (warn[0])
+		log_warn("TLS certificate: %s", warn);
+	if (!s->bev) {
+		log_error("cannot start TLS with %s: %s", s->peer, err);
+		s->state = SESSION_CLOSING;
+		session_free(s);
+		return;
+	}
+	session_bev_setup(s);
+}
+
+/* session_tls_ready - the handshake is done. */
+static void session_tls_ready(struct session *s)
+{
+	tls_server_describe(bufferevent_openssl_get_ssl(s->bev), s->tls_info, sizeof(s->tls_info));
+	log_info("Anonymous TLS connection established from %s: %s", s->peer, s->tls_info);
+	s->state = SESSION_COMMAND;
+	if (s->wrapper)
+		session_reply(s, 220, NULL, "%s", s->cfg->banner);
+	session_process(s);
+}
+
+/* ---- AUTH ---- */
+
+static void session_sasl_step(struct session *s, enum sasl_step step);
+
+/* The delayed answer to a failed AUTH. */
+static void session_on_auth_delay(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	(void)fd;
+	(void)what;
+	session_reply(s, 535, "5.7.8", "Authentication credentials invalid");
+	s->state = SESSION_COMMAND;
+	if (s->auth_closing) {
+		log_info("too many AUTH failures from %s", s->peer);
+		session_reply(s, 421, "4.7.0", "%s Error: too many authentication failures",
+			      s->cfg->myhostname);
+		session_close(s);
+		return;
+	}
 	session_error(s);
+	if (s->state == SESSION_COMMAND)
+		session_process(s);
+}
+
+/*
+ * session_auth_failed - 535 5.7.8, never saying why, after
+ * smtpd_sasl_failure_delay; the smtpd_sasl_failure_limit-th failure of a
+ * session is followed by 421 and the end of the session.
+ */
+static void session_auth_failed(struct session *s, const char *user, const char *reason)
+{
+	struct timeval tv = {s->cfg->sasl_failure_delay, 0};
+	char u[2 * SASL_USER_MAX + 8];
+
+	log_sanitize(u, sizeof(u), user, strlen(user));
+	log_warn("%s: SASL %s authentication failed: %s, sasl_username=%s", s->peer, s->auth_mech,
+		 reason && reason[0] ? reason : "authentication failure", u);
+	s->auth_failures++;
+	s->auth_closing = s->auth_failures >= s->cfg->sasl_failure_limit;
+	s->state = SESSION_AUTH;
+	if (!s->auth_timer)
+		s->auth_timer = evtimer_new(s->env->base, session_on_auth_delay, s);
+	evtimer_add(s->auth_timer, &tv);
+}
+
+static void session_on_auth(void *arg, enum auth_result r, const char *user, const char *reason)
+{
+	struct session *s = arg;
+	char u[2 * SASL_USER_MAX + 8];
+
+	s->auth_pending = false;
+	switch (r) {
+	case AUTH_OK:
+		s->authenticated = true;
+		snprintf(s->auth_user, sizeof(s->auth_user), "%s", user);
+		s->counts[SMTP_CMD_AUTH].ok++;
+		log_sanitize(u, sizeof(u), s->auth_user, strlen(s->auth_user));
+		log_info("AUTH from %s: sasl_method=%s, sasl_username=%s", s->peer, s->auth_mech, u);
+		session_reply(s, 235, "2.7.0", "Authentication successful");
+		break;
+	case AUTH_FAIL:
+		session_auth_failed(s, user, reason);
+		return;
+	case AUTH_TEMPFAIL:
+		log_warn("%s: SASL %s authentication: temporary failure: %s", s->peer, s->auth_mech,
+			 reason && reason[0] ? reason : "backend unavailable");
+		session_reply(s, 454, "4.7.0", "Temporary authentication failure");
+		break;
+	}
+	s->state = SESSION_COMMAND;
+	session_process(s);
+}
+
+static void session_sasl_step(struct session *s, enum sasl_step step)
+{
+	struct auth_request req = {
+	    .service = "smtp",
+	    .local_addr = s->local_addr,
+	    .remote_addr = s->addr,
+	    .secured = s->tls,
+	};
+
+	switch (step) {
+	case SASL_CHALLENGE:
+		s->state = SESSION_SASL;
+		session_reply(s, 334, NULL, "%s", s->sasl.challenge);
+		return;
+	case SASL_DONE:
+		req.user = s->sasl.user;
+		req.pass = s->sasl.pass;
+		s->state = SESSION_AUTH;
+		s->auth_pending = true;
+		auth_verify(s->env->auth, &req, session_on_auth, s);
+		explicit_bzero(s->sasl.pass, sizeof(s->sasl.pass));
+		return;
+	case SASL_CANCEL:
+		session_reply(s, 501, "5.7.0", "Authentication aborted");
+		break;
+	case SASL_MALFORMED:
+		session_reply(s, 501, "5.5.2", "Cannot decode response");
+		session_error(s);
+		break;
+	case SASL_INVALID:
+		session_auth_failed(s, s->sasl.user, "malformed credentials");
+		sasl_clear(&s->sasl);
+		return;
+	}
+	sasl_clear(&s->sasl);
+	if (s->state == SESSION_SASL)
+		s->state = SESSION_COMMAND;
+}
+
+static void do_auth(struct session *s, const struct smtp_cmd *c)
+{
+	enum sasl_mech mech;
+
+	if (!session_auth_offered(s)) {
+		if (session_auth_configured(s) && session_tls_offered(s))
+			session_reply(s, 530, "5.7.0", "Must issue a STARTTLS command first");
+		else
+			session_reply(s, 503, "5.5.1", "Error: authentication not enabled");
+		session_error(s);
+		return;
+	}
+	if (!s->esmtp) {
+		session_reply(s, 503, "5.5.1", "Error: send EHLO first");
+		session_error(s);
+		return;
+	}
+	if (s->authenticated) {
+		session_reply(s, 503, "5.5.1", "Error: already authenticated");
+		session_error(s);
+		return;
+	}
+	if (s->t.active) {
+		session_reply(s, 503, "5.5.1", "Error: MAIL transaction in progress");
+		session_error(s);
+		return;
+	}
+	mech = sasl_mech_parse(c->arg, c->arg_len);
+	if (mech == SASL_MECH_NONE) {
+		session_reply(s, 504, "5.5.4", "Unsupported authentication mechanism");
+		session_error(s);
+		return;
+	}
+	s->auth_mech = mech == SASL_MECH_PLAIN ? "PLAIN" : "LOGIN";
+	session_sasl_step(s, sasl_begin(&s->sasl, mech, c->auth_initial, c->auth_initial_len));
+}
+
+/* One line of the client in an AUTH exchange (without CR LF). */
+static void session_sasl_line(struct session *s, const char *line, size_t len)
+{
+	s->state = SESSION_COMMAND; /* unless the step asks for more */
+	session_sasl_step(s, sasl_respond(&s->sasl, line, len));
 }
 
 /*
  * The command table.  ok: the verb always succeeds once parsed (the
  * others count their own successes in s->counts); junk: counts against
  * smtpd_junk_command_limit.  Sequence checks (503) are in the handlers.
- * STARTTLS and AUTH get their handlers with the TLS issue.
  */
 static const struct command {
 	void (*handle)(struct session *s, const struct smtp_cmd *c);
@@ -828,8 +1201,8 @@ static const struct command {
     [SMTP_CMD_QUIT] = {do_quit, true, false},
     [SMTP_CMD_VRFY] = {do_vrfy, true, true},
     [SMTP_CMD_HELP] = {do_help, true, true},
-    [SMTP_CMD_STARTTLS] = {do_not_implemented, false, false},
-    [SMTP_CMD_AUTH] = {do_not_implemented, false, false},
+    [SMTP_CMD_STARTTLS] = {do_starttls, false, false},
+    [SMTP_CMD_AUTH] = {do_auth, false, false},
 };
 
 static void session_command(struct session *s, const char *line, size_t len)
@@ -841,6 +1214,7 @@ static void session_command(struct session *s, const char *line, size_t len)
 	    .smtputf8 = cfg->smtputf8 && s->esmtp,
 	    .dsn = cfg->dsn && s->esmtp,
 	    .chunking = cfg->chunking && s->esmtp,
+	    .auth = session_auth_offered(s) && s->esmtp,
 	    .utf8_transaction = s->t.smtputf8,
 	    .size_limit = cfg->message_size_limit,
 	    .line_max = cfg->command_line_limit,
@@ -877,10 +1251,25 @@ static void session_command(struct session *s, const char *line, size_t len)
 
 /* ---- input ---- */
 
-/* One command line from the input; false when more input is needed. */
+/* A line over the limit: a command gets 500, an AUTH exchange ends (RFC 4954 4). */
+static void session_line_too_long(struct session *s)
+{
+	if (s->state == SESSION_SASL) {
+		sasl_clear(&s->sasl);
+		s->state = SESSION_COMMAND;
+		session_reply(s, 500, "5.5.6", "Authentication Exchange line is too long");
+	} else {
+		session_reply(s, 500, "5.5.2", "Error: line too long");
+	}
+}
+
+/*
+ * One command line (or, in SASL, one line of an AUTH exchange) from the
+ * input; false when more input is needed.
+ */
 static bool session_read_command(struct session *s, struct evbuffer *in)
 {
-	size_t limit = s->cfg->command_line_limit;
+	size_t limit = s->state == SESSION_SASL ? SASL_LINE_MAX : s->cfg->command_line_limit;
 	size_t avail = evbuffer_get_length(in);
 	struct evbuffer_ptr p;
 	char *line;
@@ -901,7 +1290,7 @@ static bool session_read_command(struct session *s, struct evbuffer *in)
 			return false;
 		/* No LF within the limit: answer now, drop the rest of the line. */
 		s->commands++;
-		session_reply(s, 500, "5.5.2", "Error: line too long");
+		session_line_too_long(s);
 		evbuffer_drain(in, avail);
 		s->skipping = true;
 		session_error(s);
@@ -910,7 +1299,7 @@ static bool session_read_command(struct session *s, struct evbuffer *in)
 	len = (size_t)p.pos + 1;
 	if (len > limit) {
 		s->commands++;
-		session_reply(s, 500, "5.5.2", "Error: line too long");
+		session_line_too_long(s);
 		evbuffer_drain(in, len);
 		session_error(s);
 		return true;
@@ -918,13 +1307,20 @@ static bool session_read_command(struct session *s, struct evbuffer *in)
 	line = (char *)evbuffer_pullup(in, (ssize_t)len);
 	if (len < 2 || line[len - 2] != '\r') {
 		s->commands++;
+		if (s->state == SESSION_SASL) {
+			sasl_clear(&s->sasl);
+			s->state = SESSION_COMMAND;
+		}
 		session_reply(s, 501, "5.5.2",
 			      "Error: bare <LF> received; commands end with <CR><LF>");
 		evbuffer_drain(in, len);
 		session_error(s);
 		return true;
 	}
-	session_command(s, line, len - 2);
+	if (s->state == SESSION_SASL)
+		session_sasl_line(s, line, len - 2);
+	else
+		session_command(s, line, len - 2);
 	evbuffer_drain(in, len);
 	return true;
 }
@@ -960,11 +1356,20 @@ static bool session_read_content(struct session *s, struct evbuffer *in)
 			size_t room = SESSION_STAGE - s->stage_len, k = len < room ? len : room;
 			size_t out_len, c;
 
-			c = smtp_body_feed(&t->body_dec, p, k, s->stage + s->stage_len, &out_len,
-					   &end);
-			s->stage_len += out_len;
-			if (s->stage_len == SESSION_STAGE)
-				stage_flush(s);
+			if (t->fix && !header_fixup_passing(t->fix)) {
+				/* In the header of a submission: through the fix-up. */
+				char tmp[1024];
+
+				k = len < sizeof(tmp) ? len : sizeof(tmp);
+				c = smtp_body_feed(&t->body_dec, p, k, tmp, &out_len, &end);
+				header_fixup_feed(t->fix, tmp, out_len);
+			} else {
+				c = smtp_body_feed(&t->body_dec, p, k, s->stage + s->stage_len,
+						   &out_len, &end);
+				s->stage_len += out_len;
+				if (s->stage_len == SESSION_STAGE)
+					stage_flush(s);
+			}
 			p += c;
 			len -= c;
 			used += c;
@@ -973,6 +1378,7 @@ static bool session_read_content(struct session *s, struct evbuffer *in)
 	evbuffer_drain(in, used);
 	if (s->state == SESSION_DATA) {
 		if (end) {
+			session_content_end(s);
 			message_end(s);
 			return true;
 		}
@@ -1003,13 +1409,28 @@ static void session_process(struct session *s)
 			}
 			more = evbuffer_get_length(in) > 0 && session_read_command(s, in);
 			break;
+		case SESSION_SASL:
+			more = evbuffer_get_length(in) > 0 && session_read_command(s, in);
+			break;
 		case SESSION_DATA:
 		case SESSION_BDAT:
 			more = session_read_content(s, in);
 			break;
+		case SESSION_TLS_START:
+			/* Behind STARTTLS: plaintext the client must not have sent (CVE-2011-0411). */
+			if (!s->tls_discarded && evbuffer_get_length(in) > 0)
+				log_warn("%s: %zu octets of plaintext pipelined after STARTTLS "
+					 "discarded",
+					 s->peer, evbuffer_get_length(in));
+			evbuffer_drain(in, evbuffer_get_length(in));
+			s->tls_discarded = true;
+			bufferevent_disable(s->bev, EV_READ);
+			return;
 		case SESSION_COMMIT:
 		case SESSION_VERIFY:
 		case SESSION_CLOSING:
+		case SESSION_HANDSHAKE:
+		case SESSION_AUTH:
 			return;
 		}
 	}
@@ -1032,6 +1453,10 @@ static void session_on_write(struct bufferevent *bev, void *arg)
 		session_free(s);
 		return;
 	}
+	if (s->state == SESSION_TLS_START) {
+		session_tls_begin(s);
+		return;
+	}
 	if (s->out_blocked) {
 		s->out_blocked = false;
 		bufferevent_enable(s->bev, EV_READ);
@@ -1048,13 +1473,39 @@ static void session_on_event(struct bufferevent *bev, short what, void *arg)
 		session_free(s);
 		return;
 	}
+	if ((what & BEV_EVENT_CONNECTED) && s->state == SESSION_HANDSHAKE) {
+		session_tls_ready(s);
+		return;
+	}
+	if (s->state == SESSION_HANDSHAKE || s->state == SESSION_TLS_START) {
+		/* No reply: the client is not talking TLS (or not at all). */
+		char why[512];
+
+		if (what & BEV_EVENT_TIMEOUT)
+			snprintf(why, sizeof(why), "timeout");
+		else if (s->tls)
+			tls_server_error(s->bev, why, sizeof(why));
+		else
+			snprintf(why, sizeof(why), "%s", strerror(EVUTIL_SOCKET_ERROR()));
+		log_info("SSL_accept error from %s: %s", s->peer,
+			 why[0] ? why : "lost connection");
+		s->state = SESSION_CLOSING;
+		session_free(s);
+		return;
+	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		log_info("timeout after %s from %s", s->last_verb, s->peer);
 		session_reply(s, 421, "4.4.2", "%s Error: timeout exceeded", s->cfg->myhostname);
 		session_close(s);
 		return;
 	}
-	if (what & BEV_EVENT_ERROR)
+	if ((what & BEV_EVENT_ERROR) && s->tls) {
+		char why[512];
+
+		tls_server_error(s->bev, why, sizeof(why));
+		log_info("lost connection after %s from %s: %s", s->last_verb, s->peer,
+			 why[0] ? why : strerror(EVUTIL_SOCKET_ERROR()));
+	} else if (what & BEV_EVENT_ERROR)
 		log_info("lost connection after %s from %s: %s", s->last_verb, s->peer,
 			 strerror(EVUTIL_SOCKET_ERROR()));
 	else if (s->state != SESSION_COMMAND || s->t.active)
@@ -1098,13 +1549,33 @@ static void session_peer(struct session *s, int fd)
 	}
 	snprintf(s->peer, sizeof(s->peer), "unknown[%s]", s->addr);
 	s->trusted = cidr_list_match(s->cfg->mynetworks, (struct sockaddr *)&ss);
+	sl = sizeof(ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, s->local_addr,
+			  sizeof(s->local_addr));
+	else if (ss.ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, s->local_addr,
+			  sizeof(s->local_addr));
+}
+
+/* Callbacks, the read high-water mark and the timeouts, on a new bufferevent too. */
+static void session_bev_setup(struct session *s)
+{
+	struct timeval tv = {s->timeout, 0};
+
+	bufferevent_setcb(s->bev, session_on_read, session_on_write, session_on_event, s);
+	/* Room for a whole command line at the limit, so a full buffer always holds an LF. */
+	bufferevent_setwatermark(s->bev, EV_READ, 0,
+				 SESSION_IN_HIGH + s->cfg->command_line_limit);
+	bufferevent_set_timeouts(s->bev, &tv, &tv);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 }
 
 void session_start(struct session_env *env, int fd, const char *listener)
 {
 	struct session *s = xcalloc(1, sizeof(*s));
 	bool stress = env->stress && env->stress(env->arg);
-	struct timeval tv;
+	char warn[700], err[700];
 
 	s->env = env;
 	s->cfg = env->cfg;
@@ -1115,25 +1586,42 @@ void session_start(struct session_env *env, int fd, const char *listener)
 	s->error_limit = stress ? env->cfg->stress_error_limit : env->cfg->hard_error_limit;
 	if (s->error_limit == 0)
 		s->error_limit = 1;
+	s->fd = fd;
 	session_peer(s, fd);
+	s->submission = smtpd_listener_in(env->cfg->submission_listeners, s->listener);
+	s->wrapper = !s->unix_client &&
+		     smtpd_listener_in(env->cfg->tls_wrappermode_listeners, s->listener);
 	s->stage = xmalloc(SESSION_STAGE);
-	s->bev = bufferevent_socket_new(env->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	log_info("connect from %s", s->peer);
+	if (s->wrapper) {
+		/* Implicit TLS (RFC 8314): the handshake first, then the greeting. */
+		if (!env->tls) {
+			log_warn("%s: listener %s speaks TLS only, but there is no certificate "
+				 "(smtpd_tls_cert_file): connection closed",
+				 s->peer, s->listener);
+			s->state = SESSION_CLOSING;
+			session_free(s);
+			return;
+		}
+		s->tls = true;
+		s->state = SESSION_HANDSHAKE;
+		s->bev = tls_server_bev_new(env->tls, env->base, fd, warn, sizeof(warn), err,
+					    sizeof(err));
+		if (warn[0])
+			log_warn("TLS certificate: %s", warn);
+	} else {
+		/* Not CLOSE_ON_FREE: STARTTLS hands the socket on to a TLS bufferevent. */
+		s->bev = bufferevent_socket_new(env->base, fd, 0);
+		if (!s->bev)
+			snprintf(err, sizeof(err), "cannot make a bufferevent");
+	}
 	if (!s->bev) {
-		log_error("cannot set up a session for %s", s->peer);
-		close(fd);
-		free(s->stage);
-		free(s);
-		env->session_end(env->arg);
+		log_error("cannot set up a session for %s: %s", s->peer, err);
+		s->state = SESSION_CLOSING;
+		session_free(s);
 		return;
 	}
-	log_info("connect from %s", s->peer);
-	bufferevent_setcb(s->bev, session_on_read, session_on_write, session_on_event, s);
-	/* Room for a whole command line at the limit, so a full buffer always holds an LF. */
-	bufferevent_setwatermark(s->bev, EV_READ, 0,
-				 SESSION_IN_HIGH + env->cfg->command_line_limit);
-	tv.tv_sec = s->timeout;
-	tv.tv_usec = 0;
-	bufferevent_set_timeouts(s->bev, &tv, &tv);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-	session_reply(s, 220, NULL, "%s", env->cfg->banner);
+	session_bev_setup(s);
+	if (!s->wrapper)
+		session_reply(s, 220, NULL, "%s", env->cfg->banner);
 }

@@ -17,14 +17,31 @@
  * flushed, then the connection closes).  The transaction (MAIL, RCPTs,
  * the message being written) is one struct reset by RSET, HELO/EHLO and
  * the end of each message, and the EHLO state lives apart from it, so
- * STARTTLS and AUTH can later reset exactly what they must.
+ * STARTTLS and AUTH reset exactly what they must.
+ *
+ * TLS and AUTH add states: TLS_START (STARTTLS answered 220: the input
+ * the client pipelined behind it is thrown away unread, reading stops,
+ * and once the 220 is out the socket gets a TLS bufferevent), HANDSHAKE
+ * (until OpenSSL is done; on an implicit-TLS listener sessions start
+ * here and the greeting follows the handshake), SASL (reading the lines
+ * of an AUTH exchange, sasl.h) and AUTH (the backend checks the password,
+ * auth.h, or a failure's delay runs; input waits).  STARTTLS forgets the
+ * EHLO, the transaction and any AUTH (RFC 3207 4.2).
+ *
+ * Endpoint rules come from the listener's name (smtpd_config.h):
+ * submission listeners offer AUTH whatever smtpd_sasl_auth_enable says,
+ * refuse MAIL before AUTH (530 5.7.0) and add Message-ID:/Date: when a
+ * message has none (header_fixup.h); wrapper-mode listeners speak TLS
+ * from the first octet.  Unix-socket clients (the local injector) never
+ * get TLS or AUTH and need neither.
  *
  * Memory per session is bounded whatever the client sends: the input
  * buffer by the read high-water mark, a command line by
  * smtpd_command_line_limit (longer lines are answered 500 and skipped,
  * never buffered), replies to pipelined commands by pausing input while
  * the output buffer is full, recipients by smtpd_recipient_limit, content
- * by a fixed staging buffer written through to the queue store.
+ * by a fixed staging buffer written through to the queue store, an AUTH
+ * response line by SASL_LINE_MAX, TLS state by OpenSSL's record size.
  */
 #ifndef ZFARM_SESSION_H
 #define ZFARM_SESSION_H
@@ -37,6 +54,8 @@ struct qstore;
 struct committer;
 struct handoff;
 struct frame_client;
+struct tls_server;
+struct auth_backend;
 
 /*
  * What every session of one smtpserver child shares; owned by smtpd.c
@@ -50,6 +69,8 @@ struct session_env {
 	struct committer *committer;
 	struct handoff *handoff;     /* NULL: no router, messages wait for the reinjector */
 	struct frame_client *verify; /* the router, for RCPT checks; NULL: none */
+	struct tls_server *tls;	     /* STARTTLS and implicit TLS; NULL: no certificate */
+	struct auth_backend *auth;   /* AUTH; NULL: no backend, AUTH is not offered */
 	bool (*stress)(void *arg);   /* farmd runs us under stress (may be NULL) */
 	void (*session_end)(void *arg);
 	void *arg;

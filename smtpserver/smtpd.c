@@ -16,10 +16,12 @@
 #include "common/frame_client.h"
 #include "common/log.h"
 #include "common/qstore.h"
+#include "smtpserver/auth.h"
 #include "smtpserver/committer.h"
 #include "smtpserver/handoff.h"
 #include "smtpserver/session.h"
 #include "smtpserver/smtpd_config.h"
+#include "smtpserver/tls_server.h"
 
 /* The router must answer a RCPT check this fast, or the client gets 451. */
 #define SMTPD_VERIFY_TIMEOUT_MS 10000
@@ -35,6 +37,43 @@ static bool smtpd_stress(void *arg)
 static void smtpd_session_end(void *arg)
 {
 	farm_server_session_end(arg);
+}
+
+/*
+ * smtpd_tls_auth_init - the TLS context (when a certificate is set) and
+ * the AUTH backend (when smtpd_sasl_path is set).  A certificate or
+ * password file that does not load is fatal here, at start-up; later
+ * changes of those files are picked up by the running process.
+ */
+static int smtpd_tls_auth_init(struct smtpd_config *sc, struct event_base *base, char *err,
+			       size_t errlen)
+{
+	char why[1024];
+
+	if (sc->tls_cert_file) {
+		struct tls_server_params tp = {
+		    .cert_file = sc->tls_cert_file,
+		    .key_file = sc->tls_key_file,
+		    .protocols = sc->tls_protocols,
+		    .cipherlist = sc->tls_cipherlist,
+		    .ciphersuites = sc->tls_ciphersuites,
+		};
+
+		smtpd_env.tls = tls_server_new(&tp, why, sizeof(why));
+		if (!smtpd_env.tls) {
+			snprintf(err, errlen, "smtpd_tls_cert_file: %s", why);
+			return -1;
+		}
+	}
+	if (sc->sasl_path) {
+		smtpd_env.auth = auth_backend_new(base, sc->sasl_type, sc->sasl_path, why,
+						  sizeof(why));
+		if (!smtpd_env.auth) {
+			snprintf(err, errlen, "smtpd_sasl_path: %s", why);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 static int smtpd_init(struct farm_server *srv, char *err, size_t errlen)
@@ -71,9 +110,14 @@ static int smtpd_init(struct farm_server *srv, char *err, size_t errlen)
 				return -1;
 		}
 	}
-	log_debug("smtpserver ready: queue %s (%s), %u commit threads, router %s",
+	if (smtpd_tls_auth_init(sc, farm_server_base(srv), err, errlen) < 0)
+		return -1;
+	log_debug("smtpserver ready: queue %s (%s), %u commit threads, router %s, TLS %s, "
+		  "AUTH %s",
 		  sc->queue_directory, qstore_backend(smtpd_env.qs), threads,
-		  sc->router_endpoint ? sc->router_endpoint : "none");
+		  sc->router_endpoint ? sc->router_endpoint : "none",
+		  smtpd_env.tls ? sc->tls_cert_file : "off",
+		  smtpd_env.auth ? auth_backend_name(smtpd_env.auth) : "off");
 	return 0;
 }
 
@@ -87,6 +131,8 @@ static void smtpd_fini(struct farm_server *srv)
 {
 	(void)srv;
 	committer_free(&smtpd_env.committer);
+	auth_backend_free(&smtpd_env.auth);
+	tls_server_free(&smtpd_env.tls);
 	handoff_free(&smtpd_env.handoff);
 	frame_client_free(&smtpd_env.verify);
 	qstore_close(&smtpd_env.qs);

@@ -13,6 +13,7 @@
 #include "common/xalloc.h"
 #include "smtpserver/relay.h"
 #include "smtpserver/smtpd_config.h"
+#include "smtpserver/tls_server.h"
 
 /* Where a parameter is looked up: the farm's section first, else the global. */
 struct scope {
@@ -132,6 +133,100 @@ out:
 	return rc;
 }
 
+bool smtpd_listener_in(char *const *list, const char *listener)
+{
+	for (size_t i = 0; list && list[i]; i++)
+		if (listener && strcmp(list[i], listener) == 0)
+			return true;
+	return false;
+}
+
+/* The TLS and AUTH parameters (smtpserver(8) has the rules they make). */
+static int load_tls_auth(struct smtpd_config *sc, const struct scope *s, char *err, size_t errlen)
+{
+	char *level = NULL, *cert = NULL, *path = NULL;
+	int min, max, rc = -1;
+	uint64_t u;
+
+	if (get_str(s, "smtpd_tls_cert_file", "", &cert, err, errlen) < 0 ||
+	    get_str(s, "smtpd_tls_key_file", "", &sc->tls_key_file, err, errlen) < 0 ||
+	    get_str(s, "smtpd_tls_security_level", "may", &level, err, errlen) < 0 ||
+	    get_str(s, "smtpd_tls_protocols", TLS_SERVER_DEFAULT_PROTOCOLS, &sc->tls_protocols, err,
+		    errlen) < 0 ||
+	    get_str(s, "smtpd_tls_cipherlist", TLS_SERVER_DEFAULT_CIPHERLIST, &sc->tls_cipherlist,
+		    err, errlen) < 0 ||
+	    get_str(s, "smtpd_tls_ciphersuites", TLS_SERVER_DEFAULT_CIPHERSUITES,
+		    &sc->tls_ciphersuites, err, errlen) < 0 ||
+	    get_list(s, "smtpd_tls_wrappermode_listeners", "submissions smtps",
+		     &sc->tls_wrappermode_listeners, NULL, err, errlen) < 0 ||
+	    get_bool(s, "smtpd_tls_auth_only", true, &sc->tls_auth_only, err, errlen) < 0 ||
+	    get_bool(s, "smtpd_sasl_auth_enable", false, &sc->sasl_auth_enable, err, errlen) < 0 ||
+	    get_str(s, "smtpd_sasl_type", "passwd-file", &sc->sasl_type, err, errlen) < 0 ||
+	    get_str(s, "smtpd_sasl_path", "", &path, err, errlen) < 0 ||
+	    get_list(s, "smtpd_submission_listeners", "submission submissions",
+		     &sc->submission_listeners, NULL, err, errlen) < 0)
+		goto out;
+	if (strcmp(level, "none") == 0) {
+		sc->tls_level = SMTPD_TLS_NONE;
+	} else if (strcmp(level, "may") == 0) {
+		sc->tls_level = SMTPD_TLS_MAY;
+	} else if (strcmp(level, "encrypt") == 0) {
+		sc->tls_level = SMTPD_TLS_ENCRYPT;
+	} else {
+		snprintf(err, errlen, "parameter smtpd_tls_security_level: \"%s\" is not none, may "
+				      "or encrypt", level);
+		goto out;
+	}
+	if (cert[0]) {
+		sc->tls_cert_file = cert;
+		cert = NULL;
+	} else if (sc->tls_level == SMTPD_TLS_ENCRYPT) {
+		snprintf(err, errlen, "parameter smtpd_tls_security_level: encrypt needs "
+				      "smtpd_tls_cert_file");
+		goto out;
+	} else {
+		sc->tls_level = SMTPD_TLS_NONE;
+	}
+	if (tls_server_protocols(sc->tls_protocols, &min, &max, err, errlen) < 0) {
+		char why[512];
+
+		snprintf(why, sizeof(why), "parameter smtpd_tls_protocols: %s", err);
+		snprintf(err, errlen, "%s", why);
+		goto out;
+	}
+	if (strcmp(sc->sasl_type, "passwd-file") != 0 && strcmp(sc->sasl_type, "dovecot") != 0) {
+		snprintf(err, errlen, "parameter smtpd_sasl_type: \"%s\" is not passwd-file or "
+				      "dovecot", sc->sasl_type);
+		goto out;
+	}
+	if (path[0] == '\0') {
+		/* no backend: AUTH is not offered */
+	} else if (path[0] != '/' && strcmp(sc->sasl_type, "dovecot") == 0) {
+		/* Like Postfix's private/auth: relative to the run directory. */
+		sc->sasl_path = xasprintf("%s/%s", sc->run_directory, path);
+	} else {
+		sc->sasl_path = path;
+		path = NULL;
+	}
+	if (get_uint(s, "smtpd_sasl_failure_limit", 3, 1000, &u, err, errlen) < 0)
+		goto out;
+	sc->sasl_failure_limit = u ? (unsigned)u : 1;
+	{
+		long long v;
+
+		if (config_get_time(s->cfg, scope_kind(s, "smtpd_sasl_failure_delay"), s->farm,
+				    "smtpd_sasl_failure_delay", 1, 0, 60, &v, err, errlen) < 0)
+			goto out;
+		sc->sasl_failure_delay = (unsigned)v;
+	}
+	rc = 0;
+out:
+	free(level);
+	free(cert);
+	free(path);
+	return rc;
+}
+
 int smtpd_config_load(struct smtpd_config *sc, const struct config *cfg, const char *farm,
 		      char *err, size_t errlen)
 {
@@ -213,7 +308,7 @@ int smtpd_config_load(struct smtpd_config *sc, const struct config *cfg, const c
 	if (get_uint(&s, "smtpd_commit_threads", 16, 64, &u, err, errlen) < 0)
 		goto fail;
 	sc->commit_threads = (unsigned)u;
-	if (load_tables(sc, &s, err, errlen) < 0)
+	if (load_tables(sc, &s, err, errlen) < 0 || load_tls_auth(sc, &s, err, errlen) < 0)
 		goto fail;
 	return 0;
 fail:
@@ -231,5 +326,14 @@ void smtpd_config_release(struct smtpd_config *sc)
 	free(sc->run_directory);
 	cidr_list_free(&sc->mynetworks);
 	relay_policy_free(&sc->relay);
+	free(sc->tls_cert_file);
+	free(sc->tls_key_file);
+	free(sc->tls_protocols);
+	free(sc->tls_cipherlist);
+	free(sc->tls_ciphersuites);
+	config_list_free(&sc->tls_wrappermode_listeners);
+	free(sc->sasl_type);
+	free(sc->sasl_path);
+	config_list_free(&sc->submission_listeners);
 	memset(sc, 0, sizeof(*sc));
 }

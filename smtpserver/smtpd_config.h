@@ -21,6 +21,13 @@ struct config;
 struct cidr_list;
 struct relay_policy;
 
+/* smtpd_tls_security_level (Postfix's names) */
+enum smtpd_tls_level {
+	SMTPD_TLS_NONE,	   /* no STARTTLS */
+	SMTPD_TLS_MAY,	   /* STARTTLS offered when a certificate is configured */
+	SMTPD_TLS_ENCRYPT, /* ... and required before MAIL (530 5.7.0) */
+};
+
 struct smtpd_config {
 	char *myhostname;
 	char *banner;		     /* after "220 " */
@@ -48,7 +55,25 @@ struct smtpd_config {
 	unsigned commit_threads; /* 0: commit in the event loop */
 	struct cidr_list *mynetworks;
 	struct relay_policy *relay;
+
+	/* TLS: STARTTLS and implicit TLS (tls_server.h) */
+	enum smtpd_tls_level tls_level; /* NONE when no certificate is configured */
+	char *tls_cert_file;		/* NULL: none */
+	char *tls_key_file;		/* "" : in the certificate file */
+	char *tls_protocols, *tls_cipherlist, *tls_ciphersuites;
+	char **tls_wrappermode_listeners; /* listener names with implicit TLS */
+	/* AUTH (auth.h) */
+	bool sasl_auth_enable;		  /* on the port-25 style listeners */
+	bool tls_auth_only;		  /* AUTH only over TLS */
+	char *sasl_type;		  /* auth backend: passwd-file, dovecot */
+	char *sasl_path;		  /* its file or socket; NULL: no backend */
+	unsigned sasl_failure_limit;	  /* failed AUTHs before 421 */
+	unsigned sasl_failure_delay;	  /* seconds before each 535 */
+	char **submission_listeners;	  /* listener names with submission rules */
 };
+
+/* smtpd_listener_in - is listener (a name) in list (a config list)? */
+bool smtpd_listener_in(char *const *list, const char *listener);
 
 /* smtpd_config_load - fill *sc from cfg for farm `farm` (may be NULL). */
 int smtpd_config_load(struct smtpd_config *sc, const struct config *cfg, const char *farm,

@@ -97,16 +97,16 @@ tests_scheduler_test_sched_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_scheduler_test_sched_LDADD = scheduler/libsched.a $(ZF_TEST_LIBS)
 tests_smtpserver_test_relay_SOURCES = tests/smtpserver/test_relay.c
 tests_smtpserver_test_relay_CFLAGS = $(ZF_TEST_CFLAGS)
-tests_smtpserver_test_relay_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS)
+tests_smtpserver_test_relay_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $(LIBCRYPT_LIBS)
 tests_smtpserver_test_session_SOURCES = tests/smtpserver/test_session.c
 tests_smtpserver_test_session_CFLAGS = $(ZF_TEST_CFLAGS)
-tests_smtpserver_test_session_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS)
+tests_smtpserver_test_session_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $(LIBCRYPT_LIBS)
 tests_smtpserver_test_smtp_body_SOURCES = tests/smtpserver/test_smtp_body.c
 tests_smtpserver_test_smtp_body_CFLAGS = $(ZF_TEST_CFLAGS)
-tests_smtpserver_test_smtp_body_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS)
+tests_smtpserver_test_smtp_body_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $(LIBCRYPT_LIBS)
 tests_smtpserver_test_smtp_cmd_SOURCES = tests/smtpserver/test_smtp_cmd.c
 tests_smtpserver_test_smtp_cmd_CFLAGS = $(ZF_TEST_CFLAGS)
-tests_smtpserver_test_smtp_cmd_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS)
+tests_smtpserver_test_smtp_cmd_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $(LIBCRYPT_LIBS)
 
 # A tiny farm (echo service) on the child skeleton, for the skeleton's and
 # farmd's integration tests.
