@@ -257,10 +257,11 @@ long dovecot_auth_format(char *buf, size_t cap, unsigned long id, const struct a
 struct da_req {
 	struct da_req *next;
 	unsigned long id;
-	char *line; /* the AUTH line, password inside: wiped once sent */
+	char *line; /* the AUTH line, password inside: wiped when answered */
 	size_t len;
 	auth_done_fn *done;
-	void *arg; /* NULL: cancelled */
+	void *arg;    /* NULL: cancelled */
+	bool retried; /* sent again once after a broken connection */
 	char user[SASL_USER_MAX + 1];
 };
 
@@ -300,8 +301,15 @@ static void da_append(struct da_req **list, struct da_req *r)
 	*list = r;
 }
 
-/* da_fail_all - every request gets TEMPFAIL; the connection is gone. */
-static void da_fail_all(struct dovecot_auth *d, const char *why)
+static void da_connect(struct dovecot_auth *d);
+
+/*
+ * da_fail_all - the connection is gone; every request gets TEMPFAIL.
+ * With retry (the connection broke, e.g. Dovecot restarted while it was
+ * idle), requests not retried before go out once more on a new one: a
+ * password check can be asked twice.
+ */
+static void da_fail(struct dovecot_auth *d, const char *why, bool retry)
 {
 	struct da_req *lists[2] = {d->sent, d->waiting};
 
@@ -311,6 +319,32 @@ static void da_fail_all(struct dovecot_auth *d, const char *why)
 	}
 	d->state = DA_DOWN;
 	d->sent = d->waiting = NULL;
+	if (retry) {
+		struct da_req *keep = NULL, **tail = &keep;
+
+		for (int i = 0; i < 2; i++) {
+			struct da_req **pp = &lists[i];
+
+			while (*pp) {
+				struct da_req *r = *pp;
+
+				if (r->arg && !r->retried) {
+					*pp = r->next;
+					r->retried = true;
+					r->next = NULL;
+					*tail = r;
+					tail = &r->next;
+				} else {
+					pp = &r->next;
+				}
+			}
+		}
+		if (keep) {
+			log_info("dovecot auth server %s: %s; asking again", d->path, why);
+			d->waiting = keep;
+			da_connect(d);
+		}
+	}
 	if (lists[0] || lists[1])
 		log_warn("dovecot auth server %s: %s", d->path, why);
 	/* Callbacks may cancel or start requests: the lists are detached first. */
@@ -324,6 +358,11 @@ static void da_fail_all(struct dovecot_auth *d, const char *why)
 			da_req_free(r);
 		}
 	}
+}
+
+static void da_fail_all(struct dovecot_auth *d, const char *why)
+{
+	da_fail(d, why, false);
 }
 
 static void da_on_fail(evutil_socket_t fd, short what, void *arg)
@@ -370,9 +409,6 @@ static void da_send_waiting(struct dovecot_auth *d)
 			continue;
 		}
 		evbuffer_add(out, r->line, r->len);
-		explicit_bzero(r->line, r->len);
-		free(r->line);
-		r->line = NULL;
 		da_append(&d->sent, r);
 	}
 	da_set_timeout(d);
@@ -487,13 +523,16 @@ static void da_on_event(struct bufferevent *bev, short what, void *arg)
 	(void)bev;
 	if (what & BEV_EVENT_CONNECTED)
 		return;
-	if (what & BEV_EVENT_TIMEOUT)
+	if (what & BEV_EVENT_TIMEOUT) {
 		snprintf(why, sizeof(why), "no answer within %d s", DOVECOT_AUTH_TIMEOUT_MS / 1000);
-	else if (what & BEV_EVENT_ERROR)
+		da_fail_all(d, why);
+		return;
+	}
+	if (what & BEV_EVENT_ERROR)
 		snprintf(why, sizeof(why), "%s", strerror(EVUTIL_SOCKET_ERROR()));
 	else
 		snprintf(why, sizeof(why), "closed the connection");
-	da_fail_all(d, why);
+	da_fail(d, why, true);
 }
 
 static void da_connect(struct dovecot_auth *d)
@@ -511,7 +550,6 @@ static void da_connect(struct dovecot_auth *d)
 	}
 	d->state = DA_HANDSHAKE;
 	d->has_plain = false;
-	d->next_id = 0;
 	bufferevent_setcb(d->bev, da_on_read, NULL, da_on_event, d);
 	bufferevent_setwatermark(d->bev, EV_READ, 0, 2 * DOVECOT_AUTH_LINE_MAX);
 	if (bufferevent_socket_connect(d->bev, (struct sockaddr *)&sun, sizeof(sun)) < 0) {

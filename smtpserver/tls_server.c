@@ -13,6 +13,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "common/xalloc.h"
 #include "smtpserver/tls_server.h"
@@ -234,8 +235,16 @@ static SSL_CTX *ctx_build(const struct tls_server *t, char *err, size_t errlen)
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, t->key_file, SSL_FILETYPE_PEM) != 1) {
+		unsigned long e = ERR_peek_last_error();
+
 		ssl_errors(why, sizeof(why));
-		snprintf(err, errlen, "cannot load the private key %s: %s", t->key_file, why);
+		if (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+			snprintf(err, errlen,
+				 "the private key %s does not match the certificate %s: %s",
+				 t->key_file, t->cert_file, why);
+		else
+			snprintf(err, errlen, "cannot load the private key %s: %s", t->key_file,
+				 why);
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {

@@ -24,10 +24,15 @@ ZF_UNIT_TESTS = \
 	tests/scheduler/test_dest \
 	tests/scheduler/test_msgstate \
 	tests/scheduler/test_sched \
+	tests/smtpserver/test_dovecot_auth \
+	tests/smtpserver/test_header_fixup \
+	tests/smtpserver/test_passwd_file \
 	tests/smtpserver/test_relay \
+	tests/smtpserver/test_sasl \
 	tests/smtpserver/test_session \
 	tests/smtpserver/test_smtp_body \
 	tests/smtpserver/test_smtp_cmd \
+	tests/smtpserver/test_tls_server \
 	tests/transport/test_body \
 	tests/transport/test_dsn
 
@@ -95,6 +100,21 @@ tests_scheduler_test_msgstate_LDADD = scheduler/libsched.a $(ZF_TEST_LIBS)
 tests_scheduler_test_sched_SOURCES = tests/scheduler/test_sched.c tests/scheduler/ctl_list.h
 tests_scheduler_test_sched_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_scheduler_test_sched_LDADD = scheduler/libsched.a $(ZF_TEST_LIBS)
+tests_smtpserver_test_dovecot_auth_SOURCES = tests/smtpserver/test_dovecot_auth.c
+tests_smtpserver_test_dovecot_auth_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_smtpserver_test_dovecot_auth_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $(LIBCRYPT_LIBS)
+tests_smtpserver_test_header_fixup_SOURCES = tests/smtpserver/test_header_fixup.c
+tests_smtpserver_test_header_fixup_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_smtpserver_test_header_fixup_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $(LIBCRYPT_LIBS)
+tests_smtpserver_test_passwd_file_SOURCES = tests/smtpserver/test_passwd_file.c
+tests_smtpserver_test_passwd_file_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_smtpserver_test_passwd_file_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $(LIBCRYPT_LIBS)
+tests_smtpserver_test_sasl_SOURCES = tests/smtpserver/test_sasl.c
+tests_smtpserver_test_sasl_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_smtpserver_test_sasl_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $(LIBCRYPT_LIBS)
+tests_smtpserver_test_tls_server_SOURCES = tests/smtpserver/test_tls_server.c
+tests_smtpserver_test_tls_server_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_smtpserver_test_tls_server_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $(LIBCRYPT_LIBS)
 tests_smtpserver_test_relay_SOURCES = tests/smtpserver/test_relay.c
 tests_smtpserver_test_relay_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_smtpserver_test_relay_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $(LIBCRYPT_LIBS)

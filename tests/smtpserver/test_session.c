@@ -37,6 +37,9 @@
 #include "common/log.h"
 #include "common/qstore.h"
 #include "common/qstore_ram.h"
+#include <crypt.h>
+
+#include "smtpserver/auth.h"
 #include "smtpserver/committer.h"
 #include "smtpserver/session.h"
 #include "smtpserver/smtpd_config.h"
@@ -51,6 +54,8 @@ struct row {
 	const char *want;   /* final reply lines, "|"-separated prefixes */
 	int msgs;           /* messages committed */
 	size_t capacity;    /* ram store bytes (a small disk); 0: unlimited */
+	bool auth;          /* a password file with alice:secret (smtpd_sasl_path) */
+	const char *listener; /* NULL: "smtp" */
 };
 
 #define HELLO "EHLO client.test\r\n"
@@ -84,8 +89,8 @@ static const struct row rows[] = {
 	  OKMSG "|250 2.1.0|250 2.1.5|354|250 2.0.0 Ok: queued as|221", 2 },
 	{ "NOOP HELP VRFY", "", HELLO "NOOP\r\nHELP\r\nVRFY bob\r\nQUIT\r\n", 0,
 	  "220|250|250 2.0.0 Ok|214 2.0.0|252 2.0.0|221", 0 },
-	{ "STARTTLS not yet", "", HELLO "STARTTLS\r\nAUTH PLAIN\r\nQUIT\r\n", 0,
-	  "220|250|502 5.5.1|502 5.5.1|221", 0 },
+	{ "no certificate, no auth backend", "", HELLO "STARTTLS\r\nAUTH PLAIN\r\nQUIT\r\n", 0,
+	  "220|250|502 5.5.1|503 5.5.1 Error: authentication not enabled|221", 0 },
 	{ "unknown command", "", "FOO bar\r\nQUIT\r\n", 0,
 	  "220|500 5.5.2 Error: command not recognized|221", 0 },
 	{ "enhanced codes off", "smtpd_discard_ehlo_keywords = enhancedstatuscodes\n",
@@ -213,6 +218,75 @@ static const struct row rows[] = {
 	  ".\r\n" ENV "DATA\r\nx\r\n.\r\nQUIT\r\n", 0,
 	  "220|250|250|250|354|452 4.3.1 Insufficient system storage|250|250|354|250 2.0.0 Ok: queued|221", 1,
 	  400 },
+
+	/* AUTH (RFC 4954) in clear (smtpd_tls_auth_only = no; there is no TLS here) */
+#define AUTHCONF "smtpd_tls_auth_only = no\nsmtpd_sasl_auth_enable = yes\n" \
+	"smtpd_sasl_failure_delay = 0\nmynetworks = 10.0.0.0/8\n"
+#define PLAIN_OK "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"   /* \0alice\0secret */
+#define PLAIN_BAD "AUTH PLAIN AGFsaWNlAHdyb25n\r\n"      /* \0alice\0wrong */
+#define REMOTE "MAIL FROM:<a@example.test>\r\nRCPT TO:<u@ext.test>\r\n"
+	{ "AUTH PLAIN permits relaying", AUTHCONF,
+	  HELLO PLAIN_OK REMOTE "DATA\r\nx\r\n.\r\nQUIT\r\n", 0,
+	  "220|250|235 2.7.0 Authentication successful|250 2.1.0|250 2.1.5|354|250 2.0.0|221", 1, 0,
+	  true },
+	{ "relay refused without AUTH", AUTHCONF, HELLO REMOTE "QUIT\r\n", 0,
+	  "220|250|250 2.1.0|554 5.7.1 <u@ext.test>: Relay access denied|221", 0, 0, true },
+	{ "AUTH PLAIN wrong password", AUTHCONF, HELLO PLAIN_BAD REMOTE "QUIT\r\n", 0,
+	  "220|250|535 5.7.8 Authentication credentials invalid|250 2.1.0|554 5.7.1|221", 0, 0, true },
+	{ "AUTH PLAIN unknown user", AUTHCONF, HELLO "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\nQUIT\r\n", 0,
+	  "220|250|535 5.7.8 Authentication credentials invalid|221", 0, 0, true },
+	{ "AUTH PLAIN with a 334 round", AUTHCONF,
+	  HELLO "AUTH PLAIN\r\nAGFsaWNlAHNlY3JldA==\r\nQUIT\r\n", 0, "220|250|334 |235 2.7.0|221", 0, 0,
+	  true },
+	{ "AUTH PLAIN authzid = user", AUTHCONF,
+	  HELLO "AUTH PLAIN YWxpY2UAYWxpY2UAc2VjcmV0\r\nQUIT\r\n", 0, "220|250|235 2.7.0|221", 0, 0,
+	  true },
+	{ "AUTH PLAIN for someone else", AUTHCONF,
+	  HELLO "AUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA==\r\nQUIT\r\n", 0, "220|250|535 5.7.8|221", 0, 0,
+	  true },
+	{ "AUTH LOGIN", AUTHCONF, HELLO "AUTH LOGIN\r\nYWxpY2U=\r\nc2VjcmV0\r\nQUIT\r\n", 0,
+	  "220|250|334 VXNlcm5hbWU6|334 UGFzc3dvcmQ6|235 2.7.0|221", 0, 0, true },
+	{ "AUTH LOGIN initial response", AUTHCONF, HELLO "AUTH LOGIN YWxpY2U=\r\nc2VjcmV0\r\nQUIT\r\n",
+	  0, "220|250|334 UGFzc3dvcmQ6|235 2.7.0|221", 0, 0, true },
+	{ "AUTH cancelled", AUTHCONF, HELLO "AUTH LOGIN\r\n*\r\nNOOP\r\nQUIT\r\n", 0,
+	  "220|250|334 VXNlcm5hbWU6|501 5.7.0 Authentication aborted|250 2.0.0|221", 0, 0, true },
+	{ "AUTH garbage base64", AUTHCONF, HELLO "AUTH PLAIN\r\n!!!!\r\nAUTH PLAIN a=b=\r\nNOOP\r\nQUIT\r\n",
+	  0, "220|250|334 |501 5.5.2 Cannot decode response|501 5.5.4|250 2.0.0|221", 0, 0, true },
+	{ "AUTH empty response", AUTHCONF, HELLO "AUTH PLAIN\r\n\r\nAUTH PLAIN =\r\nQUIT\r\n", 0,
+	  "220|250|334 |535 5.7.8|535 5.7.8|221", 0, 0, true },
+	{ "AUTH unknown mechanism", AUTHCONF, HELLO "AUTH CRAM-MD5\r\nQUIT\r\n", 0,
+	  "220|250|504 5.5.4 Unsupported authentication mechanism|221", 0, 0, true },
+	{ "AUTH before EHLO", AUTHCONF, PLAIN_OK "HELO c.test\r\n" PLAIN_OK "QUIT\r\n", 0,
+	  "220|503 5.5.1 Error: send EHLO first|250|503 5.5.1 Error: send EHLO first|221", 0, 0, true },
+	{ "AUTH twice", AUTHCONF, HELLO PLAIN_OK PLAIN_OK "QUIT\r\n", 0,
+	  "220|250|235|503 5.5.1 Error: already authenticated|221", 0, 0, true },
+	{ "AUTH inside a transaction", AUTHCONF, HELLO "MAIL FROM:<a@example.test>\r\n" PLAIN_OK "QUIT\r\n",
+	  0, "220|250|250|503 5.5.1 Error: MAIL transaction in progress|221", 0, 0, true },
+	{ "AUTH failures: 421 at the limit", AUTHCONF "smtpd_sasl_failure_limit = 2\n",
+	  HELLO PLAIN_BAD PLAIN_BAD PLAIN_OK "QUIT\r\n", 0,
+	  "220|250|535 5.7.8|535 5.7.8|421 4.7.0 mx.test Error: too many authentication failures", 0,
+	  0, true },
+	{ "AUTH failures count as errors", AUTHCONF "smtpd_hard_error_limit = 2\n",
+	  HELLO PLAIN_BAD PLAIN_BAD "QUIT\r\n", 0, "220|250|535 5.7.8|535 5.7.8|421 4.7.0 mx.test Error: too many errors",
+	  0, 0, true },
+	{ "AUTH not offered in clear by default", "smtpd_sasl_auth_enable = yes\n",
+	  HELLO PLAIN_OK "QUIT\r\n", 0, "220|250|503 5.5.1 Error: authentication not enabled|221", 0, 0,
+	  true },
+	{ "AUTH not enabled on port 25", "smtpd_tls_auth_only = no\n", HELLO PLAIN_OK "QUIT\r\n", 0,
+	  "220|250|503 5.5.1 Error: authentication not enabled|221", 0, 0, true },
+	{ "AUTH= kept or dropped, parsed strictly", AUTHCONF,
+	  HELLO "MAIL FROM:<a@example.test> AUTH=<>\r\nRSET\r\nMAIL FROM:<a@example.test> AUTH=a+zz\r\n"
+	  PLAIN_OK "MAIL FROM:<a@example.test> AUTH=a+2Bb@example.test\r\nQUIT\r\n", 0,
+	  "220|250|250 2.1.0|250|501 5.5.4|235|250 2.1.0|221", 0, 0, true },
+	{ "AUTH= unknown without AUTH", "", HELLO "MAIL FROM:<a@example.test> AUTH=<>\r\nQUIT\r\n", 0,
+	  "220|250|555 5.5.4|221", 0 },
+	{ "submission: AUTH before MAIL", "smtpd_tls_auth_only = no\nsmtpd_sasl_failure_delay = 0\n",
+	  HELLO "MAIL FROM:<a@example.test>\r\n" PLAIN_OK ENV "DATA\r\nx\r\n.\r\nQUIT\r\n", 0,
+	  "220|250|530 5.7.0 Authentication required|235|250 2.1.0|250 2.1.5|354|250 2.0.0|221", 1, 0,
+	  true, "submission" },
+	{ "submission without a backend", "", HELLO "MAIL FROM:<a@example.test>\r\nQUIT\r\n", 0,
+	  "220|250|530 5.7.0 Authentication required|221", 0, 0, false, "submission" },
+	{ "implicit TLS listener without a certificate", "", "", 0, "", 0, 0, false, "submissions" },
 };
 
 /* clang-format on */
@@ -220,6 +294,7 @@ static const struct row rows[] = {
 /* ---- harness ---- */
 
 struct harness {
+	char passwd[64];
 	struct event_base *base;
 	struct config *cfg;
 	struct smtpd_config sc;
@@ -285,13 +360,30 @@ static void run_row(const struct row *r)
 
 	h.base = event_base_new();
 	h.cfg = config_new();
+	if (r->auth) {
+		/* alice:secret, SHA-512 crypt with a fixed salt */
+		struct crypt_data cd = {0};
+		int fd;
+
+		snprintf(h.passwd, sizeof(h.passwd), "/tmp/zfarm-test-passwd-XXXXXX");
+		fd = mkstemp(h.passwd);
+		assert_true(fd >= 0);
+		dprintf(fd, "# test users\nalice:%s\n", crypt_r("secret", "$6$testsalt$", &cd));
+		close(fd);
+	}
 	snprintf(conf, sizeof(conf),
 		 "myhostname = mx.test\nmydestination = localhost\nqueue_store = ram\n"
-		 "router_endpoint = none\nrun_directory = /nonexistent\n%s",
-		 r->conf);
+		 "router_endpoint = none\nrun_directory = /nonexistent\n%s%s%s%s",
+		 r->conf, r->auth ? "smtpd_sasl_path = " : "", r->auth ? h.passwd : "",
+		 r->auth ? "\n" : "");
 	assert_int_equal(config_load_string(h.cfg, conf, r->name, err, sizeof(err)), 0);
 	if (smtpd_config_load(&h.sc, h.cfg, NULL, err, sizeof(err)) < 0)
 		fail_msg("%s: config: %s", r->name, err);
+	if (r->auth) {
+		h.env.auth = auth_backend_new(h.base, "passwd-file", h.passwd, err, sizeof(err));
+		if (!h.env.auth)
+			fail_msg("%s: auth: %s", r->name, err);
+	}
 	h.env.base = h.base;
 	h.env.cfg = &h.sc;
 	qstore_ram_set_capacity(r->capacity);
@@ -302,7 +394,7 @@ static void run_row(const struct row *r)
 	h.env.session_end = on_end;
 	h.env.arg = &h;
 	tcp_pair(&c, &s);
-	session_start(&h.env, s, "smtp");
+	session_start(&h.env, s, r->listener ? r->listener : "smtp");
 
 	snprintf(want, sizeof(want), "%s", r->want);
 	while (!eof && clock_mono_ms() < deadline) {
@@ -348,6 +440,9 @@ static void run_row(const struct row *r)
 		event_base_loop(h.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 	assert_int_equal(h.ended, 1);
 	committer_free(&h.env.committer);
+	auth_backend_free(&h.env.auth);
+	if (r->auth)
+		unlink(h.passwd);
 	qstore_close(&h.env.qs);
 	qstore_ram_set_capacity(0);
 	smtpd_config_release(&h.sc);
@@ -362,10 +457,39 @@ static void test_rows(void **state)
 		run_row(&rows[i]);
 }
 
+/* An AUTH response line over SASL_LINE_MAX (12288) ends the exchange; the session goes on. */
+static void test_auth_long_line(void **state)
+{
+	static const char head[] = HELLO "AUTH PLAIN\r\n";
+	static const char tail[] = "\r\nNOOP\r\n" PLAIN_OK "QUIT\r\n";
+	size_t n = 20000, len = strlen(head) + n + strlen(tail);
+	char *in = malloc(len + 1);
+	struct row r = {"overlong AUTH response", AUTHCONF, in, len,
+			"220|250|334 |500 5.5.6 Authentication Exchange line is too long|250 2.0.0|"
+			"235 2.7.0|221",
+			0, 0, true, NULL};
+
+	(void)state;
+	memcpy(in, head, strlen(head));
+	memset(in + strlen(head), 'A', n);
+	memcpy(in + strlen(head) + n, tail, strlen(tail) + 1);
+	run_row(&r);
+	/* just under the limit: decoded, not credentials (no NULs) */
+	n = 12284;
+	len = strlen(head) + n + strlen(tail);
+	memset(in + strlen(head), 'A', n);
+	memcpy(in + strlen(head) + n, tail, strlen(tail) + 1);
+	r.len = len;
+	r.want = "220|250|334 |535 5.7.8|250 2.0.0|235 2.7.0|221";
+	run_row(&r);
+	free(in);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_rows),
+	    cmocka_unit_test(test_auth_long_line),
 	};
 
 	log_open("test_session", LOG_TARGET_STDERR);
