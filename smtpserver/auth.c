@@ -55,7 +55,9 @@ struct pw_backend {
 	struct pw_jobq todo, done; /* under lock */
 	struct pw_job *running;	   /* under lock */
 	bool stopping;		   /* under lock */
-	struct passwd_file *pf;	   /* the worker's */
+	char *path;
+	struct passwd_file *pf;	   /* the worker's; NULL while the file does not load */
+	char last_error[400];	   /* the worker's: said once */
 	int efd;
 	struct event *ev;
 };
@@ -99,9 +101,23 @@ static void pw_job_run(struct pw_backend *p, struct pw_job *j)
 	char why[400];
 
 	j->warning[0] = '\0';
-	if (passwd_file_refresh(&p->pf, why, sizeof(why)) < 0)
+	if (!p->pf) {
+		/* Not loaded yet (missing, broken): tried at each AUTH, said once. */
+		p->pf = passwd_file_load(p->path, why, sizeof(why));
+		if (!p->pf) {
+			if (strcmp(why, p->last_error) != 0)
+				snprintf(j->warning, sizeof(j->warning),
+					 "%s; AUTH answers 454 until it loads", why);
+			snprintf(p->last_error, sizeof(p->last_error), "%s", why);
+			j->result = AUTH_TEMPFAIL;
+			explicit_bzero(j->pass, strlen(j->pass));
+			return;
+		}
+		p->last_error[0] = '\0';
+	} else if (passwd_file_refresh(&p->pf, why, sizeof(why)) < 0) {
 		snprintf(j->warning, sizeof(j->warning),
 			 "%s; the password file read before stays in use", why);
+	}
 	j->result = passwd_file_verify(p->pf, j->user, j->pass) ? AUTH_OK : AUTH_FAIL;
 	explicit_bzero(j->pass, strlen(j->pass));
 }
@@ -150,7 +166,8 @@ static void pw_on_done(evutil_socket_t fd, short what, void *arg)
 		if (j->warning[0])
 			log_warn("%s", j->warning);
 		if (j->arg)
-			j->done(j->arg, j->result, j->user, "");
+			j->done(j->arg, j->result, j->user,
+				j->result == AUTH_TEMPFAIL ? "the password file does not load" : "");
 		pw_job_free(j);
 	}
 }
@@ -177,6 +194,7 @@ static void pw_close(void *be)
 	if (p->efd >= 0)
 		close(p->efd);
 	passwd_file_free(&p->pf);
+	free(p->path);
 	pthread_cond_destroy(&p->cond);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
@@ -194,9 +212,10 @@ static void *pw_open(struct event_base *base, const char *path, char *err, size_
 		snprintf(err, errlen, "no password file (smtpd_sasl_path)");
 		goto fail;
 	}
-	p->pf = passwd_file_load(path, err, errlen);
+	p->path = xstrdup(path);
+	p->pf = passwd_file_load(path, p->last_error, sizeof(p->last_error));
 	if (!p->pf)
-		goto fail;
+		log_error("%s; AUTH answers 454 until it loads", p->last_error);
 	p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (p->efd < 0) {
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));

@@ -11,7 +11,10 @@
  *
  * Called by the smtpserver session once the SASL exchange (sasl.h) gave
  * a user name and a password; created by smtpd.c at start-up, where a
- * failure (unknown type, unreadable file) is fatal.
+ * failure (unknown type, a path that cannot be a socket) is fatal.  A
+ * password file that does not load is not: it is logged, AUTH gets
+ * AUTH_TEMPFAIL and the file is tried again at each AUTH, so a file made
+ * later (zfpasswd) or fixed needs no restart.
  *
  * Contract: auth_verify() copies what it needs; done runs later in the
  * event loop thread (never inside auth_verify), exactly once per request,

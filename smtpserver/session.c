@@ -577,10 +577,25 @@ static void message_end(struct session *s)
 
 /* ---- commands ---- */
 
-/* STARTTLS is offered: a certificate, TCP, not yet TLS, not switched off. */
-static bool session_tls_offered(const struct session *s)
+/* TLS can start now: a certificate is loaded (and reloaded if it changed). */
+static bool session_tls_ready(struct session *s)
 {
-	return s->env->tls && !s->tls && !s->unix_client && s->cfg->tls_level != SMTPD_TLS_NONE;
+	char warn[1200];
+	bool ok;
+
+	if (!s->env->tls)
+		return false;
+	ok = tls_server_ready(s->env->tls, warn, sizeof(warn));
+	if (warn[0])
+		log_warn("TLS certificate: %s", warn);
+	return ok;
+}
+
+/* STARTTLS is offered: a certificate, TCP, not yet TLS, not switched off. */
+static bool session_tls_offered(struct session *s)
+{
+	return !s->tls && !s->unix_client && s->cfg->tls_level != SMTPD_TLS_NONE &&
+	       session_tls_ready(s);
 }
 
 /* AUTH would be offered once TLS is on (smtpd_tls_auth_only). */
@@ -666,8 +681,12 @@ static void do_mail(struct session *s, const struct smtp_cmd *c)
 		return;
 	}
 	if (cfg->tls_level == SMTPD_TLS_ENCRYPT && !s->tls && !s->unix_client) {
-		session_reply(s, 530, "5.7.0", "Must issue a STARTTLS command first");
-		session_error(s);
+		if (session_tls_ready(s)) {
+			session_reply(s, 530, "5.7.0", "Must issue a STARTTLS command first");
+			session_error(s);
+		} else {
+			session_reply(s, 454, "4.7.0", "TLS not available due to local problem");
+		}
 		return;
 	}
 	if (s->submission && !s->authenticated && !s->unix_client) {
@@ -1013,8 +1032,8 @@ static void session_tls_begin(struct session *s)
 	session_bev_setup(s);
 }
 
-/* session_tls_ready - the handshake is done. */
-static void session_tls_ready(struct session *s)
+/* session_tls_done - the handshake is done. */
+static void session_tls_done(struct session *s)
 {
 	tls_server_describe(bufferevent_openssl_get_ssl(s->bev), s->tls_info, sizeof(s->tls_info));
 	log_info("Anonymous TLS connection established from %s: %s", s->peer, s->tls_info);
@@ -1448,7 +1467,13 @@ static void session_on_write(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
 
-	(void)bev;
+	/*
+	 * A TLS bufferevent may run this callback late (deferred), when more
+	 * output has been queued since: only an empty buffer means sent.
+	 */
+	if ((s->state == SESSION_CLOSING || s->state == SESSION_TLS_START) &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		return;
 	if (s->state == SESSION_CLOSING) {
 		session_free(s);
 		return;
@@ -1474,7 +1499,7 @@ static void session_on_event(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if ((what & BEV_EVENT_CONNECTED) && s->state == SESSION_HANDSHAKE) {
-		session_tls_ready(s);
+		session_tls_done(s);
 		return;
 	}
 	if (s->state == SESSION_HANDSHAKE || s->state == SESSION_TLS_START) {
@@ -1595,7 +1620,7 @@ void session_start(struct session_env *env, int fd, const char *listener)
 	log_info("connect from %s", s->peer);
 	if (s->wrapper) {
 		/* Implicit TLS (RFC 8314): the handshake first, then the greeting. */
-		if (!env->tls) {
+		if (!session_tls_ready(s)) {
 			log_warn("%s: listener %s speaks TLS only, but there is no certificate "
 				 "(smtpd_tls_cert_file): connection closed",
 				 s->peer, s->listener);

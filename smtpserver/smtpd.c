@@ -41,9 +41,9 @@ static void smtpd_session_end(void *arg)
 
 /*
  * smtpd_tls_auth_init - the TLS context (when a certificate is set) and
- * the AUTH backend (when smtpd_sasl_path is set).  A certificate or
- * password file that does not load is fatal here, at start-up; later
- * changes of those files are picked up by the running process.
+ * the AUTH backend (when smtpd_sasl_path is set).  A bad TLS policy or
+ * SASL type is fatal; certificate and password files that do not load
+ * are logged and tried again when they change (tls_server.h, auth.h).
  */
 static int smtpd_tls_auth_init(struct smtpd_config *sc, struct event_base *base, char *err,
 			       size_t errlen)
@@ -59,11 +59,20 @@ static int smtpd_tls_auth_init(struct smtpd_config *sc, struct event_base *base,
 		    .ciphersuites = sc->tls_ciphersuites,
 		};
 
-		smtpd_env.tls = tls_server_new(&tp, why, sizeof(why));
+		char warn[1024];
+
+		smtpd_env.tls = tls_server_new(&tp, warn, sizeof(warn), why, sizeof(why));
 		if (!smtpd_env.tls) {
-			snprintf(err, errlen, "smtpd_tls_cert_file: %s", why);
+			snprintf(err, errlen, "smtpd_tls_*: %s", why);
 			return -1;
 		}
+		/*
+		 * Like Postfix: a certificate that does not load is loud but not
+		 * fatal, so a reload with a bad path leaves port 25 taking mail
+		 * (in clear); the files are tried again when they change.
+		 */
+		if (warn[0])
+			log_error("TLS certificate: %s", warn);
 	}
 	if (sc->sasl_path) {
 		smtpd_env.auth = auth_backend_new(base, sc->sasl_type, sc->sasl_path, why,

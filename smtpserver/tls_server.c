@@ -190,8 +190,11 @@ static bool file_sig_eq(const struct file_sig *a, const struct file_sig *b)
 	       a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
 }
 
-/* ctx_build - a context from the files as they are now; NULL + reason. */
-static SSL_CTX *ctx_build(const struct tls_server *t, char *err, size_t errlen)
+/*
+ * ctx_build - a context from the files as they are now (files false:
+ * only the policy, to check it); NULL + reason.
+ */
+static SSL_CTX *ctx_build(const struct tls_server *t, bool files, char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	char why[512];
@@ -229,6 +232,8 @@ static SSL_CTX *ctx_build(const struct tls_server *t, char *err, size_t errlen)
 		snprintf(err, errlen, "bad TLS 1.3 cipher suites \"%s\": %s", t->ciphersuites, why);
 		goto fail;
 	}
+	if (!files)
+		return ctx;
 	if (SSL_CTX_use_certificate_chain_file(ctx, t->cert_file) != 1) {
 		ssl_errors(why, sizeof(why));
 		snprintf(err, errlen, "cannot load the certificate %s: %s", t->cert_file, why);
@@ -267,7 +272,7 @@ static int tls_server_load(struct tls_server *t, char *err, size_t errlen)
 	/* Signatures first: a file replaced while we read it is read again next time. */
 	file_sig_of(t->cert_file, &cs);
 	file_sig_of(t->key_file, &ks);
-	ctx = ctx_build(t, err, errlen);
+	ctx = ctx_build(t, true, err, errlen);
 	if (!ctx) {
 		t->bad_cert = cs;
 		t->bad_key = ks;
@@ -282,11 +287,15 @@ static int tls_server_load(struct tls_server *t, char *err, size_t errlen)
 	return 0;
 }
 
-struct tls_server *tls_server_new(const struct tls_server_params *p, char *err, size_t errlen)
+struct tls_server *tls_server_new(const struct tls_server_params *p, char *warn, size_t warnlen,
+				  char *err, size_t errlen)
 {
 	struct tls_server *t;
+	SSL_CTX *check;
 	int min, max;
 
+	if (warnlen > 0)
+		warn[0] = '\0';
 	if (!p->cert_file || !p->cert_file[0]) {
 		snprintf(err, errlen, "no certificate file");
 		return NULL;
@@ -304,9 +313,18 @@ struct tls_server *tls_server_new(const struct tls_server_params *p, char *err, 
 	t->ciphersuites = xstrdup(p->ciphersuites && p->ciphersuites[0]
 				      ? p->ciphersuites
 				      : TLS_SERVER_DEFAULT_CIPHERSUITES);
-	if (tls_server_load(t, err, errlen) < 0) {
+	/* The policy is the config's business: wrong is fatal.  The files may come later. */
+	check = ctx_build(t, false, err, errlen);
+	if (!check) {
 		tls_server_free(&t);
 		return NULL;
+	}
+	SSL_CTX_free(check);
+	if (tls_server_load(t, warn, warnlen) < 0 && warnlen > 0) {
+		char why[1024];
+
+		snprintf(why, sizeof(why), "%s", warn);
+		snprintf(warn, warnlen, "%s; no TLS until the files load", why);
 	}
 	return t;
 }
@@ -340,6 +358,19 @@ static int tls_server_refresh(struct tls_server *t, char *err, size_t errlen)
 	return tls_server_load(t, err, errlen);
 }
 
+bool tls_server_ready(struct tls_server *t, char *warn, size_t warnlen)
+{
+	char why[1024];
+
+	if (warnlen > 0)
+		warn[0] = '\0';
+	if (tls_server_refresh(t, why, sizeof(why)) < 0 && warnlen > 0)
+		snprintf(warn, warnlen, "%s; %s", why,
+			 t->ctx ? "still serving the certificate loaded before"
+				: "no TLS until the files load");
+	return t->ctx != NULL;
+}
+
 struct bufferevent *tls_server_bev_new(struct tls_server *t, struct event_base *base, int fd,
 				       char *warn, size_t warnlen, char *err, size_t errlen)
 {
@@ -347,10 +378,11 @@ struct bufferevent *tls_server_bev_new(struct tls_server *t, struct event_base *
 	char why[512];
 	SSL *ssl;
 
-	if (warnlen > 0)
-		warn[0] = '\0';
-	if (tls_server_refresh(t, why, sizeof(why)) < 0 && warnlen > 0)
-		snprintf(warn, warnlen, "%s; still serving the certificate loaded before", why);
+	if (!tls_server_ready(t, warn, warnlen)) {
+		snprintf(err, errlen, "no certificate loaded");
+		close(fd);
+		return NULL;
+	}
 	ssl = SSL_new(t->ctx);
 	if (!ssl) {
 		ssl_errors(why, sizeof(why));

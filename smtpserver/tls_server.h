@@ -14,15 +14,21 @@
  * cipher order, ECDHE/DHE groups chosen by OpenSSL.  No client
  * certificates are requested.
  *
- * Certificate renewal: tls_server_bev_new() first looks at the
- * certificate and key files (two stat calls) and, when either changed
- * since the context was built, builds a new context from them; sessions
- * under way keep the old one (OpenSSL counts references).  A new pair
- * that does not load (a key that does not match, a half-written file) is
- * reported once through *warn and the old context stays until the files
- * change again.  So a renewed certificate is served without any reload;
- * other parameters change with the process (a farmd reload with a
+ * Certificate renewal: tls_server_ready() and tls_server_bev_new() first
+ * look at the certificate and key files (two stat calls) and, when either
+ * changed since the context was built, build a new context from them;
+ * sessions under way keep the old one (OpenSSL counts references).  A
+ * new pair that does not load (a key that does not match, a half-written
+ * file) is reported once through *warn and the old context stays until
+ * the files change again.  So a renewed certificate is served without any
+ * reload; other parameters change with the process (a farmd reload with a
  * changed config starts new children).
+ *
+ * Files that do not load at all (missing, unreadable, not matching) are
+ * not fatal: the server exists without a context, tls_server_ready() says
+ * false (the caller offers no TLS) and the files are tried again whenever
+ * they change, so fixing them needs no restart.  Only a bad protocol or
+ * cipher policy (the configuration itself) fails tls_server_new().
  *
  * Errors are returned with a reason (the OpenSSL error text included);
  * nothing here logs or exits.  Not thread-safe: one event loop thread.
@@ -66,8 +72,19 @@ struct tls_server_params {
  */
 int tls_server_protocols(const char *spec, int *min, int *max, char *err, size_t errlen);
 
-/* tls_server_new - load the certificate and key, build the context; NULL + reason. */
-struct tls_server *tls_server_new(const struct tls_server_params *p, char *err, size_t errlen);
+/*
+ * tls_server_new - check the policy, load the certificate and key.  NULL
+ * with a reason in err for a bad policy; files that do not load give a
+ * server that is not ready yet, with the reason in warn.
+ */
+struct tls_server *tls_server_new(const struct tls_server_params *p, char *warn, size_t warnlen,
+				  char *err, size_t errlen);
+
+/*
+ * tls_server_ready - can TLS be offered now?  Loads changed files first;
+ * a new failure's reason goes to warn (else warn is "").
+ */
+bool tls_server_ready(struct tls_server *t, char *warn, size_t warnlen);
 
 /* tls_server_free - free *tp (sessions keep their own references); NULL ok. */
 void tls_server_free(struct tls_server **tp);
@@ -78,8 +95,9 @@ void tls_server_free(struct tls_server **tp);
  * pending: BEV_EVENT_CONNECTED comes when it is done, BEV_EVENT_ERROR
  * when it failed.  Freeing the bufferevent frees the TLS state and closes
  * fd.  A certificate that changed on disk is loaded first; if that fails,
- * *warn (when not NULL) gets the reason once and the old one serves.
- * Returns NULL with a reason when no TLS state could be made.
+ * warn gets the reason once and the old one serves.  Returns NULL with a
+ * reason when no TLS state could be made (no certificate loaded: fd is
+ * closed).
  */
 struct bufferevent *tls_server_bev_new(struct tls_server *t, struct event_base *base, int fd,
 				       char *warn, size_t warnlen, char *err, size_t errlen);

@@ -148,7 +148,8 @@ ZF_PY_TESTS = tests/farmd/test_farmd.py tests/smtpserver/test_smtpserver.py \
 	tests/router/test_router.py tests/scheduler/test_reinject.py \
 	tests/scheduler/test_scheduler.py tests/transport/test_bounce.py \
 	tests/tools/test_tools_fake.py tests/scheduler/test_sched_load.py \
-	tests/tools/test_sendmail.py
+	tests/tools/test_sendmail.py tests/smtpserver/test_tls_auth.py \
+	tests/tools/test_zfpasswd.py
 TESTS += $(ZF_PY_TESTS)
 EXTRA_DIST += $(ZF_PY_TESTS) tests/farmd/farmlib.py tests/farmd/zfproto.py \
 	tests/smtpserver/smtplib_helpers.py \

@@ -19,3 +19,9 @@ sbin_PROGRAMS += tools/sendmail
 tools_sendmail_SOURCES = tools/sendmail.c tools/smtp_submit.c tools/smtp_submit.h
 tools_sendmail_LDADD = $(ZF_LIBS)
 dist_man_MANS += man/sendmail.1
+
+# zfpasswd(8): users of smtpserver's password file (smtpd_sasl_type = passwd-file).
+sbin_PROGRAMS += tools/zfpasswd
+tools_zfpasswd_SOURCES = tools/zfpasswd.c
+tools_zfpasswd_LDADD = $(ZF_LIBS) $(LIBCRYPT_LIBS)
+dist_man_MANS += man/zfpasswd.8

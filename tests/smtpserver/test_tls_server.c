@@ -148,7 +148,7 @@ static int teardown(void **state)
 
 static void test_load(void **state)
 {
-	char cert[300], key[300], key2[300], cert2[300], err[1024];
+	char cert[300], key[300], key2[300], cert2[300], err[1024], warn[1024];
 	struct tls_server_params p = {0};
 	struct tls_server *t;
 
@@ -160,34 +160,45 @@ static void test_load(void **state)
 	make_cert("a.test", cert, key);
 	make_cert("b.test", cert2, key2);
 
-	assert_null(tls_server_new(&p, err, sizeof(err)));
+	assert_null(tls_server_new(&p, warn, sizeof(warn), err, sizeof(err)));
 	assert_string_equal(err, "no certificate file");
+	/* the policy is checked first, and is fatal */
 	p.cert_file = "/nonexistent/cert.pem";
-	assert_null(tls_server_new(&p, err, sizeof(err)));
-	assert_non_null(strstr(err, "cannot load the certificate /nonexistent/cert.pem"));
-	/* the key is not in the certificate file */
-	p.cert_file = cert;
-	assert_null(tls_server_new(&p, err, sizeof(err)));
-	assert_non_null(strstr(err, "cannot load the private key"));
-	/* a key of another certificate */
-	p.key_file = key2;
-	assert_null(tls_server_new(&p, err, sizeof(err)));
-	assert_non_null(strstr(err, "does not match"));
-	p.key_file = key;
 	p.protocols = "TLSv1";
-	assert_null(tls_server_new(&p, err, sizeof(err)));
+	assert_null(tls_server_new(&p, warn, sizeof(warn), err, sizeof(err)));
 	p.protocols = NULL;
 	p.cipherlist = "NOSUCHCIPHER";
-	assert_null(tls_server_new(&p, err, sizeof(err)));
+	assert_null(tls_server_new(&p, warn, sizeof(warn), err, sizeof(err)));
 	assert_non_null(strstr(err, "bad TLS 1.2 cipher list"));
 	p.cipherlist = NULL;
 	p.ciphersuites = "TLS_NOSUCH";
-	assert_null(tls_server_new(&p, err, sizeof(err)));
+	assert_null(tls_server_new(&p, warn, sizeof(warn), err, sizeof(err)));
 	assert_non_null(strstr(err, "bad TLS 1.3 cipher suites"));
 	p.ciphersuites = NULL;
-	t = tls_server_new(&p, err, sizeof(err));
-	if (!t)
-		fail_msg("tls_server_new: %s", err);
+	/* files that do not load are not: not ready, said in warn */
+	t = tls_server_new(&p, warn, sizeof(warn), err, sizeof(err));
+	assert_non_null(t);
+	assert_non_null(strstr(warn, "cannot load the certificate /nonexistent/cert.pem"));
+	assert_non_null(strstr(warn, "no TLS until the files load"));
+	assert_false(tls_server_ready(t, warn, sizeof(warn)));
+	assert_string_equal(warn, ""); /* said once */
+	tls_server_free(&t);
+	/* the key is not in the certificate file */
+	p.cert_file = cert;
+	t = tls_server_new(&p, warn, sizeof(warn), err, sizeof(err));
+	assert_non_null(strstr(warn, "cannot load the private key"));
+	assert_false(tls_server_ready(t, warn, sizeof(warn)));
+	tls_server_free(&t);
+	/* a key of another certificate */
+	p.key_file = key2;
+	t = tls_server_new(&p, warn, sizeof(warn), err, sizeof(err));
+	assert_non_null(strstr(warn, "does not match"));
+	tls_server_free(&t);
+	p.key_file = key;
+	t = tls_server_new(&p, warn, sizeof(warn), err, sizeof(err));
+	if (!t || warn[0])
+		fail_msg("tls_server_new: %s %s", err, warn);
+	assert_true(tls_server_ready(t, warn, sizeof(warn)));
 	tls_server_free(&t);
 	assert_null(t);
 	tls_server_free(&t);
@@ -201,9 +212,25 @@ static void test_load(void **state)
 		assert_int_equal(system(cmd), 0);
 		p.cert_file = both;
 		p.key_file = "";
-		t = tls_server_new(&p, err, sizeof(err));
-		if (!t)
-			fail_msg("one file: %s", err);
+		t = tls_server_new(&p, warn, sizeof(warn), err, sizeof(err));
+		if (!t || !tls_server_ready(t, warn, sizeof(warn)))
+			fail_msg("one file: %s %s", err, warn);
+		tls_server_free(&t);
+	}
+	/* files that appear later are taken without a restart */
+	{
+		char later[300], later_key[300];
+
+		path_of(later, sizeof(later), "later.crt");
+		path_of(later_key, sizeof(later_key), "later.key");
+		p.cert_file = later;
+		p.key_file = later_key;
+		t = tls_server_new(&p, warn, sizeof(warn), err, sizeof(err));
+		assert_non_null(t);
+		assert_false(tls_server_ready(t, warn, sizeof(warn)));
+		make_cert("later.test", later, later_key);
+		assert_true(tls_server_ready(t, warn, sizeof(warn)));
+		assert_string_equal(warn, "");
 		tls_server_free(&t);
 	}
 }
@@ -306,7 +333,7 @@ static void test_handshake(void **state)
 	make_cert("one.test", cert, key);
 	p.cert_file = cert;
 	p.key_file = key;
-	t = tls_server_new(&p, err, sizeof(err));
+	t = tls_server_new(&p, warn, sizeof(warn), err, sizeof(err));
 	assert_non_null(t);
 
 	handshake(t, 0, &ss, cn, sizeof(cn), warn, sizeof(warn));
@@ -372,7 +399,7 @@ static void test_garbage(void **state)
 	make_cert("g.test", cert, key);
 	p.cert_file = cert;
 	p.key_file = key;
-	t = tls_server_new(&p, err, sizeof(err));
+	t = tls_server_new(&p, warn, sizeof(warn), err, sizeof(err));
 	assert_non_null(t);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	fcntl(sv[1], F_SETFL, O_NONBLOCK);
