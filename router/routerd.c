@@ -12,7 +12,7 @@
  *   2. its control record already holds a routing set: skip to 4, so
  *      routing again after a crash is idempotent
  *   3. route every envelope recipient (route_resolve), append the
- *      RouteRecords and the routed marker in one durable append (unless a
+ *      RouteRecords and the routed marker in one append (unless a
  *      recipient has a temporary 4.x routing error: then nothing is
  *      written and the answer is TEMPFAIL, the message waits), and log
  *      "ID: to=<final>, orig_to=<rcpt>, channel=C, nexthop=N"
@@ -432,7 +432,14 @@ static Zfarm__Status route_message(struct router *r, const char *qid, unsigned *
 	routed_rec.body_case = ZFARM__CTL_RECORD__BODY_ROUTED;
 	routed_rec.routed = true;
 	recs[total] = &routed_rec;
-	if (qstore_ctl_append(r->qs, qid, recs, total + 1, err, sizeof(err)) < 0) {
+	/*
+	 * Not synced: the scheduler's first durable append (a result, a
+	 * notice, a hold) makes the routes durable with it, and routes an OS
+	 * crash loses are made again (the message comes back unrouted).  A
+	 * message delivered and removed before any such append loses nothing
+	 * either: its removal was not synced, so it comes back whole.
+	 */
+	if (qstore_ctl_append_lazy(r->qs, qid, recs, total + 1, err, sizeof(err)) < 0) {
 		snprintf(why, whylen, "cannot record the routes: %s", err);
 		st = ZFARM__STATUS__TEMPFAIL;
 	} else {
