@@ -52,6 +52,7 @@
  * bitmap, which is atomic.
  */
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -98,6 +99,20 @@ struct spool {
 	unsigned refill_creates;
 	/* msg/XX known to exist (and be durable), one bit per XX. */
 	_Atomic uint32_t xx_seen[32];
+	/*
+	 * Group commit of msg/XX fsyncs: a committer counts its link in
+	 * `linked`, and whoever fsyncs the directory next (started after the
+	 * link) makes it durable too, so concurrent commits into one msg/XX
+	 * (all of one process: XX comes from the pid in the ID) share one
+	 * fsync.  `xx` is the directory the counters are about; commits into
+	 * another one fsync on their own.
+	 */
+	pthread_mutex_t ds_lock;
+	pthread_cond_t ds_done;
+	char ds_xx[SPOOL_PATH];
+	uint64_t ds_linked, ds_synced;
+	unsigned long ds_gen; /* bumped when ds_xx changes */
+	bool ds_busy;
 };
 
 struct spool_writer {
@@ -195,6 +210,60 @@ static int spool_fsync_dir(struct spool *sp, const char *name)
 	rc = fsync(fd);
 	e = errno;
 	close(fd);
+	errno = e;
+	return rc;
+}
+
+/*
+ * spool_sync_linked - make a link just made in directory xx durable,
+ * sharing the fsync with concurrent committers (see struct spool).  Each
+ * waiter needs an fsync that started after its link: the one running may
+ * have started before, so it waits for it and the next.  A failed fsync
+ * proves nothing for anyone: each waiter then tries its own.
+ */
+static int spool_sync_linked(struct spool *sp, const char *xx)
+{
+	uint64_t mine, target;
+	unsigned long gen;
+	int rc = 0, e = 0;
+
+	pthread_mutex_lock(&sp->ds_lock);
+	if (strcmp(sp->ds_xx, xx) != 0) {
+		if (sp->ds_busy) {
+			/* Another directory's round is running: no sharing. */
+			pthread_mutex_unlock(&sp->ds_lock);
+			return spool_fsync_dir(sp, xx);
+		}
+		snprintf(sp->ds_xx, sizeof(sp->ds_xx), "%s", xx);
+		sp->ds_linked = sp->ds_synced = 0;
+		sp->ds_gen++;
+	}
+	mine = ++sp->ds_linked;
+	gen = sp->ds_gen;
+	while (sp->ds_synced < mine) {
+		if (sp->ds_busy) {
+			pthread_cond_wait(&sp->ds_done, &sp->ds_lock);
+			if (sp->ds_gen != gen) {
+				/* The counters are another directory's now. */
+				pthread_mutex_unlock(&sp->ds_lock);
+				return spool_fsync_dir(sp, xx);
+			}
+			continue;
+		}
+		sp->ds_busy = true;
+		target = sp->ds_linked;
+		pthread_mutex_unlock(&sp->ds_lock);
+		rc = spool_fsync_dir(sp, xx);
+		e = errno;
+		pthread_mutex_lock(&sp->ds_lock);
+		sp->ds_busy = false;
+		if (rc == 0 && target > sp->ds_synced)
+			sp->ds_synced = target;
+		pthread_cond_broadcast(&sp->ds_done);
+		if (rc < 0)
+			break;
+	}
+	pthread_mutex_unlock(&sp->ds_lock);
 	errno = e;
 	return rc;
 }
@@ -329,6 +398,8 @@ static void *spool_open(const char *dir, char *err, size_t errlen)
 	sp = xcalloc(1, sizeof(*sp));
 	sp->dfd = dfd;
 	sp->dir = xstrdup(dir);
+	pthread_mutex_init(&sp->ds_lock, NULL);
+	pthread_cond_init(&sp->ds_done, NULL);
 	return sp;
 }
 
@@ -337,6 +408,8 @@ static void spool_close(void *be)
 	struct spool *sp = be;
 
 	close(sp->dfd);
+	pthread_mutex_destroy(&sp->ds_lock);
+	pthread_cond_destroy(&sp->ds_done);
 	free(sp->dir);
 	free(sp);
 }
@@ -615,7 +688,7 @@ static int spool_commit(void *wr, const char *qid, int *errnum, char *err, size_
 		}
 		goto fail;
 	}
-	if (spool_fsync_dir(sp, xx) < 0) {
+	if (spool_sync_linked(sp, xx) < 0) {
 		e = errno;
 		snprintf(err, errlen, "%s/%s: fsync: %s", sp->dir, xx, strerror(e));
 		unlinkat(sp->dfd, msg, 0);

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1183,6 +1184,86 @@ static void test_spool_ctl_torn_by_hand(void **state)
 }
 
 /*
+ * Commits from many threads at once (smtpserver's committer pool): the
+ * msg/XX fsyncs are shared between them (group commit); every message
+ * must be there, whole, and no thread may wait for ever (alarm).
+ */
+#define CC_THREADS 8
+#define CC_EACH	   25
+
+struct cc_job {
+	struct fixture *f;
+	struct qstore_writer *w[CC_EACH];
+	char qid[CC_EACH][QID_SIZE];
+	int failed;
+};
+
+static void *cc_run(void *arg)
+{
+	struct cc_job *j = arg;
+	char err[256];
+
+	for (int i = 0; i < CC_EACH; i++) {
+		int e = 0;
+
+		if (qstore_commit(&j->w[i], j->qid[i], &e, err, sizeof(err)) < 0)
+			j->failed++;
+	}
+	return NULL;
+}
+
+static void test_spool_concurrent_commits(void **state)
+{
+	struct fixture *f = *state;
+	struct cc_job jobs[CC_THREADS];
+	pthread_t t[CC_THREADS];
+	Zfarm__Envelope env = test_envelope();
+
+	alarm(60);
+	for (int k = 0; k < CC_THREADS; k++) {
+		jobs[k].f = f;
+		jobs[k].failed = 0;
+		for (int i = 0; i < CC_EACH; i++) {
+			uint8_t buf[1000];
+			int e = 0;
+
+			for (size_t b = 0; b < sizeof(buf); b++)
+				buf[b] = content_byte(b);
+			jobs[k].w[i] = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
+			assert_non_null(jobs[k].w[i]);
+			assert_int_equal(qstore_append(jobs[k].w[i], buf, sizeof(buf), &e, f->err,
+						       sizeof(f->err)),
+					 0);
+		}
+	}
+	for (int k = 0; k < CC_THREADS; k++)
+		assert_int_equal(pthread_create(&t[k], NULL, cc_run, &jobs[k]), 0);
+	for (int k = 0; k < CC_THREADS; k++)
+		assert_int_equal(pthread_join(t[k], NULL), 0);
+	alarm(0);
+	for (int k = 0; k < CC_THREADS; k++) {
+		assert_int_equal(jobs[k].failed, 0);
+		for (int i = 0; i < CC_EACH; i++) {
+			struct qstore_reader *r;
+			uint8_t buf[1100];
+			size_t got;
+			int e = 0;
+
+			r = qstore_read(f->qs, jobs[k].qid[i], &e, f->err, sizeof(f->err));
+			if (!r)
+				fail_msg("%s: %s", jobs[k].qid[i], f->err);
+			read_all(f, r, 512, buf, sizeof(buf), &got);
+			assert_int_equal(got, 1000);
+			for (size_t b = 0; b < got; b++)
+				if (buf[b] != content_byte(b))
+					fail_msg("%s: byte %zu differs", jobs[k].qid[i], b);
+			qstore_reader_free(&r);
+		}
+	}
+	assert_int_equal(msg_files(f), CC_THREADS * CC_EACH);
+}
+
+/*
  * remove: nothing left under msg/, one file in free/: a small one with its
  * bytes (reused in place), a big one emptied (its space back at once).
  */
@@ -1441,6 +1522,7 @@ int main(void)
 	    SPOOL(test_spool_ctl_in_message),
 	    SPOOL(test_spool_ctl_torn_by_hand),
 	    SPOOL(test_spool_remove_to_free),
+	    SPOOL(test_spool_concurrent_commits),
 	    SPOOL(test_spool_sweep_free),
 	    SPOOL(test_spool_bad_header),
 	    SPOOL(test_spool_wrong_envelope),
