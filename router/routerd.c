@@ -406,8 +406,9 @@ static Zfarm__Status route_message(struct router *r, const char *qid, unsigned *
 				continue;
 			/* Requeue: delivered or failed before, it stays so. */
 			if (routeset_kept(&rs, tg->address)) {
-				log_info("%s: to=<%s>, orig_to=<%s>: final already, not routed again",
-					 qid, tg->address, er->address);
+				log_info(
+				    "%s: to=<%s>, orig_to=<%s>: final already, not routed again",
+				    qid, tg->address, er->address);
 				continue;
 			}
 			cr = xmalloc(sizeof(*cr));

@@ -120,7 +120,8 @@ int routeset_scan(Zfarm__CtlRecord *const *recs, size_t n, size_t n_env, struct 
 		} else if (is_case(c, ZFARM__CTL_RECORD__BODY_REQUEUE) && c->requeue && !rs->due) {
 			requeues++;
 			for (size_t k = 0; k < c->requeue->n_index; k++)
-				if (c->requeue->index[k] < nr && !r[c->requeue->index[k]].superseded)
+				if (c->requeue->index[k] < nr &&
+				    !r[c->requeue->index[k]].superseded)
 					r[c->requeue->index[k]].superseded = requeues;
 			rs->due = true;
 			from = i + 1;

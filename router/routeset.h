@@ -34,8 +34,8 @@
 #include "proto/qfile.pb-c.h"
 
 struct routeset {
-	bool due;      /* a routing set is due: the first one, or one after a requeue */
-	bool requeue;  /* due after a requeue: route only rerouted recipients, skip kept addresses */
+	bool due;     /* a routing set is due: the first one, or one after a requeue */
+	bool requeue; /* due after a requeue: route only rerouted recipients, skip kept addresses */
 	size_t routes; /* routes in the complete sets */
 	size_t last;   /* routes in the latest complete set */
 	bool *reroute; /* [n_env]: a route of the recipient was superseded by the last requeue */

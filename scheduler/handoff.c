@@ -5,9 +5,8 @@
 
 #include "common/frame.h"
 
-void handoff_route(struct frame_client *router, const char *qid, const char *store,
-		   uint64_t size, uint32_t nrcpt, int64_t arrival, frame_client_reply_fn *fn,
-		   void *arg)
+void handoff_route(struct frame_client *router, const char *qid, const char *store, uint64_t size,
+		   uint32_t nrcpt, int64_t arrival, frame_client_reply_fn *fn, void *arg)
 {
 	Zfarm__Frame f;
 	Zfarm__QueueRef ref = ZFARM__QUEUE_REF__INIT;
@@ -25,8 +24,7 @@ void handoff_route(struct frame_client *router, const char *qid, const char *sto
 	frame_client_request(router, &f, fn, arg);
 }
 
-Zfarm__Status handoff_route_status(const Zfarm__Frame *reply, const char *reason,
-				   const char **why)
+Zfarm__Status handoff_route_status(const Zfarm__Frame *reply, const char *reason, const char **why)
 {
 	if (!reply) {
 		*why = reason;

@@ -24,16 +24,14 @@
  * backend name; size, nrcpt and arrival (unix time) as the QueueRef
  * carries them, 0 if unknown) on router; fn(arg, ...) later.
  */
-void handoff_route(struct frame_client *router, const char *qid, const char *store,
-		   uint64_t size, uint32_t nrcpt, int64_t arrival, frame_client_reply_fn *fn,
-		   void *arg);
+void handoff_route(struct frame_client *router, const char *qid, const char *store, uint64_t size,
+		   uint32_t nrcpt, int64_t arrival, frame_client_reply_fn *fn, void *arg);
 
 /*
  * handoff_route_status - the router's answer: its status (OK: routed and
  * handed on or left for the reinjector), and in *why its reason, or the
  * reason there was no answer, or "unexpected reply".
  */
-Zfarm__Status handoff_route_status(const Zfarm__Frame *reply, const char *reason,
-				   const char **why);
+Zfarm__Status handoff_route_status(const Zfarm__Frame *reply, const char *reason, const char **why);
 
 #endif

@@ -361,7 +361,8 @@ enum msgstate_load_result msgstate_load(struct msgstate *m, const Zfarm__Envelop
 		} else if (is_case(c, ZFARM__CTL_RECORD__BODY_REQUEUE) && c->requeue) {
 			m->requeued = true;
 			if (open)
-				continue; /* nothing routed since the last one: nothing to supersede */
+				continue; /* nothing routed since the last one: nothing to supersede
+					   */
 			supersede(m, c->requeue);
 			open = true;
 			from = i + 1;

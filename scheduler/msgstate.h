@@ -47,10 +47,10 @@
 #include "proto/qfile.pb-c.h"
 
 enum rcpt_state {
-	RCPT_PENDING,	/* never tried */
-	RCPT_DEFERRED,	/* tried, try again at next_attempt_us */
-	RCPT_DELIVERED, /* final */
-	RCPT_FAILED,	/* final: bounce unless NOTIFY says otherwise */
+	RCPT_PENDING,	 /* never tried */
+	RCPT_DEFERRED,	 /* tried, try again at next_attempt_us */
+	RCPT_DELIVERED,	 /* final */
+	RCPT_FAILED,	 /* final: bounce unless NOTIFY says otherwise */
 	RCPT_SUPERSEDED, /* requeued: routed again; never delivered, never reported */
 };
 

@@ -346,8 +346,7 @@ static void schedd_reroute_pump(struct schedd *d)
 	}
 }
 
-static void schedd_reroute_push(struct schedd *d, const char *qid, uint64_t size,
-				int64_t arrival)
+static void schedd_reroute_push(struct schedd *d, const char *qid, uint64_t size, int64_t arrival)
 {
 	struct reroute *q;
 
@@ -1170,8 +1169,8 @@ static int schedd_time(const struct config *cfg, const char *param, long long de
 /* schedd_router - the connection requeued messages go out on (router_endpoint; "none"). */
 static int schedd_router(struct schedd *d, const struct config *cfg, char *err, size_t errlen)
 {
-	const char *spec = config_get_default(cfg, NULL, NULL, "router_endpoint",
-					      "unix:private/router");
+	const char *spec =
+	    config_get_default(cfg, NULL, NULL, "router_endpoint", "unix:private/router");
 
 	while (*spec == ' ' || *spec == '\t')
 		spec++;

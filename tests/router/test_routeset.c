@@ -158,10 +158,11 @@ static void test_table(void **state)
 		}
 		if (rs.due != w->due || rs.requeue != w->requeue || rs.routes != w->routes ||
 		    (!rs.due && rs.last != w->last))
-			fail_msg("\"%s\": got due %d requeue %d routes %zu last %zu, want %d %d %zu "
-				 "%zu",
-				 w->spec, rs.due, rs.requeue, rs.routes, rs.last, w->due, w->requeue,
-				 w->routes, w->last);
+			fail_msg(
+			    "\"%s\": got due %d requeue %d routes %zu last %zu, want %d %d %zu "
+			    "%zu",
+			    w->spec, rs.due, rs.requeue, rs.routes, rs.last, w->due, w->requeue,
+			    w->routes, w->last);
 		if (rs.requeue) {
 			for (size_t k = 0; k < w->n_env && k + 1 < sizeof(reroute); k++)
 				reroute[k] = routeset_routes_rcpt(&rs, k) ? '1' : '0';
@@ -205,7 +206,7 @@ static void test_kept(void **state)
 	assert_true(routeset_routes_rcpt(&rs, 0) && routeset_routes_rcpt(&rs, 1) &&
 		    routeset_routes_rcpt(&rs, 2));
 	assert_false(routeset_routes_rcpt(&rs, 3) || routeset_routes_rcpt(&rs, 50));
-	assert_true(routeset_kept(&rs, "u99@example.org")); /* route 0 */
+	assert_true(routeset_kept(&rs, "u99@example.org"));  /* route 0 */
 	assert_false(routeset_kept(&rs, "u98@example.org")); /* route 1: superseded */
 	assert_true(routeset_kept(&rs, "u0@example.org"));
 	assert_false(routeset_kept(&rs, "u100@example.org"));
