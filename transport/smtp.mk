@@ -1,10 +1,11 @@
-# transport/smtp.mk - the smtp and lmtp transports (smtp_client, connection cache) and their tests.
+# transport/smtp.mk - the smtp and lmtp transports (smtp_client, connection cache, STARTTLS client) and their tests.
 # Included from Makefile.am after tests/local.mk, so it may append to
 # ZF_PY_TESTS, TESTS, check_PROGRAMS and transport_libtransport_a_SOURCES.
 transport_libtransport_a_SOURCES += \
 	transport/smtp_client.c transport/smtp_client.h \
 	transport/conncache.c transport/conncache.h \
-	transport/smtp_agent.c transport/smtp_agent.h
+	transport/smtp_agent.c transport/smtp_agent.h \
+	transport/tls_client.c transport/tls_client.h
 
 # One delivery agent (smtp_agent.c, in libtransport.a), two programs
 # (like Postfix's smtp/lmtp).
