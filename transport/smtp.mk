@@ -21,7 +21,13 @@ tests_transport_test_smtp_client_SOURCES = tests/transport/test_smtp_client.c
 tests_transport_test_smtp_client_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_transport_test_smtp_client_LDADD = transport/libtransport.a $(ZF_TEST_LIBS)
 
-ZF_PY_TESTS += tests/transport/test_smtp.py tests/transport/test_lmtp.py
+check_PROGRAMS += tests/transport/test_tls_client
+TESTS += tests/transport/test_tls_client
+tests_transport_test_tls_client_SOURCES = tests/transport/test_tls_client.c
+tests_transport_test_tls_client_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_transport_test_tls_client_LDADD = transport/libtransport.a $(ZF_TEST_LIBS)
+
+ZF_PY_TESTS += tests/transport/test_smtp.py tests/transport/test_lmtp.py tests/transport/test_smtp_tls.py
 EXTRA_DIST += tests/transport/smtp_peers.py
 
 dist_man_MANS += man/smtp.8 man/lmtp.8
