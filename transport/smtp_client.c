@@ -1143,6 +1143,11 @@ static void starttls_reply(struct smtp_session *s)
 		starttls_begin(s);
 		return;
 	}
+	if (s->reply.code == 421) {
+		/* the server is closing, whatever the level: this address failed */
+		setup_refused(s, C_STARTTLS);
+		return;
+	}
 	if (tls_level_required(s->cfg.tls_level)) {
 		smtp_reply_format(&s->reply, one, sizeof(one));
 		err_set(&s->error, 0, "4.7.4", "TLS is required, but host %s refused to start TLS: %s",

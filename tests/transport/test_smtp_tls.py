@@ -278,6 +278,17 @@ class T01Opportunistic(unittest.TestCase):
         self.assertEqual(peer.connections, 1)
         self.assertEqual(peer.commands[:3], ["EHLO client.example.test", "STARTTLS",
                                              "MAIL FROM:<s@example.test>"])
+        # a 421 is the server closing, not a refusal of TLS: that address failed
+        peer = Peer(tls=server_ctx(), starttls_reply="421 4.3.2 shutting down")
+        try:
+            qid, rep = deliver("[127.0.0.1]:%d" % peer.port)
+        finally:
+            peer.close()
+        self.assertEqual(statuses(rep), [(TEMPFAIL, "4.3.2")])
+        self.assertEqual(rep["results"][0]["text"],
+                         "host 127.0.0.1[127.0.0.1] said: 421 4.3.2 shutting down "
+                         "(in reply to STARTTLS command)")
+        self.assertTrue(no_mail(peer), peer.commands)
 
     def test_none_never_starttls(self):
         peer = Peer(port=PORTS["none"], tls=server_ctx())
