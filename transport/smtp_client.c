@@ -1328,6 +1328,13 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 
 		if ((what & BEV_EVENT_ERROR) && e)
 			snprintf(why, sizeof(why), "%s", strerror(e));
+		if (s->tls_on) {
+			/* a TLS error says more than errno (often 0 then) */
+			unsigned long te;
+
+			while ((te = bufferevent_get_openssl_error(s->bev)) != 0)
+				tls_client_error_text(te, why, sizeof(why));
+		}
 		if (s->state == S_CONNECTING) {
 			if (s->peer.port)
 				err_set(&s->error, 0, "4.4.1", "connect to %s:%u: %s", s->name,
