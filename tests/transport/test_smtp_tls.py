@@ -14,7 +14,6 @@ Prints "N passed, N failed".
 """
 
 import os
-import re
 import shutil
 import subprocess
 import sys
