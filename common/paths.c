@@ -10,6 +10,15 @@
 #include "common/config.h"
 #include "common/xalloc.h"
 
+const char *paths_config_file(void)
+{
+	const char *env = getenv("ZFARM_CONFIG");
+
+	if (env)
+		return *env ? env : NULL;
+	return access(ZF_SYSCONFDIR "/zfarm.conf", F_OK) == 0 ? ZF_SYSCONFDIR "/zfarm.conf" : NULL;
+}
+
 int farmd_run_directory(const struct config *cfg, char *buf, size_t buflen, char *err,
 			size_t errlen)
 {

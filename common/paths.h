@@ -14,6 +14,14 @@ struct config;
 
 #define PATHS_DEFAULT_RUN_DIRECTORY "./var"
 
+/*
+ * paths_config_file - the configuration file when -c gave none:
+ * $ZFARM_CONFIG if set (empty: none), else the installed
+ * $(sysconfdir)/zfarm/zfarm.conf if it exists, else NULL (no file: the
+ * built-in defaults).
+ */
+const char *paths_config_file(void);
+
 /* farmd_run_directory - absolute run directory into buf; -1 + reason. */
 int farmd_run_directory(const struct config *cfg, char *buf, size_t buflen, char *err,
 			size_t errlen);

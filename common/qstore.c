@@ -400,8 +400,8 @@ int qstore_ctl_pack(Zfarm__CtlRecord *const *recs, size_t n, uint8_t **data, siz
 	return 0;
 }
 
-int qstore_ctl_append_packed(struct qstore *qs, const char *qid, const uint8_t *data, size_t len,
-			     char *err, size_t errlen)
+static int qstore_ctl_append_bytes(struct qstore *qs, const char *qid, const uint8_t *data,
+				   size_t len, bool sync, char *err, size_t errlen)
 {
 	if (!qid_valid(qid)) {
 		snprintf(err, errlen, "not a queue ID: \"%s\"", qid);
@@ -409,11 +409,17 @@ int qstore_ctl_append_packed(struct qstore *qs, const char *qid, const uint8_t *
 	}
 	if (len == 0)
 		return 0;
-	return qs->ops->ctl_append(qs->be, qid, data, len, err, errlen);
+	return qs->ops->ctl_append(qs->be, qid, data, len, sync, err, errlen);
 }
 
-int qstore_ctl_append(struct qstore *qs, const char *qid, Zfarm__CtlRecord *const *recs, size_t n,
-		      char *err, size_t errlen)
+int qstore_ctl_append_packed(struct qstore *qs, const char *qid, const uint8_t *data, size_t len,
+			     char *err, size_t errlen)
+{
+	return qstore_ctl_append_bytes(qs, qid, data, len, true, err, errlen);
+}
+
+static int qstore_ctl_append_recs(struct qstore *qs, const char *qid, Zfarm__CtlRecord *const *recs,
+				  size_t n, bool sync, char *err, size_t errlen)
 {
 	uint8_t *buf;
 	size_t total;
@@ -425,9 +431,21 @@ int qstore_ctl_append(struct qstore *qs, const char *qid, Zfarm__CtlRecord *cons
 	}
 	if (qstore_ctl_pack(recs, n, &buf, &total, err, errlen) < 0)
 		return -1;
-	rc = qstore_ctl_append_packed(qs, qid, buf, total, err, errlen);
+	rc = qstore_ctl_append_bytes(qs, qid, buf, total, sync, err, errlen);
 	free(buf);
 	return rc;
+}
+
+int qstore_ctl_append(struct qstore *qs, const char *qid, Zfarm__CtlRecord *const *recs, size_t n,
+		      char *err, size_t errlen)
+{
+	return qstore_ctl_append_recs(qs, qid, recs, n, true, err, errlen);
+}
+
+int qstore_ctl_append_lazy(struct qstore *qs, const char *qid, Zfarm__CtlRecord *const *recs,
+			   size_t n, char *err, size_t errlen)
+{
+	return qstore_ctl_append_recs(qs, qid, recs, n, false, err, errlen);
 }
 
 /* qstore_all_zero - a zero-filled tail, as a crash may leave after an append. */
@@ -437,6 +455,34 @@ static bool qstore_all_zero(const uint8_t *p, size_t len)
 		if (p[i])
 			return false;
 	return true;
+}
+
+size_t qstore_ctl_valid_len(const uint8_t *data, size_t len)
+{
+	size_t off = 0;
+
+	/* Where qstore_ctl_load() stops, without decoding all records. */
+	while (off < len) {
+		uint32_t rlen;
+
+		if (len - off < 4 || qstore_all_zero(data + off, len - off))
+			break;
+		rlen = qstore_get_be32(data + off);
+		if (rlen == 0 || len - off - 4 < rlen)
+			break;
+		if (rlen > QSTORE_MAX_RECORD)
+			return len; /* damage, not a crash's tail: leave it to be seen */
+		if (off + 4 + rlen == len) {
+			/* The last record: a crash may have left zeros in it. */
+			Zfarm__CtlRecord *rec = zfarm__ctl_record__unpack(NULL, rlen, data + off + 4);
+
+			if (!rec)
+				break;
+			zfarm__ctl_record__free_unpacked(rec, NULL);
+		}
+		off += 4 + rlen;
+	}
+	return off;
 }
 
 int qstore_ctl_load(struct qstore *qs, const char *qid, Zfarm__CtlRecord ***recs, size_t *n,
@@ -466,6 +512,8 @@ int qstore_ctl_load(struct qstore *qs, const char *qid, Zfarm__CtlRecord ***recs
 		if (len - off < 4 || qstore_all_zero(data + off, len - off))
 			break;
 		rlen = qstore_get_be32(data + off);
+		if (rlen == 0)
+			break; /* never written: zeros, then a crash's leftovers */
 		if (rlen > QSTORE_MAX_RECORD) {
 			snprintf(err, errlen, "%s: control record at %zu: length %u over limit",
 				 qid, off, rlen);

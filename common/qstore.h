@@ -16,12 +16,12 @@
  *   tmp/NAME          being received (or a crash leftover); moved to free/
  *                     at start by qstore_sweep()
  *   msg/XX/ID         committed messages; XX = last two characters of ID.
- *                     A 16-byte spool header ("ZSP1", 4 zero bytes, the
+ *                     A 16-byte spool header ("ZSP1", a tag of ID, the
  *                     message length M, 8 bytes big endian; 0 while being
  *                     received), the M message bytes, then the control
- *                     records, appended (each append fdatasync'ed)
- *   free/NAME         emptied files of removed messages, reused by the next
- *                     create: on ext4 without a journal a new inode near
+ *                     records, appended (fdatasync'ed unless lazy)
+ *   free/NAME         files of removed messages (emptied if big), reused
+ *                     by the next create: on ext4 without a journal a new inode near
  *                     many freed ones is expensive, a recycled one is not
  *   corrupt/ID        quarantined, never read again automatically
  * A ctl/ directory left by older versions is ignored.
@@ -32,7 +32,14 @@
  * removes the tmp name.  Only then does it return 0: a 250 may be given.
  * Any failure (ENOSPC, EIO) leaves nothing visible under msg/ and returns
  * -1 with a reason and the errno in *errnum so smtpserver can answer 452.
- * qstore_ctl_append() returns only after its record is fdatasync'ed.
+ * qstore_ctl_append() returns only after its record is fdatasync'ed;
+ * qstore_ctl_append_lazy() leaves that to the next durable append to the
+ * same message (fdatasync covers the whole file) or loses the records in
+ * an OS crash, for records that can be written again (the router's
+ * routes: a message without them is routed again).  An append always
+ * starts where the last whole record ends: a torn or zero-filled tail a
+ * crash left is cut off first, so nothing appended after it is hidden.
+ * Appends to one message are serialised (flock) across processes.
  * qstore_remove() does not sync: a crash may bring a removed message back,
  * with its control records, so it is removed again, never redelivered.
  *
@@ -118,6 +125,20 @@ void qstore_reader_free(struct qstore_reader **r);
 int qstore_ctl_append(struct qstore *qs, const char *qid, Zfarm__CtlRecord *const *recs,
 		      size_t n, char *err, size_t errlen);
 /*
+ * qstore_ctl_append_lazy - append records without waiting for the disk:
+ * durable with the message's next durable append, else lost in an OS
+ * crash (never torn into the records after them).  For records a crash
+ * may lose because they are made again (routes).
+ */
+int qstore_ctl_append_lazy(struct qstore *qs, const char *qid, Zfarm__CtlRecord *const *recs,
+			   size_t n, char *err, size_t errlen);
+/*
+ * qstore_ctl_valid_len - how many leading bytes of a control area are
+ * whole records; the rest is a torn or zero-filled tail (for backends:
+ * qstore_ctl_load() stops there, appends cut it off).
+ */
+size_t qstore_ctl_valid_len(const uint8_t *data, size_t len);
+/*
  * qstore_ctl_pack - the bytes qstore_ctl_append would add for recs (a
  * malloc'ed buffer, NULL/0 for none), and qstore_ctl_append_packed -
  * append such bytes durably later: for a caller that collects records
@@ -187,9 +208,9 @@ struct qstore_ops {
 	void *(*read)(void *be, const char *qid, int *errnum, char *err, size_t errlen);
 	ssize_t (*pread)(void *rd, void *buf, size_t len, uint64_t off, char *err, size_t errlen);
 	void (*read_close)(void *rd);
-	int (*ctl_append)(void *be, const char *qid, const void *data, size_t len, char *err,
-			  size_t errlen);
-	/* ctl_append: ENOENT (errno) if the message does not exist. */
+	int (*ctl_append)(void *be, const char *qid, const void *data, size_t len, bool sync,
+			  char *err, size_t errlen);
+	/* ctl_append: ENOENT (errno) if the message does not exist; !sync: no fdatasync. */
 	/* ctl_read: the whole control record, malloc'ed; ENOENT-free (0 bytes). */
 	int (*ctl_read)(void *be, const char *qid, uint8_t **data, size_t *len, char *err,
 			size_t errlen);

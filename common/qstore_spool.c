@@ -8,32 +8,42 @@
  * name this module made up (tmp/PID.MS.SEQ) or one read back from free/.
  *
  * One file, one inode per message: msg/XX/ID holds a 16-byte spool header
- * ("ZSP1", 4 reserved zero bytes, the message length M as 8 bytes big
- * endian), the M message bytes qstore.c wrote, then the control records,
+ * ("ZSP1", a 4-byte tag of the queue ID, the message length M as 8 bytes
+ * big endian), the M message bytes qstore.c wrote, then the control records,
  * appended.  M is 0 while the message is received and set by commit.
  *
  * Why inodes are recycled through free/: on ext4 without a journal,
  * creating a file near many recently deleted inodes costs ~1 ms of system
  * CPU (the allocator skips them one by one).  An MTA deletes one file per
- * message, so instead remove() truncates the file and parks it in free/,
- * and create() takes it back with a rename: the steady state allocates
- * and frees no inodes.  Every pooled inode has exactly one name, is empty,
- * and is only ever truncated by whoever holds it under a private name
- * (tmp/...): a truncate after it is back in free/ could hit another
- * process that has claimed it already.
+ * message, so instead remove() parks the file in free/ and create() takes
+ * it back with a rename: the steady state allocates and frees no inodes.
+ * A small file is parked with its bytes and blocks (create overwrites
+ * them and cuts the rest at commit: freeing blocks costs a device discard
+ * on file systems mounted with it, ~30% of the scheduler's time); a file
+ * over SPOOL_KEEP_BYTES is emptied first, so big messages give their
+ * space back at once.  Every pooled inode has exactly one name and is
+ * only ever truncated by whoever holds it under a private name (tmp/...):
+ * a truncate after it is back in free/ could hit another process that has
+ * claimed it already.  The spool header carries a tag of the queue ID, so
+ * a reader that outlives a removal notices the inode became another
+ * message (the end of the content is only reported after that check).
  *
  * Order of operations, and what a crash at each point leaves:
- *   commit:  tmp/N written, M set, fsync'ed; linked to msg/XX/ID; msg/XX
- *            fsync'ed; tmp/N unlinked.  Before the link: a tmp/ leftover,
- *            swept at start.  After: the message (and maybe a tmp/ twin,
- *            which sweep recognises by its link count and unlinks).
- *   remove:  msg/XX/ID renamed to tmp/N, truncated, renamed to free/ID; no
- *            fsync.  A crash that loses it brings the message back with
- *            its control records, so every recipient is final and the
- *            scheduler removes it again: nothing is delivered twice.  A
- *            crash in the middle leaves a tmp/ leftover: swept into free/.
- *   ctl:     O_APPEND write + fdatasync; a torn append is cut back
- *            (ftruncate) or, after a crash, ignored by qstore_ctl_load().
+ *   commit:  tmp/N written, the rest of a recycled file cut, tag and M
+ *            set, fsync'ed; linked to msg/XX/ID; msg/XX fsync'ed; tmp/N
+ *            unlinked.  Before the link: a tmp/ leftover, swept at start.
+ *            After: the message (and maybe a tmp/ twin, which sweep
+ *            recognises by its link count and unlinks).
+ *   remove:  msg/XX/ID renamed to free/ID (a big one through tmp/N,
+ *            truncated there); no fsync.  A crash that loses it brings the
+ *            message back with its control records, so every recipient is
+ *            final and the scheduler removes it again: nothing is
+ *            delivered twice.  A crash in the middle leaves a tmp/
+ *            leftover: swept into free/.
+ *   ctl:     under flock, written after the last whole record (a torn or
+ *            zero-filled tail a crash left there is cut off first), then
+ *            fdatasync unless lazy; a failed append is cut back
+ *            (ftruncate); a torn tail is ignored by qstore_ctl_load().
  *
  * Threads: create, remove, sweep and scan use the pool below and the tmp
  * name counter without locks, so they belong to one thread per qstore;
@@ -42,6 +52,7 @@
  * bitmap, which is atomic.
  */
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -49,6 +60,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -65,6 +77,8 @@ extern const struct qstore_ops qstore_spool_ops;
 #define SPOOL_MAX_CTL (256 * 1024 * 1024)
 #define SPOOL_MAGIC   "ZSP1"
 #define SPOOL_HDR     16
+/* remove empties files bigger than this; smaller ones keep their blocks. */
+#define SPOOL_KEEP_BYTES (64 * 1024)
 /* sweep trims free/ to this many inodes. */
 #define SPOOL_FREE_MAX 4096
 /* Names of free/ held in memory; a refill reads at most this many. */
@@ -85,6 +99,20 @@ struct spool {
 	unsigned refill_creates;
 	/* msg/XX known to exist (and be durable), one bit per XX. */
 	_Atomic uint32_t xx_seen[32];
+	/*
+	 * Group commit of msg/XX fsyncs: a committer counts its link in
+	 * `linked`, and whoever fsyncs the directory next (started after the
+	 * link) makes it durable too, so concurrent commits into one msg/XX
+	 * (all of one process: XX comes from the pid in the ID) share one
+	 * fsync.  `xx` is the directory the counters are about; commits into
+	 * another one fsync on their own.
+	 */
+	pthread_mutex_t ds_lock;
+	pthread_cond_t ds_done;
+	char ds_xx[SPOOL_PATH];
+	uint64_t ds_linked, ds_synced;
+	unsigned long ds_gen; /* bumped when ds_xx changes */
+	bool ds_busy;
 };
 
 struct spool_writer {
@@ -108,6 +136,37 @@ static void spool_errnum(int *errnum, int e)
 {
 	if (errnum)
 		*errnum = e;
+}
+
+/*
+ * spool_tag - the 32-bit tag of qid written into the spool header at
+ * commit (FNV-1a, never 0: 0 is "no tag", files of older versions).  A
+ * pooled inode keeps its old bytes until it is reused, so whoever opens a
+ * message by ID checks the tag: a file that has become another message
+ * since is not this one.
+ */
+static uint32_t spool_tag(const char *qid)
+{
+	uint32_t h = 2166136261u;
+
+	for (const char *p = qid; *p; p++) {
+		h ^= (uint8_t)*p;
+		h *= 16777619u;
+	}
+	return h ? h : 1;
+}
+
+static void spool_put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static uint32_t spool_get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 static void spool_put_be64(uint8_t *p, uint64_t v)
@@ -151,6 +210,60 @@ static int spool_fsync_dir(struct spool *sp, const char *name)
 	rc = fsync(fd);
 	e = errno;
 	close(fd);
+	errno = e;
+	return rc;
+}
+
+/*
+ * spool_sync_linked - make a link just made in directory xx durable,
+ * sharing the fsync with concurrent committers (see struct spool).  Each
+ * waiter needs an fsync that started after its link: the one running may
+ * have started before, so it waits for it and the next.  A failed fsync
+ * proves nothing for anyone: each waiter then tries its own.
+ */
+static int spool_sync_linked(struct spool *sp, const char *xx)
+{
+	uint64_t mine, target;
+	unsigned long gen;
+	int rc = 0, e = 0;
+
+	pthread_mutex_lock(&sp->ds_lock);
+	if (strcmp(sp->ds_xx, xx) != 0) {
+		if (sp->ds_busy) {
+			/* Another directory's round is running: no sharing. */
+			pthread_mutex_unlock(&sp->ds_lock);
+			return spool_fsync_dir(sp, xx);
+		}
+		snprintf(sp->ds_xx, sizeof(sp->ds_xx), "%s", xx);
+		sp->ds_linked = sp->ds_synced = 0;
+		sp->ds_gen++;
+	}
+	mine = ++sp->ds_linked;
+	gen = sp->ds_gen;
+	while (sp->ds_synced < mine) {
+		if (sp->ds_busy) {
+			pthread_cond_wait(&sp->ds_done, &sp->ds_lock);
+			if (sp->ds_gen != gen) {
+				/* The counters are another directory's now. */
+				pthread_mutex_unlock(&sp->ds_lock);
+				return spool_fsync_dir(sp, xx);
+			}
+			continue;
+		}
+		sp->ds_busy = true;
+		target = sp->ds_linked;
+		pthread_mutex_unlock(&sp->ds_lock);
+		rc = spool_fsync_dir(sp, xx);
+		e = errno;
+		pthread_mutex_lock(&sp->ds_lock);
+		sp->ds_busy = false;
+		if (rc == 0 && target > sp->ds_synced)
+			sp->ds_synced = target;
+		pthread_cond_broadcast(&sp->ds_done);
+		if (rc < 0)
+			break;
+	}
+	pthread_mutex_unlock(&sp->ds_lock);
 	errno = e;
 	return rc;
 }
@@ -233,6 +346,11 @@ static int spool_header(int fd, const char *qid, uint64_t *len, uint64_t *size, 
 		goto bad;
 	}
 	*len = spool_get_be64(hdr + 8);
+	if (spool_get_be32(hdr + 4) != 0 && spool_get_be32(hdr + 4) != spool_tag(qid)) {
+		snprintf(err, errlen, "%s: no such message (its file holds another now)", qid);
+		errno = ENOENT;
+		return -1;
+	}
 	if (*len == 0 || *len > *size - SPOOL_HDR) {
 		snprintf(err, errlen, "%s: message length %llu does not fit file size %llu", qid,
 			 (unsigned long long)*len, (unsigned long long)*size);
@@ -280,6 +398,8 @@ static void *spool_open(const char *dir, char *err, size_t errlen)
 	sp = xcalloc(1, sizeof(*sp));
 	sp->dfd = dfd;
 	sp->dir = xstrdup(dir);
+	pthread_mutex_init(&sp->ds_lock, NULL);
+	pthread_cond_init(&sp->ds_done, NULL);
 	return sp;
 }
 
@@ -288,6 +408,8 @@ static void spool_close(void *be)
 	struct spool *sp = be;
 
 	close(sp->dfd);
+	pthread_mutex_destroy(&sp->ds_lock);
+	pthread_cond_destroy(&sp->ds_done);
 	free(sp->dir);
 	free(sp);
 }
@@ -371,14 +493,18 @@ static int spool_pool_claim(struct spool *sp, struct spool_writer *w)
 		spool_tmp_name(sp, w->tmp);
 		if (renameat(sp->dfd, from, sp->dfd, w->tmp) < 0)
 			continue;
-		/* No O_TRUNC yet: an inode with a second name is not ours to empty. */
+		/*
+		 * No O_TRUNC: the removed message's bytes are overwritten and
+		 * the rest cut at commit, so its blocks are reused instead of
+		 * freed (a truncate to 0 frees them, which with the discard mount
+		 * option waits for the device).
+		 */
 		fd = openat(sp->dfd, w->tmp, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0) {
 			renameat(sp->dfd, w->tmp, sp->dfd, from); /* a foreign thing: leave it */
 			continue;
 		}
-		if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
-		    (st.st_size != 0 && ftruncate(fd, 0) < 0)) {
+		if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
 			close(fd);
 			unlinkat(sp->dfd, w->tmp, 0);
 			continue;
@@ -391,9 +517,10 @@ static int spool_pool_claim(struct spool *sp, struct spool_writer *w)
 /* ---- receiving ---- */
 
 /*
- * spool_fail - drop the tmp file at once, giving its space back: emptied
- * while it still has its private name, then parked in free/.  An inode
- * with another name (linked into msg/ already) is only unlinked.
+ * spool_fail - drop the tmp file at once, giving its space back (a failure
+ * is often ENOSPC): emptied while it still has its private name, then
+ * parked in free/.  An inode with another name (linked into msg/ already)
+ * is only unlinked.
  */
 static void spool_fail(struct spool_writer *w)
 {
@@ -515,7 +642,8 @@ static int spool_commit(void *wr, const char *qid, int *errnum, char *err, size_
 	struct spool_writer *w = wr;
 	struct spool *sp = w->sp;
 	char msg[SPOOL_PATH], xx[SPOOL_PATH];
-	uint8_t len[8];
+	uint8_t len[12];
+	struct stat st;
 	ssize_t n;
 	int e;
 
@@ -527,13 +655,22 @@ static int spool_commit(void *wr, const char *qid, int *errnum, char *err, size_
 	}
 	spool_path(msg, "msg", qid);
 	snprintf(xx, sizeof(xx), "msg/%s", qid + QID_LEN - 2);
-	spool_put_be64(len, w->len);
+	spool_put_be32(len, spool_tag(qid));
+	spool_put_be64(len + 4, w->len);
 	do
-		n = pwrite(w->fd, len, sizeof(len), 8);
+		n = pwrite(w->fd, len, sizeof(len), 4);
 	while (n < 0 && errno == EINTR);
 	if (n != (ssize_t)sizeof(len)) {
 		e = n < 0 ? errno : EIO;
 		snprintf(err, errlen, "%s/%s: write: %s", sp->dir, w->tmp, strerror(e));
+		goto fail;
+	}
+	/* A recycled inode: the removed message's bytes past ours go. */
+	if (fstat(w->fd, &st) < 0 ||
+	    ((uint64_t)st.st_size > SPOOL_HDR + w->len &&
+	     ftruncate(w->fd, (off_t)(SPOOL_HDR + w->len)) < 0)) {
+		e = errno;
+		snprintf(err, errlen, "%s/%s: truncate: %s", sp->dir, w->tmp, strerror(e));
 		goto fail;
 	}
 	if (fsync(w->fd) < 0) {
@@ -551,7 +688,7 @@ static int spool_commit(void *wr, const char *qid, int *errnum, char *err, size_
 		}
 		goto fail;
 	}
-	if (spool_fsync_dir(sp, xx) < 0) {
+	if (spool_sync_linked(sp, xx) < 0) {
 		e = errno;
 		snprintf(err, errlen, "%s/%s: fsync: %s", sp->dir, xx, strerror(e));
 		unlinkat(sp->dfd, msg, 0);
@@ -604,10 +741,28 @@ static void *spool_read(void *be, const char *qid, int *errnum, char *err, size_
 static ssize_t spool_pread(void *rd, void *buf, size_t len, uint64_t off, char *err, size_t errlen)
 {
 	struct spool_reader *r = rd;
+	uint8_t hdr[SPOOL_HDR];
 	ssize_t n;
 
-	if (off >= r->len)
+	if (off >= r->len) {
+		/*
+		 * The end: before saying so, make sure the file is still this
+		 * message.  A reader that outlived the message's removal (a
+		 * transport the scheduler gave up on) would otherwise pass on
+		 * another message's bytes once the inode is reused.
+		 */
+		do
+			n = pread(r->fd, hdr, sizeof(hdr), 0);
+		while (n < 0 && errno == EINTR);
+		if (n != (ssize_t)sizeof(hdr) || memcmp(hdr, SPOOL_MAGIC, 4) != 0 ||
+		    (spool_get_be32(hdr + 4) != 0 && spool_get_be32(hdr + 4) != spool_tag(r->qid)) ||
+		    spool_get_be64(hdr + 8) != r->len) {
+			snprintf(err, errlen, "%s: the message was removed while being read", r->qid);
+			errno = ESTALE;
+			return -1;
+		}
 		return 0;
+	}
 	if (len > r->len - off)
 		len = (size_t)(r->len - off);
 	do
@@ -628,17 +783,68 @@ static void spool_read_close(void *rd)
 
 /* ---- control records ---- */
 
-static int spool_ctl_append(void *be, const char *qid, const void *data, size_t len, char *err,
-			    size_t errlen)
+/*
+ * spool_ctl_slurp - the control area of an open message (from byte off to
+ * the end) into a malloc'ed buffer; NULL/0 when empty.
+ */
+static int spool_ctl_slurp(int fd, uint64_t off, uint8_t **data, size_t *len)
+{
+	size_t got = 0, cap = 0;
+	uint8_t *buf = NULL;
+
+	for (;;) {
+		ssize_t n;
+
+		if (got == cap) {
+			if (cap >= SPOOL_MAX_CTL) {
+				free(buf);
+				errno = EFBIG;
+				return -1;
+			}
+			cap = cap ? cap * 2 : 4096;
+			buf = xrealloc(buf, cap);
+		}
+		n = pread(fd, buf + got, cap - got, (off_t)(off + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			free(buf);
+			return -1;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	if (!got) {
+		free(buf);
+		buf = NULL;
+	}
+	*data = buf;
+	*len = got;
+	return 0;
+}
+
+/*
+ * spool_ctl_append - under an exclusive flock (appenders of one message
+ * in other processes wait; readers do not), find where the last whole
+ * record ends, cut off what a crash left behind it, write there and, if
+ * sync, fdatasync.  Writing at the end of the whole records rather than
+ * at the end of the file is what keeps a lazy append lost in a crash (a
+ * zero-filled tail) from hiding every record appended after it.
+ */
+static int spool_ctl_append(void *be, const char *qid, const void *data, size_t len, bool sync,
+			    char *err, size_t errlen)
 {
 	struct spool *sp = be;
 	char msg[SPOOL_PATH];
 	const uint8_t *p = data;
-	uint64_t mlen, size;
+	uint8_t *ctl = NULL;
+	size_t ctl_len = 0;
+	uint64_t mlen, size, at;
 	int fd, e;
 
 	spool_path(msg, "msg", qid);
-	fd = openat(sp->dfd, msg, O_RDWR | O_APPEND | O_CLOEXEC);
+	fd = openat(sp->dfd, msg, O_RDWR | O_CLOEXEC);
 	if (fd < 0) {
 		e = errno;
 		if (e == ENOENT)
@@ -648,6 +854,15 @@ static int spool_ctl_append(void *be, const char *qid, const void *data, size_t 
 		errno = e;
 		return -1;
 	}
+	while (flock(fd, LOCK_EX) < 0) {
+		if (errno != EINTR) {
+			e = errno;
+			snprintf(err, errlen, "%s/%s: flock: %s", sp->dir, msg, strerror(e));
+			close(fd);
+			errno = e;
+			return -1;
+		}
+	}
 	/* Also refuses (most of) an append racing a remove: M is 0 again. */
 	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0) {
 		e = errno;
@@ -655,8 +870,24 @@ static int spool_ctl_append(void *be, const char *qid, const void *data, size_t 
 		errno = e;
 		return -1;
 	}
+	at = SPOOL_HDR + mlen;
+	if (size > at) {
+		if (spool_ctl_slurp(fd, at, &ctl, &ctl_len) < 0) {
+			e = errno;
+			snprintf(err, errlen, "%s/%s: read: %s", sp->dir, msg, strerror(e));
+			close(fd);
+			errno = e;
+			return -1;
+		}
+		at += qstore_ctl_valid_len(ctl, ctl_len);
+		free(ctl);
+		/* A crash's leftovers behind the last whole record. */
+		if (at < size && ftruncate(fd, (off_t)at) < 0)
+			goto fail;
+		size = at;
+	}
 	while (len > 0) {
-		ssize_t n = write(fd, p, len);
+		ssize_t n = pwrite(fd, p, len, (off_t)at);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -666,9 +897,10 @@ static int spool_ctl_append(void *be, const char *qid, const void *data, size_t 
 			goto fail;
 		}
 		p += n;
+		at += (uint64_t)n;
 		len -= (size_t)n;
 	}
-	if (fdatasync(fd) < 0)
+	if (sync && fdatasync(fd) < 0)
 		goto fail;
 	close(fd);
 	return 0;
@@ -676,7 +908,7 @@ fail:
 	e = errno;
 	snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(e));
 	/* No torn record left behind while we can help it. */
-	if (ftruncate(fd, (off_t)size) == 0)
+	if (ftruncate(fd, (off_t)size) == 0 && sync)
 		fdatasync(fd);
 	close(fd);
 	errno = e;
@@ -688,9 +920,7 @@ static int spool_ctl_read(void *be, const char *qid, uint8_t **data, size_t *len
 {
 	struct spool *sp = be;
 	char msg[SPOOL_PATH];
-	size_t got = 0, cap = 0;
-	uint64_t mlen, size, off;
-	uint8_t *buf = NULL;
+	uint64_t mlen, size;
 	int fd;
 
 	*data = NULL;
@@ -703,44 +933,21 @@ static int spool_ctl_read(void *be, const char *qid, uint8_t **data, size_t *len
 		snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(errno));
 		return -1;
 	}
-	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0)
-		goto fail;
-	off = SPOOL_HDR + mlen;
-	for (;;) {
-		ssize_t n;
-
-		if (got == cap) {
-			if (cap >= SPOOL_MAX_CTL) {
-				snprintf(err, errlen, "%s/%s: control record over %d bytes",
-					 sp->dir, msg, SPOOL_MAX_CTL);
-				goto fail;
-			}
-			cap = cap ? cap * 2 : 4096;
-			buf = xrealloc(buf, cap);
-		}
-		n = pread(fd, buf + got, cap - got, (off_t)(off + got));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
+	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0) {
+		close(fd);
+		return -1;
+	}
+	if (spool_ctl_slurp(fd, SPOOL_HDR + mlen, data, len) < 0) {
+		if (errno == EFBIG)
+			snprintf(err, errlen, "%s/%s: control record over %d bytes", sp->dir, msg,
+				 SPOOL_MAX_CTL);
+		else
 			snprintf(err, errlen, "%s/%s: read: %s", sp->dir, msg, strerror(errno));
-			goto fail;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
+		close(fd);
+		return -1;
 	}
 	close(fd);
-	if (!got) {
-		free(buf);
-		buf = NULL;
-	}
-	*data = buf;
-	*len = got;
 	return 0;
-fail:
-	close(fd);
-	free(buf);
-	return -1;
 }
 
 /* ---- queue management ---- */
@@ -773,16 +980,26 @@ static bool spool_park(struct spool *sp, const char *tmp, const char *name)
 static int spool_remove(void *be, const char *qid, char *err, size_t errlen)
 {
 	struct spool *sp = be;
-	char msg[SPOOL_PATH], tmp[SPOOL_PATH];
+	char msg[SPOOL_PATH], to[SPOOL_PATH];
+	struct stat st;
+	bool big;
 
 	spool_path(msg, "msg", qid);
-	spool_tmp_name(sp, tmp);
 	/*
-	 * Through a private name, not straight to free/: once in free/ another
-	 * process may claim and fill it, and our truncate would then empty a
-	 * message being received.  No fsync: see the top of this file.
+	 * A small file goes straight to free/, bytes and all: the next create
+	 * overwrites them in the blocks they have (freeing blocks costs a
+	 * device discard on file systems mounted so), and a late reader by ID
+	 * sees the tag of another message or an unfinished header.  A big one
+	 * gives its space back now, emptied under a private name (once in
+	 * free/ another process may claim and fill it).  No fsync: see the top
+	 * of this file.
 	 */
-	if (renameat(sp->dfd, msg, sp->dfd, tmp) < 0) {
+	big = fstatat(sp->dfd, msg, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_size > SPOOL_KEEP_BYTES;
+	if (big)
+		spool_tmp_name(sp, to);
+	else
+		snprintf(to, sizeof(to), "free/%s", qid);
+	if (renameat(sp->dfd, msg, sp->dfd, to) < 0) {
 		int e = errno;
 
 		if (e == ENOENT)
@@ -793,7 +1010,7 @@ static int spool_remove(void *be, const char *qid, char *err, size_t errlen)
 		return -1;
 	}
 	/* Ours to reuse at the next create, no directory read needed. */
-	if (spool_park(sp, tmp, qid))
+	if (!big || spool_park(sp, to, qid))
 		spool_pool_push(sp, qid);
 	return 0;
 }

@@ -649,6 +649,12 @@ static void farmd_options(struct farmd *fd, int argc, char **argv, bool *foregro
 	}
 	if (optind != argc)
 		farmd_usage();
+	if (!fd->config_path && paths_config_file()) {
+		/* No -c: $ZFARM_CONFIG or the installed zfarm.conf. */
+		fd->config_path = realpath(paths_config_file(), NULL);
+		if (fd->config_path == NULL)
+			log_fatal("config file %s: %s", paths_config_file(), strerror(errno));
+	}
 	fd->overrides_env = env.len ? strbuf_steal(&env) : NULL;
 	strbuf_release(&env);
 }

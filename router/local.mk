@@ -3,6 +3,7 @@
 noinst_LIBRARIES += router/librouter.a
 router_librouter_a_SOURCES = \
 	router/route.c router/route.h \
+	router/routeset.c router/routeset.h \
 	router/sched_link.c router/sched_link.h
 
 zfarmlibexec_PROGRAMS += router/router

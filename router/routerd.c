@@ -10,9 +10,12 @@
  * One RouteRequest:
  *   1. open the message (qstore_read); gone: PERMFAIL; damaged: quarantine
  *   2. its control record already holds a routing set: skip to 4, so
- *      routing again after a crash is idempotent
- *   3. route every envelope recipient (route_resolve), append the
- *      RouteRecords and the routed marker in one durable append (unless a
+ *      routing again after a crash is idempotent (after a requeue: a set
+ *      since the RequeueRecord; routeset.h)
+ *   3. route every envelope recipient (route_resolve) (after a requeue:
+ *      those of the superseded routes, leaving out the addresses of the
+ *      routes that still count; the new set follows the old ones), append the
+ *      RouteRecords and the routed marker in one append (unless a
  *      recipient has a temporary 4.x routing error: then nothing is
  *      written and the answer is TEMPFAIL, the message waits), and log
  *      "ID: to=<final>, orig_to=<rcpt>, channel=C, nexthop=N"
@@ -42,6 +45,7 @@
 #include "common/qstore.h"
 #include "common/xalloc.h"
 #include "router/route.h"
+#include "router/routeset.h"
 #include "router/sched_link.h"
 #include "common/table.h"
 
@@ -310,21 +314,6 @@ static void dedup_free(struct dedup *d)
 }
 
 /*
- * routing_set_size - the number of routes if recs hold a complete routing
- * set (RouteRecords closed by a routed marker), else -1.
- */
-static long routing_set_size(Zfarm__CtlRecord **recs, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (recs[i]->body_case == ZFARM__CTL_RECORD__BODY_ROUTED && recs[i]->routed) {
-			if (i == 0 || recs[i - 1]->body_case != ZFARM__CTL_RECORD__BODY_ROUTE)
-				return 0;
-			return (long)recs[i - 1]->route->total;
-		}
-	return -1;
-}
-
-/*
  * route_message - steps 1 to 3; returns the status for the reply, the
  * number of routes in *routed.
  */
@@ -338,7 +327,7 @@ static Zfarm__Status route_message(struct router *r, const char *qid, unsigned *
 	struct route_result *res = NULL;
 	size_t nold = 0, total = 0, k = 0;
 	struct dedup seen = {0};
-	long have;
+	struct routeset rs = {0};
 	char err[512];
 	int errnum = 0;
 	Zfarm__Status st = ZFARM__STATUS__OK;
@@ -359,15 +348,24 @@ static Zfarm__Status route_message(struct router *r, const char *qid, unsigned *
 		st = ZFARM__STATUS__TEMPFAIL;
 		goto out;
 	}
-	have = routing_set_size(old, nold);
-	if (have >= 0) {
-		log_debug("%s: already routed (%ld routes)", qid, have);
-		*routed = (unsigned)have;
+	if (routeset_scan(old, nold, env->n_recipients, &rs, err, sizeof(err)) < 0) {
+		snprintf(why, whylen, "control record: %s", err);
+		st = ZFARM__STATUS__TEMPFAIL;
 		goto out;
 	}
+	if (!rs.due) {
+		log_debug("%s: already routed (%zu routes)", qid, rs.last);
+		*routed = (unsigned)rs.last;
+		goto out;
+	}
+	if (rs.requeue)
+		log_info("%s: requeued: routing %zu of %zu recipient(s) again", qid,
+			 routeset_rerouted(&rs), env->n_recipients);
 	router_refresh(r);
 	res = xcalloc(env->n_recipients ? env->n_recipients : 1, sizeof(*res));
 	for (size_t i = 0; i < env->n_recipients; i++) {
+		if (!routeset_routes_rcpt(&rs, i))
+			continue;
 		if (route_resolve(&r->rc, env->recipients[i]->address, &res[i], err, sizeof(err)) <
 		    0) {
 			snprintf(why, whylen, "routing <%s>: %s", env->recipients[i]->address, err);
@@ -406,6 +404,13 @@ static Zfarm__Status route_message(struct router *r, const char *qid, unsigned *
 			if (!tg->error[0] &&
 			    !dedup_add(&seen, tg->channel, tg->nexthop, tg->address))
 				continue;
+			/* Requeue: delivered or failed before, it stays so. */
+			if (routeset_kept(&rs, tg->address)) {
+				log_info(
+				    "%s: to=<%s>, orig_to=<%s>: final already, not routed again",
+				    qid, tg->address, er->address);
+				continue;
+			}
 			cr = xmalloc(sizeof(*cr));
 
 			zfarm__route_record__init(&rr[k]);
@@ -432,7 +437,14 @@ static Zfarm__Status route_message(struct router *r, const char *qid, unsigned *
 	routed_rec.body_case = ZFARM__CTL_RECORD__BODY_ROUTED;
 	routed_rec.routed = true;
 	recs[total] = &routed_rec;
-	if (qstore_ctl_append(r->qs, qid, recs, total + 1, err, sizeof(err)) < 0) {
+	/*
+	 * Not synced: the scheduler's first durable append (a result, a
+	 * notice, a hold) makes the routes durable with it, and routes an OS
+	 * crash loses are made again (the message comes back unrouted).  A
+	 * message delivered and removed before any such append loses nothing
+	 * either: its removal was not synced, so it comes back whole.
+	 */
+	if (qstore_ctl_append_lazy(r->qs, qid, recs, total + 1, err, sizeof(err)) < 0) {
 		snprintf(why, whylen, "cannot record the routes: %s", err);
 		st = ZFARM__STATUS__TEMPFAIL;
 	} else {
@@ -456,6 +468,7 @@ static Zfarm__Status route_message(struct router *r, const char *qid, unsigned *
 		route_result_free(&res[i]);
 out:
 	free(res);
+	routeset_release(&rs);
 	qstore_ctl_free(&old, nold);
 	qstore_reader_free(&rd);
 	return st;

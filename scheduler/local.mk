@@ -4,6 +4,7 @@ noinst_LIBRARIES += scheduler/libsched.a
 scheduler_libsched_a_SOURCES = \
 	scheduler/backoff.c scheduler/backoff.h \
 	scheduler/dest.c scheduler/dest.h \
+	scheduler/handoff.c scheduler/handoff.h \
 	scheduler/msgstate.c scheduler/msgstate.h \
 	scheduler/sched.c scheduler/sched.h \
 	scheduler/qctl.c scheduler/qctl.h

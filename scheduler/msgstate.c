@@ -50,7 +50,12 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 
 static bool is_final(enum rcpt_state s)
 {
-	return s == RCPT_DELIVERED || s == RCPT_FAILED;
+	return s == RCPT_DELIVERED || s == RCPT_FAILED || s == RCPT_SUPERSEDED;
+}
+
+bool msgstate_is_final(enum rcpt_state s)
+{
+	return is_final(s);
 }
 
 /*
@@ -199,18 +204,18 @@ static bool is_case(const Zfarm__CtlRecord *c, Zfarm__CtlRecord__BodyCase bc)
 
 /*
  * routing_set - check the routing set ending right before recs[mark] (the
- * first routed marker) and return where it starts, or -1 with a reason.
- * Like the router's routing_set_size(), a marker not preceded by a
- * RouteRecord closes an empty set.
+ * first routed marker at or after recs[from]) and return where it starts,
+ * or -1 with a reason.  Like the router's routeset_scan(), a marker not
+ * preceded by a RouteRecord (after from) closes an empty set.
  */
-static long routing_set(Zfarm__CtlRecord *const *recs, size_t mark, size_t *total, char *err,
-			size_t errlen)
+static long routing_set(Zfarm__CtlRecord *const *recs, size_t from, size_t mark, size_t *total,
+			char *err, size_t errlen)
 {
 	const Zfarm__RouteRecord *last;
 	size_t t, start;
 
 	*total = 0;
-	if (mark == 0 || !is_case(recs[mark - 1], ZFARM__CTL_RECORD__BODY_ROUTE))
+	if (mark == from || !is_case(recs[mark - 1], ZFARM__CTL_RECORD__BODY_ROUTE))
 		return (long)mark;
 	last = recs[mark - 1]->route;
 	if (!last) {
@@ -218,9 +223,9 @@ static long routing_set(Zfarm__CtlRecord *const *recs, size_t mark, size_t *tota
 		return -1;
 	}
 	t = last->total;
-	if (t == 0 || t > mark) {
+	if (t == 0 || t > mark - from) {
 		set_err(err, errlen, "routing set: total %zu but %zu records before the marker", t,
-			mark);
+			mark - from);
 		return -1;
 	}
 	start = mark - t;
@@ -248,11 +253,66 @@ static long routing_set(Zfarm__CtlRecord *const *recs, size_t mark, size_t *tota
 	return (long)start;
 }
 
+/* add_set - append the routing set of total records at recs[start], numbered from m->n. */
+static void add_set(struct msgstate *m, Zfarm__CtlRecord *const *recs, size_t start, size_t total)
+{
+	m->r = xreallocarray(m->r, m->n + total + 1, sizeof(*m->r));
+	for (size_t k = 0; k < total; k++) {
+		rcpt_from_route(&m->r[m->n + k], recs[start + k]->route);
+		m->r[m->n + k].index = (uint32_t)(m->n + k);
+	}
+	m->n += total;
+}
+
+/* supersede - a RequeueRecord: its routes not final no longer count. */
+static void supersede(struct msgstate *m, const Zfarm__RequeueRecord *rq)
+{
+	for (size_t k = 0; k < rq->n_index; k++)
+		if (rq->index[k] < m->n && !is_final(m->r[rq->index[k]].state))
+			m->r[rq->index[k]].state = RCPT_SUPERSEDED;
+}
+
+/* apply_record - a ResultRecord or NoticeRecord after a routing set. */
+static void apply_record(struct msgstate *m, const Zfarm__CtlRecord *c)
+{
+	const Zfarm__ResultRecord *res;
+
+	if (is_case(c, ZFARM__CTL_RECORD__BODY_NOTIFIED) && c->notified) {
+		const Zfarm__NoticeRecord *nr = c->notified;
+
+		/* Only final ones: a delay notice leaves the rest open. */
+		for (size_t k = 0; k < nr->n_index; k++)
+			if (nr->index[k] < m->n && is_final(m->r[nr->index[k]].state))
+				m->r[nr->index[k]].notified = true;
+		if (nr->delay)
+			m->delay_warned = true;
+		return;
+	}
+	if (!is_case(c, ZFARM__CTL_RECORD__BODY_RESULT) || !c->result)
+		return;
+	res = c->result;
+	/* Out of range, final (a duplicate after a crash) or nonsense. */
+	if (res->index >= m->n || is_final(m->r[res->index].state) || !valid_status(res->status))
+		return;
+	apply_result(&m->r[res->index], res->status, res->smtp_code, res->enhanced_code, res->text,
+		     res->time_us, res->next_attempt_us);
+	if (res->status == ZFARM__STATUS__OK && res->dsn_passed)
+		m->r[res->index].notified = true;
+}
+
+/*
+ * One pass over the records.  `open` is true while a routing set is due
+ * (at the start, and after each RequeueRecord): the first routed marker
+ * closes it; `from` is where its records may start.  Results and notices
+ * count from the first set on (before it there is nothing they could
+ * name), also between a RequeueRecord and the next set.
+ */
 enum msgstate_load_result msgstate_load(struct msgstate *m, const Zfarm__Envelope *env,
 					Zfarm__CtlRecord *const *recs, size_t n, char *err,
 					size_t errlen)
 {
-	size_t mark, total = 0;
+	size_t from = 0, total = 0;
+	bool open = true, any = false;
 	long start;
 
 	memset(m, 0, sizeof(*m));
@@ -277,55 +337,43 @@ enum msgstate_load_result msgstate_load(struct msgstate *m, const Zfarm__Envelop
 	for (size_t i = 0; i < n; i++) {
 		if (is_case(recs[i], ZFARM__CTL_RECORD__BODY_HELD))
 			m->held = recs[i]->held;
+		else if (is_case(recs[i], ZFARM__CTL_RECORD__BODY_REQUEUE) && recs[i]->requeue)
+			m->held = false;
 		else if (is_case(recs[i], ZFARM__CTL_RECORD__BODY_DELAY_WARNED) &&
 			 recs[i]->delay_warned)
 			m->delay_warned = true;
 	}
 
-	mark = n;
-	for (size_t i = 0; i < n; i++)
-		if (is_case(recs[i], ZFARM__CTL_RECORD__BODY_ROUTED) && recs[i]->routed) {
-			mark = i;
-			break;
+	for (size_t i = 0; i < n; i++) {
+		const Zfarm__CtlRecord *c = recs[i];
+
+		if (is_case(c, ZFARM__CTL_RECORD__BODY_ROUTED) && c->routed) {
+			if (!open)
+				continue; /* a duplicate routing's marker */
+			start = routing_set(recs, from, i, &total, err, errlen);
+			if (start < 0) {
+				free_rcpts(m);
+				return MSGSTATE_BAD;
+			}
+			add_set(m, recs, (size_t)start, total);
+			open = false;
+			any = true;
+		} else if (is_case(c, ZFARM__CTL_RECORD__BODY_REQUEUE) && c->requeue) {
+			m->requeued = true;
+			if (open)
+				continue; /* nothing routed since the last one: nothing to supersede
+					   */
+			supersede(m, c->requeue);
+			open = true;
+			from = i + 1;
+		} else if (any) {
+			apply_record(m, c);
 		}
-	if (mark == n) {
+	}
+	if (open) {
+		free_rcpts(m);
 		set_err(err, errlen, "not routed");
 		return MSGSTATE_UNROUTED;
-	}
-	start = routing_set(recs, mark, &total, err, errlen);
-	if (start < 0)
-		return MSGSTATE_BAD;
-
-	m->r = xcalloc(total ? total : 1, sizeof(*m->r));
-	for (size_t k = 0; k < total; k++)
-		rcpt_from_route(&m->r[k], recs[(size_t)start + k]->route);
-	m->n = total;
-
-	for (size_t i = mark + 1; i < n; i++) {
-		const Zfarm__ResultRecord *res;
-
-		if (is_case(recs[i], ZFARM__CTL_RECORD__BODY_NOTIFIED) && recs[i]->notified) {
-			const Zfarm__NoticeRecord *nr = recs[i]->notified;
-
-			/* Only final ones: a delay notice leaves the rest open. */
-			for (size_t k = 0; k < nr->n_index; k++)
-				if (nr->index[k] < m->n && is_final(m->r[nr->index[k]].state))
-					m->r[nr->index[k]].notified = true;
-			if (nr->delay)
-				m->delay_warned = true;
-			continue;
-		}
-		if (!is_case(recs[i], ZFARM__CTL_RECORD__BODY_RESULT) || !recs[i]->result)
-			continue;
-		res = recs[i]->result;
-		/* Out of range, final (a duplicate after a crash) or nonsense. */
-		if (res->index >= m->n || is_final(m->r[res->index].state) ||
-		    !valid_status(res->status))
-			continue;
-		apply_result(&m->r[res->index], res->status, res->smtp_code, res->enhanced_code,
-			     res->text, res->time_us, res->next_attempt_us);
-		if (res->status == ZFARM__STATUS__OK && res->dsn_passed)
-			m->r[res->index].notified = true;
 	}
 	return MSGSTATE_OK;
 }
@@ -347,6 +395,8 @@ const char *msgstate_state_name(enum rcpt_state s)
 		return "deferred";
 	case RCPT_DELIVERED:
 		return "delivered";
+	case RCPT_SUPERSEDED:
+		return "superseded";
 	default:
 		return "failed";
 	}

@@ -12,6 +12,15 @@
  *     routed marker (proto/qfile.proto); records before them are a torn
  *     earlier attempt and ignored.  No routed marker: not routed
  *     (MSGSTATE_UNROUTED, for the reinjector to send to the router).
+ *   - A RequeueRecord after a routing set supersedes the routes it lists
+ *     (RCPT_SUPERSEDED; a listed route already final stays final) and
+ *     opens the next routing set: the `total` RouteRecords right before
+ *     the first routed marker after it, numbered after the routes of the
+ *     sets before (r[k].index == k message-wide).  Until that marker the
+ *     message is MSGSTATE_UNROUTED again, with requeued set: the router
+ *     has to route it.  A RequeueRecord with no set since the last one
+ *     (or before the first) supersedes nothing; later markers of a set
+ *     already closed (a duplicate routing) are ignored, as before.
  *   - A RouteRecord with channel "error" is a permanent failure from the
  *     start (its text is the reason).
  *   - ResultRecords after the marker apply in order by route index: OK →
@@ -19,7 +28,9 @@
  *     next_attempt_us (attempts counted).  A result for an index out of
  *     range or for a recipient already final is ignored (a duplicate after
  *     a crash); results never move a final recipient back.
- *   - held (last one wins) and delay_warned records set the flags.
+ *   - held (last one wins) and delay_warned records set the flags; a
+ *     RequeueRecord releases (held = false), as Postfix's postsuper -r
+ *     takes a message out of the hold queue.
  *   - A NoticeRecord marks its recipients notified (a delivery status
  *     notice about their final state was queued) and, with delay, the
  *     message delay_warned.  A ResultRecord OK with dsn_passed marks the
@@ -36,10 +47,11 @@
 #include "proto/qfile.pb-c.h"
 
 enum rcpt_state {
-	RCPT_PENDING,	/* never tried */
-	RCPT_DEFERRED,	/* tried, try again at next_attempt_us */
-	RCPT_DELIVERED, /* final */
-	RCPT_FAILED,	/* final: bounce unless NOTIFY says otherwise */
+	RCPT_PENDING,	 /* never tried */
+	RCPT_DEFERRED,	 /* tried, try again at next_attempt_us */
+	RCPT_DELIVERED,	 /* final */
+	RCPT_FAILED,	 /* final: bounce unless NOTIFY says otherwise */
+	RCPT_SUPERSEDED, /* requeued: routed again; never delivered, never reported */
 };
 
 struct rcpt {
@@ -77,6 +89,7 @@ struct msgstate {
 	bool held;
 	bool delay_warned;
 	bool double_bounce; /* a notice about a notice: never answered by one */
+	bool requeued;	    /* a RequeueRecord was seen (UNROUTED: routes due) */
 	struct rcpt *r; /* r[k] is the recipient with route index k */
 	size_t n;
 };
@@ -91,9 +104,11 @@ enum msgstate_load_result msgstate_load(struct msgstate *m, const Zfarm__Envelop
 					size_t errlen);
 void msgstate_release(struct msgstate *m);
 
-/* msgstate_final - every recipient delivered or failed. */
+/* msgstate_final - every recipient delivered, failed or superseded. */
 bool msgstate_final(const struct msgstate *m);
-/* msgstate_state_name - "pending", "deferred", "delivered" or "failed". */
+/* msgstate_is_final - s is delivered, failed or superseded: nothing more happens to it. */
+bool msgstate_is_final(enum rcpt_state s);
+/* msgstate_state_name - "pending", "deferred", "delivered", "failed" or "superseded". */
 const char *msgstate_state_name(enum rcpt_state s);
 /* msgstate_count - recipients in state s. */
 size_t msgstate_count(const struct msgstate *m, enum rcpt_state s);

@@ -69,6 +69,8 @@ static bool matches(const struct sched *s, const Zfarm__QueueControlRequest *rq,
 		const struct rcpt *r = &m->r[i];
 		const char *rs = rcpt_status(s, m, (uint32_t)i);
 
+		if (r->state == RCPT_SUPERSEDED)
+			continue;
 		if (ch && strcmp(r->channel, ch) != 0)
 			continue;
 		if (dst && strcmp(r->nexthop, dst) != 0)
@@ -120,9 +122,13 @@ static Zfarm__QueueEntry *entry_new(const struct sched *s, const struct msgstate
 	e->sender = m->sender;
 	e->held = m->held;
 	e->recipients = xcalloc(n ? n : 1, sizeof(*e->recipients));
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < m->n && e->n_recipients < n; i++) {
 		const struct rcpt *r = &m->r[i];
-		Zfarm__RecipientState *rs = xcalloc(1, sizeof(*rs));
+		Zfarm__RecipientState *rs;
+
+		if (r->state == RCPT_SUPERSEDED)
+			continue; /* requeued: its new route is listed */
+		rs = xcalloc(1, sizeof(*rs));
 
 		zfarm__recipient_state__init(rs);
 		rs->address = r->address;
@@ -245,7 +251,7 @@ static void drows_add(void *arg, const struct msgstate *m)
 	for (size_t i = 0; i < m->n; i++) {
 		const struct rcpt *r = &m->r[i];
 
-		if (r->state == RCPT_DELIVERED || r->state == RCPT_FAILED)
+		if (msgstate_is_final(r->state))
 			continue;
 		if (d->n == d->cap) {
 			d->cap = d->cap ? 2 * d->cap : 256;

@@ -8,8 +8,9 @@
  *   - unreadable or inconsistent (bad header, damaged control record,
  *     contradicting routing set): moved to corrupt/ and logged, never
  *     retried in a loop;
- *   - no complete routing set: a RouteRequest to the router farm, as the
- *     smtpserver would have sent;
+ *   - no complete routing set (also a requeued message whose new routes
+ *     are not recorded yet): a RouteRequest to the router farm, as the
+ *     smtpserver would have sent (handoff.h);
  *   - routed: a SchedSubmit to the scheduler, as the router would have
  *     (also when every recipient is final: the scheduler removes it).
  * It makes no routing or scheduling decision of its own.  At most
@@ -39,6 +40,7 @@
 #include "common/paths.h"
 #include "common/qstore.h"
 #include "common/xalloc.h"
+#include "scheduler/handoff.h"
 #include "scheduler/msgstate.h"
 
 #define REINJECT_WINDOW	    256
@@ -75,10 +77,9 @@ static void reinject_on_reply(void *arg, const Zfarm__Frame *reply, const char *
 	Zfarm__Status st = ZFARM__STATUS__STATUS_UNSPECIFIED;
 	const char *why = reason;
 
-	if (reply && q->to_router && reply->body_case == ZFARM__FRAME__BODY_ROUTE_REPLY) {
-		st = reply->route_reply->status;
-		why = reply->route_reply->reason ? reply->route_reply->reason : "";
-	} else if (reply && !q->to_router && reply->body_case == ZFARM__FRAME__BODY_SCHED_ACK) {
+	if (q->to_router) {
+		st = handoff_route_status(reply, reason, &why);
+	} else if (reply && reply->body_case == ZFARM__FRAME__BODY_SCHED_ACK) {
 		st = reply->sched_ack->status;
 		why = reply->sched_ack->reason ? reply->sched_ack->reason : "";
 	} else if (reply) {
@@ -121,29 +122,28 @@ static void reinject_send(struct reinject *ri, const char *qid, const Zfarm__Env
 	struct req *q = xcalloc(1, sizeof(*q));
 	Zfarm__Frame f;
 	Zfarm__QueueRef ref = ZFARM__QUEUE_REF__INIT;
-	Zfarm__RouteRequest rr = ZFARM__ROUTE_REQUEST__INIT;
 	Zfarm__SchedSubmit ss = ZFARM__SCHED_SUBMIT__INIT;
 
 	q->ri = ri;
 	q->to_router = to_router;
 	memcpy(q->qid, qid, QID_SIZE);
-	ref.queue_id = q->qid;
-	ref.store = (char *)qstore_backend(ri->qs);
-	ref.nrcpt = (uint32_t)env->n_recipients;
-	ref.arrival = env->arrival_us / 1000000;
-	ss.rescan = ri->live;
-	frame_init(&f, 0);
+	ri->inflight++;
 	if (to_router) {
-		rr.ref = &ref;
-		f.body_case = ZFARM__FRAME__BODY_ROUTE;
-		f.route = &rr;
+		handoff_route(ri->router, q->qid, qstore_backend(ri->qs), 0,
+			      (uint32_t)env->n_recipients, env->arrival_us / 1000000,
+			      reinject_on_reply, q);
 	} else {
+		ref.queue_id = q->qid;
+		ref.store = (char *)qstore_backend(ri->qs);
+		ref.nrcpt = (uint32_t)env->n_recipients;
+		ref.arrival = env->arrival_us / 1000000;
+		ss.rescan = ri->live;
 		ss.ref = &ref;
+		frame_init(&f, 0);
 		f.body_case = ZFARM__FRAME__BODY_SCHED_SUBMIT;
 		f.sched_submit = &ss;
+		frame_client_request(ri->sched, &f, reinject_on_reply, q);
 	}
-	ri->inflight++;
-	frame_client_request(to_router ? ri->router : ri->sched, &f, reinject_on_reply, q);
 	/* Keep at most REINJECT_WINDOW outstanding: memory stays flat. */
 	while (ri->inflight >= REINJECT_WINDOW)
 		event_base_loop(ri->base, EVLOOP_ONCE);

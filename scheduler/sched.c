@@ -146,6 +146,7 @@ struct smsg {
 	bool delay_due;	 /* the delay notice should go with the next notice */
 	bool doomed;	 /* deleted: forgotten when nothing runs any more */
 	bool give_up;	 /* bounce-now: what is not final fails */
+	bool requeue;	 /* requeued: handed on (ops->requeue) when nothing runs */
 	bool forgotten;
 };
 
@@ -264,7 +265,7 @@ static void set_where(struct sched *s, struct smsg *sm, uint32_t i, uint8_t w)
 
 static bool is_final(enum rcpt_state st)
 {
-	return st == RCPT_DELIVERED || st == RCPT_FAILED;
+	return msgstate_is_final(st);
 }
 
 static void smsg_free(struct smsg *sm)
@@ -513,7 +514,7 @@ static void place(struct sched *s, struct smsg *sm, uint32_t i, int64_t now_us)
 {
 	const struct rcpt *r = &sm->m.r[i];
 
-	if (is_final(r->state))
+	if (is_final(r->state) || sm->requeue)
 		set_where(s, sm, i, W_NONE);
 	else if (sm->m.held)
 		set_where(s, sm, i, W_HELD);
@@ -646,7 +647,7 @@ static void notice_check(struct sched *s, struct smsg *sm)
 {
 	bool delay;
 
-	if (sm->doomed || sm->m.held || sm->nloc.where != W_NONE || sm->busy > 0)
+	if (sm->doomed || sm->requeue || sm->m.held || sm->nloc.where != W_NONE || sm->busy > 0)
 		return;
 	if (notice_collect(s, sm, NULL, &delay) == 0) {
 		if (sm->delay_due) {
@@ -670,6 +671,17 @@ static void settle(struct sched *s, struct smsg *sm)
 			forget(s, sm);
 		}
 		return;
+	}
+	if (sm->requeue) {
+		if (sm->inflight > 0)
+			return; /* the last delivery's end brings us back */
+		if (sm->live > 0) {
+			if (s->ops.requeue)
+				s->ops.requeue(s->ops.arg, &sm->m);
+			forget(s, sm);
+			return;
+		}
+		sm->requeue = false; /* all final meanwhile: nothing to route again */
 	}
 	notice_check(s, sm);
 	if (sm->live == 0 && sm->nloc.where == W_NONE) {
@@ -1077,6 +1089,8 @@ static int notice_done(struct sched *s, uint32_t slot, const struct sched_result
 		sm->delay_due = false;
 		sm->nattempts = 0;
 		notice_where(sm, W_NONE);
+	} else if (sm->requeue) {
+		notice_where(sm, W_NONE); /* made again after the requeue */
 	} else {
 		sm->nattempts++;
 		notice_where(sm, W_HEAP);
@@ -1324,6 +1338,25 @@ int sched_delete(struct sched *s, const char *qid)
 	if (!sm || sm->doomed)
 		return -1;
 	sm->doomed = true;
+	for (uint32_t i = 0; i < sm->m.n; i++)
+		if (sm->loc[i].where != W_RUNNING && sm->loc[i].where != W_NONE)
+			set_where(s, sm, i, W_NONE);
+	if (sm->nloc.where != W_RUNNING)
+		notice_where(sm, W_NONE);
+	settle(s, sm);
+	heap_prune(s);
+	return 0;
+}
+
+int sched_requeue(struct sched *s, const char *qid)
+{
+	struct smsg *sm = msg_find(s, qid);
+
+	if (!sm || sm->doomed)
+		return -1;
+	if (sm->requeue)
+		return 0;
+	sm->requeue = true;
 	for (uint32_t i = 0; i < sm->m.n; i++)
 		if (sm->loc[i].where != W_RUNNING && sm->loc[i].where != W_NONE)
 			set_where(s, sm, i, W_NONE);

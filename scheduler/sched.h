@@ -49,6 +49,14 @@
  *     final and notified: the daemon removes the message.
  *   - Held messages (msgstate.held) keep their recipients out of the ready
  *     lists until sched_release().
+ *   - Requeue (sched_requeue): the message's recipients leave the ready
+ *     lists and the heap at once, its queued notice is dropped; running
+ *     deliveries (and a running notice) end normally, their results
+ *     recorded; when nothing runs any more, ops->requeue hands the message
+ *     to the daemon (which records the requeue and sends the message to
+ *     the router) and sched forgets it.  If by then every recipient is
+ *     final, there is nothing to route again: the message goes on as
+ *     usual (notice, ops->final).
  *   - Active limit: at most params.active_limit messages held at once;
  *     sched_room() says whether the daemon may add another now (the rest
  *     wait on disk, listed by the daemon, and are added later: no loss).
@@ -100,6 +108,12 @@ struct sched_ops {
 	void (*final)(void *arg, const struct msgstate *m);
 	/* m was deleted (sched_delete) and nothing runs for it any more: remove it. */
 	void (*deleted)(void *arg, const struct msgstate *m);
+	/*
+	 * m was requeued (sched_requeue), nothing runs for it any more and
+	 * some recipient is not final (those are the ones to route again):
+	 * sched forgets m after the call.
+	 */
+	void (*requeue)(void *arg, const struct msgstate *m);
 	void *arg;
 };
 
@@ -187,6 +201,12 @@ int sched_release(struct sched *s, const char *qid, int64_t now_us);
  * when its running deliveries end (their results are dropped).  -1 unknown.
  */
 int sched_delete(struct sched *s, const char *qid);
+/*
+ * sched_requeue - route the message again: ops->requeue now, or when its
+ * running deliveries end (see the model above).  0 (also when a requeue
+ * is already waiting), -1 unknown or deleted.
+ */
+int sched_requeue(struct sched *s, const char *qid);
 /*
  * sched_bounce - return the message to its sender now: every recipient not
  * final fails with 5.0.0 (running ones when they come back deferred), then

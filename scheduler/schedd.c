@@ -26,6 +26,16 @@
  *     every op, "showq" only LIST/SHOW/SUMMARY/COUNTERS; hold/release are
  *     recorded durably, delete removes (at once, or when the running
  *     delivery ends), bounce fails what is not final with 5.0.0.
+ *   - Requeue (like Postfix's postsuper -r): when nothing runs for the
+ *     message any more (sched_requeue), its collected records are
+ *     flushed, then a RequeueRecord naming the routes not final is
+ *     appended durably, the message leaves memory and goes to the router
+ *     (router_endpoint, handoff.h; at most SCHEDD_REROUTE_WINDOW at once),
+ *     which routes those recipients again, records the new routing set and
+ *     submits the message here as if it were new.  A crash before the
+ *     record: not requeued; after it: the message is unrouted on disk, and
+ *     the router gets it from this scheduler's start (schedd_recover) or
+ *     the reinjector; the old routes never count again.
  *   - One timer, armed at sched_next_wakeup(): nothing polls (seed 002).
  *   - At start the queue is scanned once and every routed message taken in
  *     (schedd_recover), so a scheduler restarted alone after a crash loses
@@ -35,8 +45,8 @@
  * maximal_backoff_time (4000s), maximal_queue_lifetime (5d),
  * delay_warning_time (0: off), initial_destination_concurrency (5),
  * qmgr_message_active_limit (20000), transport_timeout (600s),
- * transport_retry_time (60s), double_bounce_recipient (""), and the
- * [channel NAME] sections.
+ * transport_retry_time (60s), double_bounce_recipient (""), router_endpoint
+ * (requeue), and the [channel NAME] sections.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -56,6 +66,7 @@
 #include "common/paths.h"
 #include "common/qstore.h"
 #include "common/xalloc.h"
+#include "scheduler/handoff.h"
 #include "scheduler/msgstate.h"
 #include "scheduler/qctl.h"
 #include "scheduler/sched.h"
@@ -111,6 +122,18 @@ struct backlog {
 	size_t head, n, cap;
 };
 
+/* Requeued messages on their way to the router (handoff.h). */
+#define SCHEDD_REROUTE_WINDOW	 64
+#define SCHEDD_ROUTER_TIMEOUT_MS 60000
+
+struct reroute {
+	struct schedd *d;
+	char qid[QID_SIZE];
+	uint64_t size;
+	int64_t arrival; /* unix time */
+	bool used;	 /* a slot: a RouteRequest in flight */
+};
+
 struct schedd {
 	struct farm_server *srv;
 	struct event_base *base;
@@ -122,6 +145,12 @@ struct schedd {
 	struct sched *s;
 	struct event *timer;
 	struct backlog backlog;
+	/* Requeue: waiting for the router (a ring), and the requests in flight. */
+	struct frame_client *router;
+	struct reroute *reroute;
+	size_t reroute_head, reroute_n, reroute_cap;
+	struct reroute rerouting[SCHEDD_REROUTE_WINDOW];
+	size_t nrerouting;
 	char rundir[4096];
 	char *double_bounce_rcpt; /* "" : the null sender's failures are only logged */
 	int64_t lifetime_us;
@@ -274,6 +303,108 @@ static void schedd_final(void *arg, const struct msgstate *m)
 static void schedd_deleted(void *arg, const struct msgstate *m)
 {
 	schedd_remove(arg, m->qid, " (deleted by the queue administrator)");
+}
+
+/* ---- requeue ---- */
+
+static void schedd_backlog_push(struct schedd *d, const char *qid);
+static void schedd_reroute_pump(struct schedd *d);
+
+static void schedd_on_rerouted(void *arg, const Zfarm__Frame *reply, const char *reason)
+{
+	struct reroute *q = arg;
+	struct schedd *d = q->d;
+	const char *why;
+
+	if (handoff_route_status(reply, reason, &why) == ZFARM__STATUS__OK)
+		log_debug("%s: routed again", q->qid);
+	else
+		log_warn("%s: requeued, but not routed again: %s; it waits in the queue for the "
+			 "reinjector",
+			 q->qid, why[0] ? why : "refused");
+	q->used = false;
+	d->nrerouting--;
+	schedd_reroute_pump(d);
+}
+
+/* schedd_reroute_pump - RouteRequests for waiting requeued messages, within the window. */
+static void schedd_reroute_pump(struct schedd *d)
+{
+	for (size_t slot = 0; slot < SCHEDD_REROUTE_WINDOW && d->reroute_n > 0; slot++) {
+		struct reroute *q = &d->rerouting[slot];
+
+		if (q->used)
+			continue;
+		*q = d->reroute[d->reroute_head];
+		q->d = d;
+		q->used = true;
+		d->reroute_head = (d->reroute_head + 1) % d->reroute_cap;
+		d->reroute_n--;
+		d->nrerouting++;
+		handoff_route(d->router, q->qid, qstore_backend(d->qs), q->size, 0, q->arrival,
+			      schedd_on_rerouted, q);
+	}
+}
+
+static void schedd_reroute_push(struct schedd *d, const char *qid, uint64_t size, int64_t arrival)
+{
+	struct reroute *q;
+
+	if (d->reroute_n == d->reroute_cap) {
+		size_t cap = d->reroute_cap ? 2 * d->reroute_cap : 64;
+		struct reroute *v = xcalloc(cap, sizeof(*v));
+
+		for (size_t i = 0; i < d->reroute_n; i++)
+			v[i] = d->reroute[(d->reroute_head + i) % d->reroute_cap];
+		free(d->reroute);
+		d->reroute = v;
+		d->reroute_head = 0;
+		d->reroute_cap = cap;
+	}
+	q = &d->reroute[(d->reroute_head + d->reroute_n) % d->reroute_cap];
+	memset(q, 0, sizeof(*q));
+	snprintf(q->qid, sizeof(q->qid), "%s", qid);
+	q->size = size;
+	q->arrival = arrival;
+	d->reroute_n++;
+	schedd_reroute_pump(d);
+}
+
+/*
+ * schedd_requeued - sched hands over a requeued message, nothing running
+ * for it.  Its collected records go to disk first (they are older), then
+ * the RequeueRecord: once that is durable the old routes of the
+ * recipients not final never count again, and until the router records
+ * new ones the message is unrouted (schedd_recover and the reinjector send
+ * it to the router after a crash).  If the record cannot be written the
+ * message comes back from the queue with its old routes (the backlog).
+ */
+static void schedd_requeued(void *arg, const struct msgstate *m)
+{
+	struct schedd *d = arg;
+	Zfarm__RequeueRecord rq = ZFARM__REQUEUE_RECORD__INIT;
+	Zfarm__CtlRecord c = ZFARM__CTL_RECORD__INIT, *cp = &c;
+	uint32_t *idx = xcalloc(m->n ? m->n : 1, sizeof(*idx));
+	char err[512];
+
+	for (size_t i = 0; i < m->n; i++)
+		if (!msgstate_is_final(m->r[i].state))
+			idx[rq.n_index++] = (uint32_t)i;
+	rq.index = idx;
+	c.body_case = ZFARM__CTL_RECORD__BODY_REQUEUE;
+	c.requeue = &rq;
+	schedd_flush(d);
+	if (qstore_ctl_append(d->qs, m->qid, &cp, 1, err, sizeof(err)) < 0) {
+		log_error("%s: cannot record the requeue, the message keeps its routes: %s", m->qid,
+			  err);
+		schedd_backlog_push(d, m->qid);
+	} else {
+		log_info("%s: requeued by the queue administrator: %zu recipient(s) to route "
+			 "again%s",
+			 m->qid, rq.n_index, m->held ? ", released from hold" : "");
+		schedd_reroute_push(d, m->qid, m->size, m->arrival_us / 1000000);
+	}
+	free(idx);
 }
 
 /* ---- deliveries ---- */
@@ -573,9 +704,13 @@ static void schedd_on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- intake ---- */
 
-/* schedd_load - read qid and add it; ack status. */
-static Zfarm__Status schedd_load(struct schedd *d, const char *qid, uint64_t size, char *why,
-				 size_t whylen)
+/*
+ * schedd_load - read qid and add it; ack status.  reroute (at start): a
+ * requeued message whose new routes are not recorded yet goes to the
+ * router (it is not taken in: TEMPFAIL "not routed").
+ */
+static Zfarm__Status schedd_load(struct schedd *d, const char *qid, uint64_t size, bool reroute,
+				 char *why, size_t whylen)
 {
 	struct qstore_reader *rd;
 	Zfarm__CtlRecord **recs = NULL;
@@ -606,6 +741,11 @@ static Zfarm__Status schedd_load(struct schedd *d, const char *qid, uint64_t siz
 	} else {
 		snprintf(why, whylen, "%s", lr == MSGSTATE_UNROUTED ? "not routed" : err);
 		st = lr == MSGSTATE_UNROUTED ? ZFARM__STATUS__TEMPFAIL : ZFARM__STATUS__PERMFAIL;
+		if (lr == MSGSTATE_UNROUTED && m.requeued && reroute) {
+			log_info("%s: requeued, new routes not recorded yet: to the router again",
+				 qid);
+			schedd_reroute_push(d, qid, size, m.arrival_us / 1000000);
+		}
 		msgstate_release(&m);
 	}
 	qstore_ctl_free(&recs, n);
@@ -622,7 +762,7 @@ static void schedd_load_backlog(struct schedd *d)
 		const char *qid = b->qid[b->head];
 
 		if (qid[0] && /* "": deleted from the backlog */
-		    schedd_load(d, qid, 0, why, sizeof(why)) != ZFARM__STATUS__OK)
+		    schedd_load(d, qid, 0, false, why, sizeof(why)) != ZFARM__STATUS__OK)
 			log_warn("%s: not loaded from the backlog: %s", qid, why);
 		b->head = (b->head + 1) % b->cap;
 		b->n--;
@@ -713,7 +853,7 @@ static int schedd_change_one(struct schedd *d, Zfarm__QueueControlRequest__Op op
 		if (!m) {
 			/* Load it now, past the active limit if need be: one message. */
 			d->backlog.qid[b][0] = '\0';
-			if (schedd_load(d, qid, 0, why, sizeof(why)) != ZFARM__STATUS__OK ||
+			if (schedd_load(d, qid, 0, false, why, sizeof(why)) != ZFARM__STATUS__OK ||
 			    !(m = sched_find(d->s, qid)))
 				return -1;
 		}
@@ -723,6 +863,16 @@ static int schedd_change_one(struct schedd *d, Zfarm__QueueControlRequest__Op op
 		log_info("%s: returned to the sender by the queue administrator", qid);
 		return sched_bounce(d->s, qid, now_us()) == 0 ? 1 : -1;
 	}
+	case ZFARM__QUEUE_CONTROL_REQUEST__OP__REQUEUE:
+		if (!m) {
+			/* Load it now, past the active limit if need be: it leaves at once. */
+			d->backlog.qid[b][0] = '\0';
+			if (schedd_load(d, qid, 0, false, why, sizeof(why)) != ZFARM__STATUS__OK ||
+			    !sched_find(d->s, qid))
+				return -1;
+		}
+		/* schedd_requeued logs it: now, or when the running deliveries end. */
+		return sched_requeue(d->s, qid) == 0 ? 1 : -1;
 	case ZFARM__QUEUE_CONTROL_REQUEST__OP__FLUSH:
 		if (m)
 			return sched_flush(d->s, qid, now_us()) > 0;
@@ -759,11 +909,6 @@ static void schedd_change(struct schedd *d, const Zfarm__QueueControlRequest *rq
 	size_t unknown = 0, off = 0;
 
 	out->ok = true;
-	if (rq->op == ZFARM__QUEUE_CONTROL_REQUEST__OP__REQUEUE) {
-		out->ok = false;
-		snprintf(err, errlen, "requeue is not supported yet");
-		return;
-	}
 	if (rq->op == ZFARM__QUEUE_CONTROL_REQUEST__OP__FLUSH && rq->n_queue_ids == 0) {
 		if (rq->destination && rq->destination[0])
 			out->affected = (uint32_t)sched_flush_dest(
@@ -866,7 +1011,7 @@ static void client_submit(struct schedd *d, struct frame_conn *conn, const Zfarm
 		ack.status = ZFARM__STATUS__OK;
 	} else {
 		ack.status = schedd_load(d, f->sched_submit->ref->queue_id,
-					 f->sched_submit->ref->size, why, sizeof(why));
+					 f->sched_submit->ref->size, false, why, sizeof(why));
 		if (ack.status != ZFARM__STATUS__OK)
 			log_warn("%s: not scheduled: %s", f->sched_submit->ref->queue_id, why);
 	}
@@ -935,9 +1080,9 @@ static int schedd_recover_one(const char *qid, void *arg)
 
 	if (!sched_room(d->s))
 		schedd_backlog_push(d, qid);
-	else if (schedd_load(d, qid, 0, why, sizeof(why)) == ZFARM__STATUS__OK)
+	else if (schedd_load(d, qid, 0, true, why, sizeof(why)) == ZFARM__STATUS__OK)
 		d->recovered++;
-	/* unrouted ones are the reinjector's and the router's business */
+	/* other unrouted ones are the reinjector's and the router's business */
 	return 0;
 }
 
@@ -1021,12 +1166,25 @@ static int schedd_time(const struct config *cfg, const char *param, long long de
 	return 0;
 }
 
+/* schedd_router - the connection requeued messages go out on (router_endpoint; "none"). */
+static int schedd_router(struct schedd *d, const struct config *cfg, char *err, size_t errlen)
+{
+	const char *spec =
+	    config_get_default(cfg, NULL, NULL, "router_endpoint", "unix:private/router");
+
+	while (*spec == ' ' || *spec == '\t')
+		spec++;
+	d->router = frame_client_new(d->base, !spec[0] || strcmp(spec, "none") == 0 ? NULL : spec,
+				     d->rundir, SCHEDD_ROUTER_TIMEOUT_MS, err, errlen);
+	return d->router ? 0 : -1;
+}
+
 static int schedd_init(struct farm_server *srv, char *err, size_t errlen)
 {
 	struct schedd *d = &sd;
 	const struct config *cfg = farm_server_config(srv);
 	struct sched_params p = {0};
-	struct sched_ops ops = {schedd_record, schedd_final, schedd_deleted, d};
+	struct sched_ops ops = {schedd_record, schedd_final, schedd_deleted, schedd_requeued, d};
 	char qdir[4200];
 	long long v;
 	int64_t tt;
@@ -1094,6 +1252,8 @@ static int schedd_init(struct farm_server *srv, char *err, size_t errlen)
 	p.active_limit = (size_t)v;
 	p.channels = d->sch;
 	p.n_channels = d->nchans;
+	if (schedd_router(d, cfg, err, errlen) < 0)
+		return -1;
 	d->s = sched_new(&p, &ops);
 	d->timer = evtimer_new(d->base, schedd_on_timer, d);
 	d->flush_ev = evtimer_new(d->base, schedd_on_flush, d);
@@ -1115,6 +1275,8 @@ static void schedd_fini(struct farm_server *srv)
 		free(d->chans[i].links);
 	}
 	sched_free(&d->s);
+	frame_client_free(&d->router); /* RouteRequests in flight: the reinjector's */
+	free(d->reroute);
 	if (d->timer)
 		event_free(d->timer);
 	schedd_flush(d);

@@ -144,6 +144,37 @@ static inline void body_octet(struct smtp_body *b, unsigned char c, char *out, s
 		out[(*n)++] = (char)c;
 }
 
+/*
+ * body_run - octets from p that body_octet() would only copy and count: in
+ * the body (headers are parsed octet by octet), not after a CR or at a
+ * line start, no error yet, and up to the next CR, LF or NUL or a limit.
+ * 0: take the next octet the slow way.
+ */
+static size_t body_run(const struct smtp_body *b, const unsigned char *p, size_t len)
+{
+	size_t i = 0;
+
+	if (b->in_header || b->cr || b->line_start || b->error != SMTP_BODY_OK)
+		return 0;
+	if (b->lim.line_max != 0 && len > b->lim.line_max - b->line_len)
+		len = b->lim.line_max > b->line_len ? (size_t)(b->lim.line_max - b->line_len) : 0;
+	if (b->lim.size_max != 0 && len > b->lim.size_max - b->size)
+		len = b->lim.size_max > b->size ? (size_t)(b->lim.size_max - b->size) : 0;
+	while (i < len && p[i] != '\r' && p[i] != '\n' && p[i] != '\0')
+		i++;
+	return i;
+}
+
+/* body_copy - take a run of n octets body_run() found. */
+static inline void body_copy(struct smtp_body *b, const unsigned char *p, size_t n, char *out,
+			     size_t *o)
+{
+	memcpy(out + *o, p, n);
+	*o += n;
+	b->line_len += n;
+	b->size += n;
+}
+
 size_t smtp_body_feed(struct smtp_body *b, const char *in, size_t len, char *out, size_t *out_len,
 		      bool *end)
 {
@@ -152,14 +183,28 @@ size_t smtp_body_feed(struct smtp_body *b, const char *in, size_t len, char *out
 
 	*end = false;
 	if (b->mode == SMTP_BODY_RAW) {
-		for (i = 0; i < len; i++)
+		for (i = 0; i < len; i++) {
+			size_t run = body_run(b, p + i, len - i);
+
+			if (run) {
+				body_copy(b, p + i, run, out, &n);
+				i += run - 1;
+				continue;
+			}
 			body_octet(b, p[i], out, &n);
+		}
 		*out_len = n;
 		return len;
 	}
 	for (i = 0; i < len; i++) {
 		unsigned char c = p[i];
+		size_t run;
 
+		if (!b->dot_only && (run = body_run(b, p + i, len - i)) != 0) {
+			body_copy(b, p + i, run, out, &n);
+			i += run - 1;
+			continue;
+		}
 		if (b->dot_only) {
 			if (b->dot_cr) {
 				if (c == '\n') {

@@ -19,6 +19,7 @@ ZF_UNIT_TESTS = \
 	tests/common/test_qstore \
 	tests/common/test_strbuf \
 	tests/router/test_route \
+	tests/router/test_routeset \
 	tests/common/test_table \
 	tests/scheduler/test_backoff \
 	tests/scheduler/test_dest \
@@ -85,6 +86,9 @@ tests_common_test_strbuf_LDADD = $(ZF_TEST_LIBS)
 tests_router_test_route_SOURCES = tests/router/test_route.c
 tests_router_test_route_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_router_test_route_LDADD = router/librouter.a $(ZF_TEST_LIBS)
+tests_router_test_routeset_SOURCES = tests/router/test_routeset.c tests/scheduler/ctl_list.h
+tests_router_test_routeset_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_router_test_routeset_LDADD = router/librouter.a $(ZF_TEST_LIBS)
 tests_common_test_table_SOURCES = tests/common/test_table.c
 tests_common_test_table_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_table_LDADD = $(ZF_TEST_LIBS)

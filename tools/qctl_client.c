@@ -38,7 +38,7 @@ struct config *qctl_load_config(const char *path, char *const *overrides, size_t
 			goto fail;
 	}
 	if (!path)
-		path = getenv("ZFARM_CONFIG");
+		path = paths_config_file();
 	if (path && *path && config_load(cfg, path, err, errlen) < 0)
 		goto fail;
 	return cfg;

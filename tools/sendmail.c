@@ -347,7 +347,7 @@ struct sm_site {
 
 static int sm_site_load(struct sm_site *s, const struct sm_opts *o)
 {
-	const char *path = o->config_path ? o->config_path : getenv("ZFARM_CONFIG");
+	const char *path = o->config_path ? o->config_path : paths_config_file();
 	char err[1024], dir[4096];
 
 	memset(s, 0, sizeof(*s));

@@ -134,6 +134,8 @@ int main(int argc, char **argv)
 	}
 	if (optind >= argc)
 		usage();
+	if (!config_path)
+		config_path = paths_config_file();
 	if (config_path && config_load(cfg, config_path, err, sizeof(err)) < 0) {
 		fprintf(stderr, "zfarmctl: %s\n", err);
 		return zfarmctl_finish(&cfg, EXIT_USAGE);

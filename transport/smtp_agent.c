@@ -43,7 +43,31 @@
  * 8BITMIME: BODY=8BITMIME when the envelope says so and the server
  * offers it; when it does not, the content goes as it is, unconverted
  * (Postfix with disable_mime_output_conversion=yes; most servers take
- * it).  STARTTLS is recorded in the capabilities but not used yet.
+ * it).
+ *
+ * TLS (smtp only; LMTP never uses STARTTLS): each delivery gets a
+ * security level (tls_client.h), smtp_tls_policy_maps' entry for the
+ * nexthop or smtp_tls_security_level (may); smtp_client.h does the
+ * STARTTLS.  may: TLS when offered; when the TLS set-up fails (the
+ * handshake, or the connection during it), the same server is tried
+ * again at once in clear on a new connection, as Postfix does, and
+ * that nexthop+address is remembered for FALLBACK_MS (10 minutes,
+ * FALLBACK_MAX entries per process, the oldest forgotten first) so the
+ * next deliveries go in clear without the failing handshake.  encrypt,
+ * verify: no STARTTLS, a refused one or a failed handshake (4.7.4,
+ * 4.7.5), an unverified certificate (4.7.5) fail that address; the next
+ * MX address is tried; none left: every recipient deferred with the
+ * last reason.  Nothing is ever sent in clear under them.  Connection
+ * reuse keeps to the policy: a session is parked by address (for other
+ * nexthops) only when it is in clear to a server that offers no
+ * STARTTLS; a TLS session is reused only for its own nexthop; a cached
+ * session made for another level (the policy table changed) is closed,
+ * not used.  A new TLS session is logged at info, Postfix's way:
+ *   "QID: Untrusted TLS connection established to mx[192.0.2.7]:25:
+ *    TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"
+ * (Anonymous, Untrusted, Trusted: the chain verified, Verified: chain
+ * and name), and bytes a server sent behind its STARTTLS reply (dropped
+ * unread) with a warning.
  *
  * Logging: the scheduler already logs every recipient's status at info
  * ("to=<..>, relay=.., dsn=.., status=sent (...)"), so this program logs
@@ -60,8 +84,13 @@
  * data_xfer_timeout 180s, data_done_timeout 600s, rset_timeout 20s,
  * quit_timeout 300s, helo_name ($myhostname), line_length_limit 2048,
  * connection_cache_time_limit 10s, connection_reuse_count_limit 100,
- * connection_cache_size 50, mx_address_limit 5, port (25 / 24).  Globals:
- * queue_store, queue_directory, myhostname, dns_servers, inet_protocols.
+ * connection_cache_size 50, mx_address_limit 5, port (25 / 24).  SMTP
+ * only: starttls_timeout 300s, tls_security_level may, tls_policy_maps
+ * (a table, common/table.h), tls_CAfile, tls_CApath (neither: the
+ * system's trust store), tls_protocols and tls_mandatory_protocols
+ * (">=TLSv1.2"), tls_ciphers and tls_mandatory_ciphers (medium).
+ * Globals: queue_store, queue_directory, myhostname, dns_servers,
+ * inet_protocols.
  */
 #include "transport/smtp_agent.h"
 
@@ -81,14 +110,20 @@
 #include "common/log.h"
 #include "common/paths.h"
 #include "common/qstore.h"
+#include "common/table.h"
 #include "common/xalloc.h"
 #include "transport/conncache.h"
 #include "transport/dns.h"
 #include "transport/smtp_client.h"
+#include "transport/tls_client.h"
 #include "transport/transport.h"
 
 /* A cached connection that died is replaced by another at most this often per delivery. */
 #define LOST_RETRIES 3
+
+/* Servers whose TLS failed under may: in clear for this long, at most this many remembered. */
+#define FALLBACK_MS  (10 * 60 * 1000)
+#define FALLBACK_MAX 256
 
 struct nexthop {
 	bool unixsock; /* LMTP unix:/path */
@@ -112,6 +147,19 @@ struct agent {
 	unsigned addr_limit;
 	unsigned reuse_limit;
 	struct delivery *deliveries;
+	/* TLS (smtp only) */
+	struct tls_client *tls;
+	enum tls_level tls_level;   /* smtp_tls_security_level */
+	struct table *tls_policy;   /* smtp_tls_policy_maps; NULL none */
+	uint64_t policy_checked_ms; /* last table_refresh */
+	char *policy_err;	    /* the last reload failure, logged once */
+	struct fallback *fallback;  /* FALLBACK_MAX entries */
+};
+
+/* A nexthop and address whose TLS set-up failed under may. */
+struct fallback {
+	char key[720]; /* "NEXTHOPKEY ADDRKEY"; "" unused */
+	uint64_t until_ms;
 };
 
 struct delivery {
@@ -128,7 +176,8 @@ struct delivery {
 	size_t hi, ai, tried;
 	unsigned lost;
 	struct smtp_session *s;
-	char addr_key[300]; /* of d->s */
+	enum tls_level level; /* the nexthop's TLS policy */
+	char addr_key[300];   /* of d->s */
 	bool have_err;
 	struct smtp_error err;		 /* the last connection failure */
 	uint64_t t_start, t_dns, t_conn; /* monotonic ms */
@@ -140,6 +189,7 @@ static struct agent ag;
 static void on_session(void *arg, struct smtp_session *s, enum smtp_event ev);
 static void try_next(struct delivery *d);
 static void resolve(struct delivery *d);
+static void connect_peer(struct delivery *d, const struct smtp_peer *p);
 
 /* ---- nexthops ---- */
 
@@ -243,6 +293,146 @@ static int nexthop_parse(const char *in, bool lmtp, unsigned defport, struct nex
 	snprintf(nh->key, sizeof(nh->key), "%s:%s%s%s:%u", lmtp ? "lmtp" : "smtp",
 		 nh->mx ? "" : "[", nh->host, nh->mx ? "" : "]", nh->port);
 	return 0;
+}
+
+/* ---- TLS policy ---- */
+
+/*
+ * policy_refresh - reload smtp_tls_policy_maps when its file changed (at
+ * most once a second); a bad new file keeps the old table, logged once.
+ */
+static void policy_refresh(void)
+{
+	uint64_t now = clock_mono_ms();
+	char err[512];
+
+	if (!ag.tls_policy || now - ag.policy_checked_ms < 1000)
+		return;
+	ag.policy_checked_ms = now;
+	if (table_refresh(ag.tls_policy, err, sizeof(err)) >= 0) {
+		free(ag.policy_err);
+		ag.policy_err = NULL;
+	} else if (!ag.policy_err || strcmp(ag.policy_err, err) != 0) {
+		log_warn("table %s not reloaded, the old one stays in use: %s",
+			 table_spec(ag.tls_policy), err);
+		free(ag.policy_err);
+		ag.policy_err = xstrdup(err);
+	}
+}
+
+/*
+ * tls_policy - the security level for a nexthop: smtp_tls_policy_maps
+ * looked up like Postfix does, with the nexthop as the scheduler gave
+ * it (lower case, brackets and port included: "example.org",
+ * "[mx.example.org]:2525"), then, for a bare domain, its parent domains
+ * with a leading dot (".example.org", ".org"); no entry: the global
+ * smtp_tls_security_level.  The value is one level word; anything else
+ * (Postfix's dane, secure, fingerprint, attributes such as match=) is
+ * refused with a reason, never taken for a weaker level.
+ */
+static int tls_policy(const char *nexthop, enum tls_level *out, char *err, size_t errlen)
+{
+	char key[512], word[32];
+	const char *v, *p;
+	size_t n = 0;
+
+	*out = ag.tls_level;
+	if (!ag.tls_policy)
+		return 0;
+	snprintf(key, sizeof(key), "%s", nexthop);
+	lower(key);
+	v = table_lookup(ag.tls_policy, key);
+	if (!v && !strchr(key, '[') && !strchr(key, ':'))
+		for (p = strchr(key, '.'); p && !v; p = strchr(p + 1, '.'))
+			v = table_lookup(ag.tls_policy, p);
+	if (!v)
+		return 0;
+	for (p = v; *p == ' ' || *p == '\t'; p++)
+		;
+	while (*p && *p != ' ' && *p != '\t' && n + 1 < sizeof(word))
+		word[n++] = *p++;
+	word[n] = '\0';
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p || tls_level_parse(word, out) < 0) {
+		snprintf(err, errlen,
+			 "TLS policy for %.200s in %.100s: \"%.60s\" is not one of none, may, "
+			 "encrypt, verify",
+			 key, table_spec(ag.tls_policy), v);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- plaintext fallback memory ---- */
+
+static struct fallback *fallback_find(const char *key)
+{
+	uint64_t now = clock_mono_ms();
+
+	for (size_t i = 0; ag.fallback && i < FALLBACK_MAX; i++)
+		if (ag.fallback[i].key[0] && ag.fallback[i].until_ms > now &&
+		    strcmp(ag.fallback[i].key, key) == 0)
+			return &ag.fallback[i];
+	return NULL;
+}
+
+static void fallback_key(char *buf, size_t len, const struct delivery *d, const char *akey)
+{
+	snprintf(buf, len, "%s %s", d->nh.key, akey);
+}
+
+/* fallback_add - remember a nexthop+address for FALLBACK_MS; the oldest goes when full */
+static void fallback_add(const struct delivery *d, const char *akey)
+{
+	char key[sizeof(ag.fallback->key)];
+	struct fallback *f;
+
+	if (!ag.fallback)
+		ag.fallback = xcalloc(FALLBACK_MAX, sizeof(*ag.fallback));
+	fallback_key(key, sizeof(key), d, akey);
+	f = fallback_find(key);
+	if (!f) {
+		/* an unused entry (until 0), else the one that expires first */
+		f = &ag.fallback[0];
+		for (size_t i = 1; i < FALLBACK_MAX; i++)
+			if (ag.fallback[i].until_ms < f->until_ms)
+				f = &ag.fallback[i];
+	}
+	snprintf(f->key, sizeof(f->key), "%s", key);
+	f->until_ms = clock_mono_ms() + FALLBACK_MS;
+}
+
+/* level_for - the level for one address: none while a may fallback is remembered */
+static enum tls_level level_for(const struct delivery *d, const char *akey)
+{
+	char key[sizeof(ag.fallback->key)];
+
+	if (d->level != TLS_LEV_MAY || !ag.fallback)
+		return d->level;
+	fallback_key(key, sizeof(key), d, akey);
+	return fallback_find(key) ? TLS_LEV_NONE : d->level;
+}
+
+/*
+ * session_fits - may a cached session carry this delivery?  One made
+ * with the level this delivery would use, or a clear one to a server
+ * that offers no STARTTLS when this delivery permits clear.  A session
+ * made for another TLS policy (the policy table changed) does not.
+ */
+static bool session_fits(const struct delivery *d, const struct smtp_session *s, const char *akey)
+{
+	if (smtp_session_tls_level(s) == level_for(d, akey))
+		return true;
+	return !tls_level_required(d->level) && !smtp_session_tls(s) &&
+	       !smtp_session_caps(s)->starttls;
+}
+
+/* by_address - may a parked session be reused by address (for other nexthops)? */
+static bool by_address(const struct smtp_session *s)
+{
+	/* TLS sessions only for their own nexthop; clear ones only where every permissive level gets clear */
+	return !smtp_session_tls(s) && !smtp_session_caps(s)->starttls;
 }
 
 /* ---- results ---- */
@@ -402,8 +592,9 @@ static void finish(struct delivery *d)
 	d->s = NULL;
 	if (smtp_session_reusable(s) && uses < ag.reuse_limit) {
 		smtp_session_idle(s, on_idle, NULL);
-		log_debug("%s: connection parked for reuse (conn_use=%u)", relay, uses);
-		conncache_put(ag.cache, d->nh.key, d->addr_key, s);
+		log_debug("%s: connection parked for reuse (conn_use=%u%s)", relay, uses,
+			  smtp_session_tls(s) ? ", TLS" : "");
+		conncache_put(ag.cache, d->nh.key, by_address(s) ? d->addr_key : NULL, s);
 	} else {
 		smtp_session_quit(&s);
 	}
@@ -436,16 +627,36 @@ static void use_session(struct delivery *d)
 /* begin - a cached connection to the nexthop, or DNS */
 static void begin(struct delivery *d)
 {
-	d->s = conncache_take_dest(ag.cache, d->nh.key);
-	if (d->s) {
+	while ((d->s = conncache_take_dest(ag.cache, d->nh.key)) != NULL) {
 		const struct smtp_peer *p = smtp_session_peer(d->s);
 
 		addr_key(d->addr_key, sizeof(d->addr_key), ag.lmtp, p);
-		d->t_dns = d->t_conn = clock_mono_ms();
-		use_session(d);
-		return;
+		if (session_fits(d, d->s, d->addr_key)) {
+			d->t_dns = d->t_conn = clock_mono_ms();
+			use_session(d);
+			return;
+		}
+		log_debug("%s: cached connection to %s does not fit TLS policy %s: closed", d->qid,
+			  smtp_session_relay(d->s), tls_level_name(d->level));
+		smtp_session_quit(&d->s);
 	}
 	resolve(d);
+}
+
+/* tls_log - a new session's TLS, Postfix's way */
+static void tls_log(const struct delivery *d)
+{
+	const struct tls_info *t = smtp_session_tls(d->s);
+	size_t n = smtp_session_tls_discarded(d->s);
+
+	if (n)
+		log_warn("%s: %s sent %zu bytes behind its reply to STARTTLS, before the TLS "
+			 "handshake: dropped unread",
+			 d->qid, smtp_session_relay(d->s), n);
+	if (t)
+		log_info("%s: %s TLS connection established to %s: %s with cipher %s (%d/%d bits)",
+			 d->qid, tls_trust_name(t->trust), smtp_session_relay(d->s), t->version,
+			 t->cipher, t->bits, t->alg_bits);
 }
 
 static void on_session(void *arg, struct smtp_session *s, enum smtp_event ev)
@@ -456,12 +667,28 @@ static void on_session(void *arg, struct smtp_session *s, enum smtp_event ev)
 	switch (ev) {
 	case SMTP_EV_READY:
 		d->t_conn = clock_mono_ms();
+		tls_log(d);
 		use_session(d);
 		break;
 	case SMTP_EV_FAILED:
 		d->err = *smtp_session_error(d->s);
 		d->have_err = true;
 		log_debug("%s: %s", d->qid, d->err.text);
+		if (d->err.tls_fallback) {
+			/*
+			 * Opportunistic TLS failed: this server again, in clear, on
+			 * a new connection (Postfix does the same); remembered, so
+			 * the next deliveries to it skip the failing handshake.
+			 */
+			struct smtp_peer p = *smtp_session_peer(d->s);
+
+			log_info("%s: %s; trying %s again without TLS", d->qid, d->err.text,
+				 smtp_session_relay(d->s));
+			fallback_add(d, d->addr_key);
+			smtp_session_free(&d->s);
+			connect_peer(d, &p);
+			break;
+		}
 		smtp_session_free(&d->s);
 		try_next(d);
 		break;
@@ -515,16 +742,22 @@ static void peer_of(struct smtp_peer *p, const struct dns_host *h, const struct 
 
 static void connect_peer(struct delivery *d, const struct smtp_peer *p)
 {
+	struct smtp_client_config cfg = ag.ccfg;
 	char err[256];
 
 	addr_key(d->addr_key, sizeof(d->addr_key), ag.lmtp, p);
-	d->s = conncache_take_addr(ag.cache, d->addr_key);
-	if (d->s) {
-		use_session(d);
-		return;
+	/* only clear sessions are cached by address: never for a level that requires TLS */
+	while (!tls_level_required(d->level) &&
+	       (d->s = conncache_take_addr(ag.cache, d->addr_key)) != NULL) {
+		if (session_fits(d, d->s, d->addr_key)) {
+			use_session(d);
+			return;
+		}
+		smtp_session_quit(&d->s);
 	}
 	d->t_conn = 0;
-	d->s = smtp_session_new(ag.base, &ag.ccfg, p, on_session, d, err, sizeof(err));
+	cfg.tls_level = level_for(d, d->addr_key);
+	d->s = smtp_session_new(ag.base, &cfg, p, on_session, d, err, sizeof(err));
 	if (!d->s) {
 		snprintf(d->err.text, sizeof(d->err.text), "%s", err);
 		snprintf(d->err.enhanced, sizeof(d->err.enhanced), "4.4.1");
@@ -692,6 +925,12 @@ static void smtp_deliver(struct transport_job *job, const Zfarm__DeliveryRequest
 		fail_all(d, ZFARM__STATUS__TEMPFAIL, 0, "4.3.5", err, false);
 		return;
 	}
+	policy_refresh();
+	if (tls_policy(rq->nexthop, &d->level, err, sizeof(err)) < 0) {
+		log_warn("%s: %s", d->qid, err);
+		fail_all(d, ZFARM__STATUS__TEMPFAIL, 0, "4.3.5", err, false);
+		return;
+	}
 	begin(d);
 }
 
@@ -727,6 +966,55 @@ static int get_int(const struct config *cfg, const char *param, long long def, l
 
 	snprintf(name, sizeof(name), "%s_%s", ag.name, param);
 	return config_get_int(cfg, NULL, NULL, name, def, min, max, out, err, errlen);
+}
+
+/* tls_init - the smtp_tls_* parameters: the client context, the level, the policy table */
+static int tls_init(const struct config *cfg, char *err, size_t errlen)
+{
+	struct tls_client_config tc = {0};
+	const char *level, *policy;
+	char why[512];
+
+	if (get_ms(cfg, "starttls_timeout", 300, &ag.ccfg.starttls_ms, err, errlen) < 0 ||
+	    config_get_string(cfg, NULL, NULL, "smtp_tls_security_level", "may", &level, err,
+			      errlen) < 0 ||
+	    config_get_string(cfg, NULL, NULL, "smtp_tls_policy_maps", "", &policy, err, errlen) <
+		0 ||
+	    config_get_string(cfg, NULL, NULL, "smtp_tls_CAfile", "", &tc.ca_file, err, errlen) <
+		0 ||
+	    config_get_string(cfg, NULL, NULL, "smtp_tls_CApath", "", &tc.ca_path, err, errlen) <
+		0 ||
+	    config_get_string(cfg, NULL, NULL, "smtp_tls_protocols", ">=TLSv1.2", &tc.protocols,
+			      err, errlen) < 0 ||
+	    config_get_string(cfg, NULL, NULL, "smtp_tls_mandatory_protocols", ">=TLSv1.2",
+			      &tc.mandatory_protocols, err, errlen) < 0 ||
+	    config_get_string(cfg, NULL, NULL, "smtp_tls_ciphers", "medium", &tc.ciphers, err,
+			      errlen) < 0 ||
+	    config_get_string(cfg, NULL, NULL, "smtp_tls_mandatory_ciphers", "medium",
+			      &tc.mandatory_ciphers, err, errlen) < 0)
+		return -1;
+	if (tls_level_parse(level[0] ? level : "none", &ag.tls_level) < 0) {
+		snprintf(err, errlen,
+			 "smtp_tls_security_level = %s: not one of none, may, encrypt, verify",
+			 level);
+		return -1;
+	}
+	if (policy[0]) {
+		ag.tls_policy = table_open(policy, why, sizeof(why));
+		if (!ag.tls_policy) {
+			snprintf(err, errlen, "smtp_tls_policy_maps: %s", why);
+			return -1;
+		}
+		ag.policy_checked_ms = clock_mono_ms();
+	}
+	ag.tls = tls_client_new(&tc, why, sizeof(why));
+	if (!ag.tls) {
+		snprintf(err, errlen, "smtp_tls_*: %s", why);
+		return -1;
+	}
+	ag.ccfg.tls = ag.tls;
+	ag.ccfg.tls_level = ag.tls_level;
+	return 0;
 }
 
 static int smtp_init(struct farm_server *srv, char *err, size_t errlen)
@@ -780,6 +1068,8 @@ static int smtp_init(struct farm_server *srv, char *err, size_t errlen)
 	ag.addr_limit = (unsigned)addr_limit;
 	ag.port = (unsigned)port;
 	ag.cache = conncache_new(ag.base, (size_t)cache_size, cache_ms, cache_close, NULL);
+	if (!ag.lmtp && tls_init(cfg, err, errlen) < 0)
+		return -1;
 
 	if (config_get_string(cfg, NULL, NULL, "dns_servers", "", &servers, err, errlen) < 0 ||
 	    config_get_string(cfg, NULL, NULL, "inet_protocols", "all", &protos, err, errlen) < 0)
@@ -800,6 +1090,12 @@ static void smtp_fini(struct farm_server *srv)
 		delivery_free(ag.deliveries);
 	conncache_free(&ag.cache);
 	smtp_client_shutdown();
+	tls_client_free(&ag.tls);
+	table_free(&ag.tls_policy);
+	free(ag.policy_err);
+	ag.policy_err = NULL;
+	free(ag.fallback);
+	ag.fallback = NULL;
 	dns_free(&ag.dns);
 	qstore_close(&ag.qs);
 	free(ag.helo_name);

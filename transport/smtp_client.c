@@ -20,7 +20,9 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "common/xalloc.h"
 #include "transport/body.h"
@@ -360,6 +362,8 @@ enum sess_state {
 	S_GREETING,   /* waiting for the 220 */
 	S_HELLO,      /* EHLO or LHLO sent */
 	S_HELO,	      /* HELO sent after a 5xx EHLO */
+	S_STARTTLS,   /* STARTTLS sent */
+	S_HANDSHAKE,  /* TLS handshake under way */
 	S_READY,      /* open, no transaction, not parked */
 	S_TXN,	      /* a transaction: commands out, replies awaited */
 	S_BODY,	      /* streaming the content after 354 */
@@ -369,7 +373,19 @@ enum sess_state {
 };
 
 /* Commands whose replies are awaited. */
-enum cmd { C_GREETING, C_EHLO, C_HELO, C_LHLO, C_MAIL, C_RCPT, C_DATA, C_DOT, C_RSET, C_QUIT };
+enum cmd {
+	C_GREETING,
+	C_EHLO,
+	C_HELO,
+	C_LHLO,
+	C_STARTTLS,
+	C_MAIL,
+	C_RCPT,
+	C_DATA,
+	C_DOT,
+	C_RSET,
+	C_QUIT
+};
 
 struct pending {
 	enum cmd cmd;
@@ -411,11 +427,19 @@ struct smtp_session {
 	bool freeing;
 	bool listed;	     /* on the quitting list */
 	bool connect_failed; /* error already set by a failed connect() */
+	/* TLS */
+	bool tls_on;	   /* the handshake completed: s->bev is the OpenSSL filter */
+	bool tls_setup;	   /* between the STARTTLS reply and READY */
+	size_t discarded;  /* bytes dropped behind the STARTTLS reply */
+	struct tls_info tls;
 };
 
 static struct smtp_session *quitting;
 
 static void session_really_free(struct smtp_session *s);
+static void read_cb(struct bufferevent *bev, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
 
 static void enter(struct smtp_session *s)
 {
@@ -466,6 +490,8 @@ static const char *cmd_phase(const struct smtp_session *s, enum cmd c)
 		return "performing the HELO handshake";
 	case C_LHLO:
 		return "performing the LHLO handshake";
+	case C_STARTTLS:
+		return "sending STARTTLS";
 	case C_MAIL:
 		return "sending MAIL FROM";
 	case C_RCPT:
@@ -494,6 +520,8 @@ static const char *cmd_name(enum cmd c)
 		return "HELO command";
 	case C_LHLO:
 		return "LHLO command";
+	case C_STARTTLS:
+		return "STARTTLS command";
 	case C_MAIL:
 		return "MAIL FROM command";
 	case C_RCPT:
@@ -517,6 +545,7 @@ static unsigned cmd_timeout(const struct smtp_session *s, enum cmd c)
 	case C_EHLO:
 	case C_HELO:
 	case C_LHLO:
+	case C_STARTTLS:
 		return s->cfg.helo_ms;
 	case C_MAIL:
 		return s->cfg.mail_ms;
@@ -593,6 +622,7 @@ static void err_set(struct smtp_error *e, unsigned code, const char *enhanced, c
 
 	e->code = code;
 	e->perm = code >= 500;
+	e->tls_fallback = false;
 	snprintf(e->enhanced, sizeof(e->enhanced), "%s", enhanced);
 	va_start(ap, fmt);
 	vsnprintf(e->text, sizeof(e->text), fmt, ap);
@@ -665,11 +695,17 @@ static void session_broken(struct smtp_session *s)
 	s->state = S_DEAD;
 	if (s->bev)
 		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+	/* under may, a TLS set-up that broke down may be retried in clear */
+	if (s->tls_setup && s->cfg.tls_level == TLS_LEV_MAY)
+		s->error.tls_fallback = true;
+	s->tls_setup = false;
 	switch (st) {
 	case S_CONNECTING:
 	case S_GREETING:
 	case S_HELLO:
 	case S_HELO:
+	case S_STARTTLS:
+	case S_HANDSHAKE:
 		notify(s, SMTP_EV_FAILED);
 		break;
 	case S_TXN:
@@ -962,7 +998,166 @@ static void setup_refused(struct smtp_session *s, enum cmd c)
 	else
 		err_set(&s->error, s->reply.code, enh, "host %s said: %s (in reply to %s)", s->name,
 			one, cmd_name(c));
+	s->tls_setup = false; /* the server's answer, not a TLS failure */
 	session_broken(s);
+}
+
+static void session_ready(struct smtp_session *s)
+{
+	timer_stop(s);
+	s->tls_setup = false;
+	s->state = S_READY;
+	s->clean = true;
+	notify(s, SMTP_EV_READY);
+}
+
+static bool tls_wanted(const struct smtp_session *s)
+{
+	return s->cfg.tls && !s->cfg.lmtp && s->cfg.tls_level != TLS_LEV_NONE;
+}
+
+/*
+ * starttls_next - after the EHLO/HELO: STARTTLS if it is wanted and
+ * offered, a failure if TLS is required and cannot be had; false when
+ * the session goes on in clear (or is already in TLS).
+ */
+static bool starttls_next(struct smtp_session *s)
+{
+	if (!tls_wanted(s) || s->tls_on)
+		return false;
+	if (s->caps.starttls) {
+		s->state = S_STARTTLS;
+		if (send_cmd(s, C_STARTTLS, 0, "STARTTLS\r\n") < 0)
+			fail_lost(s, "cannot write");
+		else
+			pend_arm(s);
+		return true;
+	}
+	if (tls_level_required(s->cfg.tls_level)) {
+		err_set(&s->error, 0, "4.7.4", "TLS is required, but was not offered by host %s",
+			s->name);
+		session_broken(s);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * starttls_begin - the server said 220 to STARTTLS: the handshake, as a
+ * filter over the connection's bufferevent.
+ */
+static void starttls_begin(struct smtp_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct bufferevent *fbev;
+	char err[300];
+	SSL *ssl;
+
+	/*
+	 * Whatever the server sent behind its reply was sent before any
+	 * TLS: an honest server sends nothing until our ClientHello.  Those
+	 * bytes are dropped unread (CVE-2011-0411: parsed after the
+	 * handshake they would pass for the encrypted EHLO reply).  Dropped
+	 * rather than failing the session: under may a failure falls back
+	 * to clear, so failing would let a man in the middle turn a byte of
+	 * injection into a downgrade; dropping them costs nothing, and a
+	 * server that meant them as TLS records fails the handshake anyway.
+	 * Bytes that arrive later belong to the TLS layer, which takes only
+	 * authenticated records.
+	 */
+	s->discarded = evbuffer_get_length(in);
+	if (s->discarded)
+		evbuffer_drain(in, s->discarded);
+	s->tls_setup = true;
+	ssl = tls_client_ssl(s->cfg.tls, s->cfg.tls_level, s->peer.port ? s->peer.host : "", err,
+			     sizeof(err));
+	if (!ssl) {
+		err_set(&s->error, 0, "4.7.5", "Cannot start TLS: %s", err);
+		session_broken(s);
+		return;
+	}
+	/*
+	 * The filter takes the socket bufferevent over (its callbacks, its
+	 * read high-water mark); what it writes to the socket is held under
+	 * a high-water mark, so a slow server cannot make the body pile up
+	 * in memory below the filter.
+	 */
+	bufferevent_setwatermark(s->bev, EV_WRITE, 0, SMTP_BODY_CHUNK);
+	fbev = bufferevent_openssl_filter_new(s->base, s->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
+					      BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (!fbev)
+		abort(); /* out of memory (the socket bufferevent's fate is unknown): xalloc's policy */
+	s->bev = fbev;
+	bufferevent_openssl_set_allow_dirty_shutdown(fbev, 1);
+	bufferevent_setcb(fbev, read_cb, write_cb, event_cb, s);
+	bufferevent_setwatermark(fbev, EV_READ, 0, s->cfg.line_limit + 1024);
+	bufferevent_enable(fbev, EV_READ | EV_WRITE);
+	s->state = S_HANDSHAKE;
+	timer_arm(s, s->cfg.starttls_ms, "performing the TLS handshake");
+}
+
+/* starttls_done - the handshake completed: check the certificate, EHLO again */
+static void starttls_done(struct smtp_session *s)
+{
+	tls_client_info(bufferevent_openssl_get_ssl(s->bev), s->cfg.tls_level == TLS_LEV_VERIFY,
+			&s->tls);
+	s->tls_on = true;
+	if (s->cfg.tls_level == TLS_LEV_VERIFY && s->tls.trust != TLS_VERIFIED) {
+		err_set(&s->error, 0, "4.7.5", "Server certificate not verified: %s (host %s)",
+			s->tls.verify_error[0] ? s->tls.verify_error : "not trusted", s->name);
+		session_broken(s);
+		return;
+	}
+	/* RFC 3207 4.2: forget everything learnt before the handshake */
+	memset(&s->caps, 0, sizeof(s->caps));
+	hello_send(s, s->cfg.lmtp ? C_LHLO : C_EHLO);
+}
+
+/* starttls_failed - the handshake ended in an error or EOF */
+static void starttls_failed(struct smtp_session *s, short what)
+{
+	char why[200] = "", one[200];
+	unsigned long e;
+
+	while ((e = bufferevent_get_openssl_error(s->bev)) != 0) {
+		/* the queue pops the newest first; keep the oldest, the cause */
+		tls_client_error_text(e, one, sizeof(one));
+		snprintf(why, sizeof(why), "%s", one);
+	}
+	if (!why[0]) {
+		int err = EVUTIL_SOCKET_ERROR();
+
+		snprintf(why, sizeof(why), "%s",
+			 (what & BEV_EVENT_EOF) || !err ? "lost connection" : strerror(err));
+	}
+	err_set(&s->error, 0, "4.7.5", "Cannot start TLS: handshake failure with %s: %s", s->name,
+		why);
+	session_broken(s);
+}
+
+static void starttls_reply(struct smtp_session *s)
+{
+	char one[SMTP_TEXT_MAX + 1];
+
+	if (s->reply.code / 100 == 2) {
+		starttls_begin(s);
+		return;
+	}
+	if (s->reply.code == 421) {
+		/* the server is closing, whatever the level: this address failed */
+		setup_refused(s, C_STARTTLS);
+		return;
+	}
+	if (tls_level_required(s->cfg.tls_level)) {
+		smtp_reply_format(&s->reply, one, sizeof(one));
+		err_set(&s->error, 0, "4.7.4", "TLS is required, but host %s refused to start TLS: %s",
+			s->name, one);
+		session_broken(s);
+		return;
+	}
+	/* may: on in clear, as after an EHLO without STARTTLS */
+	s->caps.starttls = false;
+	session_ready(s);
 }
 
 static void setup_reply(struct smtp_session *s)
@@ -1002,14 +1197,16 @@ static void setup_reply(struct smtp_session *s)
 		}
 		memset(&s->caps, 0, sizeof(s->caps));
 		break;
+	case C_STARTTLS:
+		starttls_reply(s);
+		return;
 	default:
 		fail_protocol(s, "unexpected reply");
 		return;
 	}
-	timer_stop(s);
-	s->state = S_READY;
-	s->clean = true;
-	notify(s, SMTP_EV_READY);
+	if (starttls_next(s))
+		return;
+	session_ready(s);
 }
 
 static void quit_reply(struct smtp_session *s)
@@ -1025,6 +1222,7 @@ static void on_reply(struct smtp_session *s)
 	case S_GREETING:
 	case S_HELLO:
 	case S_HELO:
+	case S_STARTTLS:
 		setup_reply(s);
 		break;
 	case S_TXN:
@@ -1054,7 +1252,8 @@ static void read_cb(struct bufferevent *bev, void *arg)
 	char err[256];
 
 	enter(s);
-	while (!s->freeing && s->state != S_DEAD) {
+	/* bev != s->bev: STARTTLS replaced the socket bufferevent by the TLS filter */
+	while (!s->freeing && s->state != S_DEAD && bev == s->bev) {
 		size_t eol = 0, n;
 		struct evbuffer_ptr ptr;
 		int r;
@@ -1111,19 +1310,31 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 	struct smtp_session *s = arg;
 	char why[256] = "";
 
-	(void)bev;
 	enter(s);
-	if (what & BEV_EVENT_CONNECTED) {
+	if (bev != s->bev) {
+		/* an event of the socket bufferevent the TLS filter replaced */
+	} else if (what & BEV_EVENT_CONNECTED) {
 		if (s->state == S_CONNECTING) {
 			s->state = S_GREETING;
 			pend_push(s, C_GREETING, 0);
 			pend_arm(s);
+		} else if (s->state == S_HANDSHAKE) {
+			starttls_done(s);
 		}
+	} else if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) && s->state == S_HANDSHAKE) {
+		starttls_failed(s, what);
 	} else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
 		int e = EVUTIL_SOCKET_ERROR();
 
 		if ((what & BEV_EVENT_ERROR) && e)
 			snprintf(why, sizeof(why), "%s", strerror(e));
+		if (s->tls_on) {
+			/* a TLS error says more than errno (often 0 then) */
+			unsigned long te;
+
+			while ((te = bufferevent_get_openssl_error(s->bev)) != 0)
+				tls_client_error_text(te, why, sizeof(why));
+		}
 		if (s->state == S_CONNECTING) {
 			if (s->peer.port)
 				err_set(&s->error, 0, "4.4.1", "connect to %s:%u: %s", s->name,
@@ -1385,6 +1596,21 @@ const struct smtp_error *smtp_session_error(const struct smtp_session *s)
 	return &s->error;
 }
 
+const struct tls_info *smtp_session_tls(const struct smtp_session *s)
+{
+	return s->tls_on ? &s->tls : NULL;
+}
+
+size_t smtp_session_tls_discarded(const struct smtp_session *s)
+{
+	return s->discarded;
+}
+
+enum tls_level smtp_session_tls_level(const struct smtp_session *s)
+{
+	return tls_wanted(s) ? s->cfg.tls_level : TLS_LEV_NONE;
+}
+
 static void session_really_free(struct smtp_session *s)
 {
 	if (s->listed) {
@@ -1463,9 +1689,19 @@ void smtp_client_shutdown(void)
 		quitting = s->next;
 		s->next = s->prev = NULL;
 		s->listed = false;
-		/* best effort: the QUIT still buffered goes out before the close */
-		if (s->bev && bufferevent_getfd(s->bev) >= 0)
-			evbuffer_write(bufferevent_get_output(s->bev), bufferevent_getfd(s->bev));
+		/*
+		 * best effort: the QUIT still buffered goes out before the
+		 * close (under TLS the filter has already moved it, encrypted,
+		 * into the socket bufferevent below)
+		 */
+		if (s->bev) {
+			struct bufferevent *sock = bufferevent_get_underlying(s->bev);
+
+			if (!sock)
+				sock = s->bev;
+			if (bufferevent_getfd(sock) >= 0)
+				evbuffer_write(bufferevent_get_output(sock), bufferevent_getfd(sock));
+		}
 		s->state = S_DEAD;
 		if (s->depth > 0)
 			s->freeing = true;

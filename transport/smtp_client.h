@@ -48,6 +48,26 @@
  * transactions, smtp_session_idle) watches its socket: EOF or any bytes
  * from the server report SMTP_EV_IDLE_CLOSED.
  *
+ * STARTTLS (RFC 3207; SMTP only, when the config has a TLS context and
+ * a level above none): after the EHLO, when the server offers STARTTLS,
+ * the engine sends it; on a 2xx reply it drops whatever the server sent
+ * behind that reply (plaintext injection, CVE-2011-0411: those bytes are
+ * never parsed), runs the TLS handshake over the connection (libevent's
+ * OpenSSL filter), checks the certificate (verify), forgets the
+ * capabilities and sends EHLO again; READY comes after that EHLO.  A
+ * refused STARTTLS (non-2xx) continues in clear under may.  Under
+ * encrypt or verify nothing is ever sent in clear after the EHLO: no
+ * STARTTLS offered, STARTTLS refused (4.7.4), a failed handshake or an
+ * unverified certificate (4.7.5) end the session with FAILED.  Under may
+ * a failure between the STARTTLS reply and the end of the second EHLO
+ * (handshake, its timeout, a connection lost) sets
+ * smtp_error.tls_fallback: the caller may try the same server again in
+ * clear on a new connection (Postfix does).  A TLS session keeps its
+ * TLS state when parked and reused; smtp_session_tls() tells what it
+ * is.  Memory: the filter's output towards the socket is held under
+ * SMTP_BODY_CHUNK bytes by a write high-water mark, its input by the
+ * same read high-water mark as in clear.
+ *
  * Callbacks: the owner's smtp_session_cb runs from the event loop (never
  * inside smtp_session_new/start), and may free, quit, park or start the
  * session from inside the callback.
@@ -65,6 +85,7 @@
 #include <sys/socket.h>
 
 #include "common/strbuf.h"
+#include "transport/tls_client.h"
 
 struct event_base;
 struct qstore_reader;
@@ -197,6 +218,10 @@ struct smtp_client_config {
 	/* timeouts in milliseconds; 0 is taken as 1 */
 	unsigned connect_ms, helo_ms, mail_ms, rcpt_ms, data_init_ms, data_xfer_ms, data_done_ms,
 	    rset_ms, quit_ms;
+	/* STARTTLS: never when tls is NULL, lmtp is set or tls_level is none */
+	struct tls_client *tls; /* borrowed: must outlive the session */
+	enum tls_level tls_level;
+	unsigned starttls_ms; /* the TLS handshake's time limit */
 };
 
 /* Where a session goes. */
@@ -224,6 +249,7 @@ struct smtp_error {
 	bool perm;     /* a 5xx reply */
 	char enhanced[SMTP_ENHANCED_MAX];
 	char text[SMTP_TEXT_MAX + 1];
+	bool tls_fallback; /* a TLS set-up failure under may: clear may work */
 };
 
 /*
@@ -255,6 +281,15 @@ unsigned smtp_session_uses(const struct smtp_session *s);
 const char *smtp_session_relay(const struct smtp_session *s);
 const struct smtp_peer *smtp_session_peer(const struct smtp_session *s);
 const struct smtp_caps *smtp_session_caps(const struct smtp_session *s);
+/* smtp_session_tls - the TLS session's info; NULL while the connection is in clear. */
+const struct tls_info *smtp_session_tls(const struct smtp_session *s);
+/*
+ * smtp_session_tls_discarded - bytes the server sent behind its STARTTLS
+ * reply, before the handshake, that were dropped unread (0 normally).
+ */
+size_t smtp_session_tls_discarded(const struct smtp_session *s);
+/* smtp_session_tls_level - the level the session was made with (none for LMTP). */
+enum tls_level smtp_session_tls_level(const struct smtp_session *s);
 /* smtp_session_error - why FAILED (or why a transaction failed as a whole). */
 const struct smtp_error *smtp_session_error(const struct smtp_session *s);
 

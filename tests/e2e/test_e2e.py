@@ -28,6 +28,10 @@ tearDown, also on failure.  Prints "N passed, N failed".
                          child, or farmd and everything: no acknowledged
                          message lost
   8 disk full            (root only) a 2 MB tmpfs queue: 452, then delivery
+  9 requeue              relayhost changed by a reload, zfqueue requeue: the
+                         deferred recipient arrives at the new smarthost once,
+                         the delivered one not again; ALL; an unknown ID; a
+                         kill -9 of the scheduler right after the requeue
 """
 
 import email
@@ -295,7 +299,7 @@ class TestDelivery(Base):
             self.assertRegex(text, r"(?m)^Received: from .*\n\tby .*\(zfarm\)")
             self.assertTrue(text.endswith("\n\n" + bodies[tag].replace("\r\n", "\n")),
                             "body changed: %r" % text[-200:])
-        self.assertEqual(m.queued(), 0)
+        wait_until(lambda: m.queued() == 0, 10, what="the queue empty")
 
     def test_1b_local_farm_smaller_than_channel(self):
         """The local channel wants 20 deliveries at once, the local farm
@@ -313,7 +317,9 @@ class TestDelivery(Base):
         wait_until(lambda: len(m.maildir("alice")) + len(m.maildir("bob")) == 30, 30,
                    what="30 local deliveries")
         self.assertIn("channel local: 2 deliveries at once, not 20", m.fd.log())
-        self.assertEqual(m.queued(), 0)
+        # The mail is in the Maildir before the transport's answer reaches
+        # the scheduler, which removes the queue file then.
+        wait_until(lambda: m.queued() == 0, 10, what="the queue empty")
 
     def test_2_relay_2000(self):
         """2,000 4 KB messages over 20 smtp-source sessions to the smarthost:
@@ -658,6 +664,117 @@ class TestCrash(Base):
 
     def test_7e_kill_farmd_and_everything(self):
         self.crash("farmd")
+
+
+# ---- 9: requeue ----
+
+class TestRequeue(Base):
+    """zfqueue requeue after a configuration change: relayhost lives in a
+    copy of etc/zfarm.conf (not in -o, which a reload cannot change) and
+    moves from a smarthost that answers 451 at the end of data to one that
+    accepts; `zfarmctl reload` restarts the router (and scheduler) farms.
+    Default backoff: nothing is retried on its own during a case."""
+
+    def mta_with_relayhost(self, tag, sink):
+        m = Mta(tag, sink.port)
+        self.mtas.append(m)
+        m.fd.overrides.pop("relayhost")
+        m.fd.conf = os.path.join(m.fd.tmp, "zfarm.conf")
+        self.set_relayhost(m, sink)
+        return m.start()
+
+    def set_relayhost(self, m, sink):
+        with open(CONF) as f:
+            text = f.read()
+        self.assertIn("\nrelayhost =\n", text)
+        tmp = m.fd.conf + ".new"
+        with open(tmp, "w") as f:
+            f.write(text.replace("\nrelayhost =\n", "\nrelayhost = [127.0.0.1]:%d\n" % sink.port))
+        os.rename(tmp, m.fd.conf)
+
+    def reload_to(self, m, sink):
+        """relayhost = sink, reload, and wait for the new scheduler (it starts
+        when the old one is gone, the old routers are draining by then)."""
+        self.set_relayhost(m, sink)
+        before = m.fd.log_count(r"took in \d+ queued message")
+        r = m.fd.ctl("reload")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_until(lambda: m.fd.log_count(r"took in \d+ queued message") > before, 30,
+                   what="the scheduler of the new configuration")
+
+    def deferred(self, m, rcpts, tag):
+        qid = qid_of(send(m.port, "s@example.test", rcpts,
+                          "Subject: requeue %s\r\nMessage-ID: <rq-%s@example.test>\r\n\r\n"
+                          "body %s\r\n" % (tag, tag, tag)))
+        m.fd.wait_log(r"%s: to=<%s>.*status=deferred" % (qid, re.escape(rcpts[-1])),
+                      timeout=20)
+        return qid
+
+    @staticmethod
+    def at(sink, tag):
+        return [t for t in sink.delivered()
+                if header(t.body, "Message-ID") == "<rq-%s@example.test>" % tag]
+
+    def test_9a_requeue_after_relayhost_change(self):
+        old = self.sink(data_reply="451 4.3.0 try again later")
+        new = self.sink()
+        m = self.mta_with_relayhost("requeue", old)
+        # alice is delivered at once; r@remote.test waits at the old smarthost
+        q1 = self.deferred(m, ["alice@localhost", "r1@remote.test"], "1")
+        wait_until(lambda: len(m.maildir("alice")) == 1, 20, what="alice's copy")
+        q2 = self.deferred(m, ["r2@remote.test"], "2")
+        self.assertEqual((len(self.at(old, "1")), len(self.at(old, "2"))), (1, 1))
+
+        self.reload_to(m, new)
+        r = m.tool(ZFQUEUE, "requeue", q1)
+        self.assertEqual((r.returncode, r.stdout), (0, "requeued: 1\n"), r.stderr)
+        wait_until(lambda: self.at(new, "1"), 20, what="message 1 at the new smarthost")
+        wait_until(lambda: not os.path.exists(os.path.join(m.queue_dir, "msg", q1[-2:], q1)),
+                   20, what="message 1 removed")
+        self.assertEqual([t.accepted for t in self.at(new, "1")], [["r1@remote.test"]])
+        self.assertEqual(RECEIVED_ID.search(self.at(new, "1")[0].body).group(1).decode(), q1)
+        self.assertEqual(len(m.maildir("alice")), 1, "alice got message 1 again")
+        self.assertEqual(len(self.at(old, "1")), 1)
+        self.assertRegex(m.log(), r"%s: requeued by the queue administrator: 1 recipient" % q1)
+        self.assertEqual(self.at(new, "2"), [], "message 2 was not requeued")
+
+        bogus = "0000000000000000"
+        r = m.tool(ZFQUEUE, "requeue", bogus)
+        self.assertEqual((r.returncode, r.stdout), (1, "requeued: 0\n"))
+        self.assertIn("%s: no such message" % bogus, r.stderr)
+
+        r = m.tool(ZFQUEUE, "requeue", "ALL")
+        self.assertEqual((r.returncode, r.stdout), (0, "requeued: 1\n"), r.stderr)
+        wait_until(lambda: self.at(new, "2") and m.queued() == 0, 20,
+                   what="message 2 at the new smarthost and an empty queue")
+        self.assertEqual((len(self.at(new, "1")), len(self.at(new, "2"))), (1, 1))
+        self.assertEqual((len(self.at(old, "1")), len(self.at(old, "2"))), (1, 1))
+        self.assertEqual(len(m.maildir("alice")), 1)
+
+    def test_9b_kill_scheduler_after_requeue(self):
+        """kill -9 of the scheduler as soon as zfqueue has its answer (the
+        requeue is recorded by then, the router may or may not have the
+        message): farmd starts a new scheduler, the message arrives at the
+        new smarthost once, and nothing goes to the old one again."""
+        old = self.sink(data_reply="451 4.3.0 try again later")
+        new = self.sink()
+        m = self.mta_with_relayhost("requeue-kill", old)
+        q = self.deferred(m, ["r3@remote.test"], "3")
+        self.reload_to(m, new)
+        pids = m.children("scheduler")
+        self.assertEqual(len(pids), 1, "one scheduler")
+        before = m.fd.log_count(r"took in \d+ queued message")
+        r = m.tool(ZFQUEUE, "requeue", q)
+        os.kill(pids[0], signal.SIGKILL)
+        self.assertEqual((r.returncode, r.stdout), (0, "requeued: 1\n"), r.stderr)
+        wait_until(lambda: not alive(pids[0]), 5, what="the scheduler to die")
+        wait_until(lambda: m.fd.log_count(r"took in \d+ queued message") > before, 30,
+                   what="a new scheduler")
+        wait_until(lambda: self.at(new, "3") and m.queued() == 0, 30,
+                   what="the message at the new smarthost and an empty queue")
+        self.assertEqual(len(self.at(new, "3")), 1)
+        self.assertEqual(len(self.at(old, "3")), 1)
+        self.assertEqual(new.delivered()[0].accepted, ["r3@remote.test"])
 
 
 # ---- 8: disk full ----

@@ -88,6 +88,24 @@ static void add_flag(struct list *l, Zfarm__CtlRecord__BodyCase bc, bool v)
 	list_push_packed(l, &c);
 }
 
+/* add_requeue - a RequeueRecord superseding the indexes in list ("1,2"; "" none). */
+static void add_requeue(struct list *l, const char *list)
+{
+	Zfarm__CtlRecord c = ZFARM__CTL_RECORD__INIT;
+	Zfarm__RequeueRecord rq = ZFARM__REQUEUE_RECORD__INIT;
+	uint32_t idx[16];
+	char *copy = xstrdup(list), *save = NULL;
+
+	for (char *t = strtok_r(copy, ",", &save); t && rq.n_index < 16;
+	     t = strtok_r(NULL, ",", &save))
+		idx[rq.n_index++] = (uint32_t)strtoul(t, NULL, 10);
+	free(copy);
+	rq.index = idx;
+	c.body_case = ZFARM__CTL_RECORD__BODY_REQUEUE;
+	c.requeue = &rq;
+	list_push_packed(l, &c);
+}
+
 #define ERR5 "5.1.1 no such user"
 #define ERR4 "4.3.0 Cannot read include file"
 
@@ -100,6 +118,7 @@ static void add_flag(struct list *l, Zfarm__CtlRecord__BodyCase bc, bool v)
  *   ok<i> pf<i> tf<i>  result for index i (tf: next_attempt_us = 1000 * position)
  *   st<s>:<i> result with raw status s for index i
  *   H h W w   held true/false, delay_warned true/false
+ *   Q<i,j>    a RequeueRecord superseding routes i, j (message-wide; "Q" none)
  *   x         a record with no body
  */
 static void build(struct list *l, const char *spec)
@@ -124,6 +143,8 @@ static void build(struct list *l, const char *spec)
 			add_flag(l, ZFARM__CTL_RECORD__BODY_DELAY_WARNED, t[0] == 'W');
 		else if (strcmp(t, "x") == 0)
 			add_flag(l, ZFARM__CTL_RECORD__BODY__NOT_SET, false);
+		else if (t[0] == 'Q')
+			add_requeue(l, t + 1);
 		else if (sscanf(t, "ok%u", &a) == 1)
 			add_result(l, a, ST_OK, 250, "2.0.0", "ok", 0);
 		else if (sscanf(t, "pf%u", &a) == 1)
@@ -166,6 +187,8 @@ static char state_char(enum rcpt_state s)
 		return 'S';
 	case RCPT_FAILED:
 		return 'F';
+	case RCPT_SUPERSEDED:
+		return 'X';
 	}
 	return '?';
 }
@@ -248,6 +271,29 @@ static const struct row rows[] = {
 	OKR("R0/1 M W w", "P", .warned = true),
 	OKR("R0/1 M w", "P"),
 	OKR("W R0/1 M H", "P", .held = true, .warned = true),
+	/* requeue: superseded routes, the next routing set numbered after them */
+	UNR("R0/2 R1/2 M ok0 tf1 Q1"),
+	UNR("R0/2 R1/2 M ok0 tf1 Q1 R0/1"),        /* a torn new set */
+	UNR("Q R0/1 M tf0 Q0 m"),
+	OKR("R0/2 R1/2 M ok0 tf1 Q1 R0/1 M", "SXP", .attempts = "010"),
+	OKR("R0/2 R1/2 M ok0 tf1 Q1 M", "SX"),    /* every target final already */
+	OKR("R0/2 R1/2 M ok0 tf1 Q1 R0/2 R1/2 M ok3 tf2", "SXDS", .attempts = "0110"),
+	OKR("R0/2 R1/2 M tf1 Q1 R0/1 M ok1 pf1 tf2", "PXD", .attempts = "011"), /* old index: ignored */
+	OKR("R0/1 M ok0 Q0 M", "S"),              /* a listed final route stays final */
+	OKR("R0/1 M Q5 R0/1 M", "PP"),            /* out of range: nothing superseded */
+	OKR("R0/1 M Q0 R0/2 R0/1 M", "XP"),       /* torn attempt after the requeue */
+	OKR("R0/1 M Q0 M R0/1 M", "X"),           /* a duplicate routing is ignored */
+	OKR("R0/1 M Q0 R0/1 M R0/1 M", "XP"),
+	OKR("R0/1 M Q0 Q0 R0/1 M", "XP"),         /* a requeue while one is due: nothing */
+	OKR("Q0 R0/1 M", "P"),                    /* before any set: nothing */
+	OKR("R0/1 M tf0 Q0 R0/1 M tf1 Q1 R0/2 R1/2 M ok2", "XXSP"),
+	OKR("R0/1 M tf0 Q0 pf0 ok1 R0/1 M ok1", "XS"), /* between requeue and set */
+	OKR("R0/1 M H Q0 R0/1 M", "XP"),          /* a requeue releases */
+	OKR("R0/1 M H Q0 R0/1 M H", "XP", .held = true),
+	OKR("R0/1 M W Q0 R0/1 M", "XP", .warned = true),
+	UNR("R0/1 M H Q0", .held = false),
+	BAD("R0/1 M Q0 R0/2 M", "total 2 but 1 records"),
+	BAD("R0/1 M Q0 R1/1 M", "route 0 has index 1"),
 };
 
 /* clang-format on */
@@ -795,6 +841,8 @@ static void test_fuzz(void **state)
 	static Zfarm__CtlRecord c[MAXR];
 	static Zfarm__RouteRecord rr[MAXR];
 	static Zfarm__ResultRecord res[MAXR];
+	static Zfarm__RequeueRecord rq[MAXR];
+	static uint32_t rqi[MAXR][3];
 	Zfarm__CtlRecord *v[MAXR];
 	size_t seen[3] = {0};
 
@@ -811,7 +859,7 @@ static void test_fuzz(void **state)
 			zfarm__route_record__init(&rr[i]);
 			zfarm__result_record__init(&res[i]);
 			v[i] = fuzz_rand() % 40 ? &c[i] : NULL;
-			c[i].body_case = (Zfarm__CtlRecord__BodyCase)(fuzz_rand() % 7);
+			c[i].body_case = (Zfarm__CtlRecord__BodyCase)(fuzz_rand() % 8);
 			switch (c[i].body_case) {
 			case ZFARM__CTL_RECORD__BODY_ROUTE:
 				/* Mostly plausible sets, so some load. */
@@ -840,6 +888,14 @@ static void test_fuzz(void **state)
 			case ZFARM__CTL_RECORD__BODY_DELAY_WARNED:
 				c[i].routed = fuzz_rand() % 4 != 0;
 				break;
+			case ZFARM__CTL_RECORD__BODY_REQUEUE:
+				zfarm__requeue_record__init(&rq[i]);
+				rq[i].n_index = fuzz_rand() % 4;
+				for (size_t k = 0; k < rq[i].n_index; k++)
+					rqi[i][k] = fuzz_small();
+				rq[i].index = rq[i].n_index ? rqi[i] : NULL;
+				c[i].requeue = fuzz_rand() % 30 ? &rq[i] : NULL;
+				break;
 			default:
 				break;
 			}
@@ -856,7 +912,7 @@ static void test_fuzz(void **state)
 		assert_true(m.n <= n);
 		assert_non_null(m.sender);
 		size_t total = 0;
-		for (int s = RCPT_PENDING; s <= RCPT_FAILED; s++)
+		for (int s = RCPT_PENDING; s <= RCPT_SUPERSEDED; s++)
 			total += msgstate_count(&m, (enum rcpt_state)s);
 		assert_int_equal(total, m.n);
 		for (size_t k = 0; k < m.n; k++) {
@@ -869,7 +925,8 @@ static void test_fuzz(void **state)
 			Zfarm__ResultRecord rec;
 			uint32_t idx = fuzz_small();
 			bool was_final = idx < m.n && (m.r[idx].state == RCPT_DELIVERED ||
-						       m.r[idx].state == RCPT_FAILED);
+						       m.r[idx].state == RCPT_FAILED ||
+						       m.r[idx].state == RCPT_SUPERSEDED);
 			int rc = msgstate_apply(&m, idx, fuzz_small(), 250, fuzz_str(), fuzz_str(),
 						1, 2, &rec);
 

@@ -131,13 +131,15 @@ struct rec {
 static struct fake {
 	struct rec *r;
 	size_t nr, cap;
-	size_t record_calls, finals, deleted;
+	size_t record_calls, finals, deleted, requeued;
 	char final_qid[17], final_states[32], deleted_qid[17];
+	char requeued_qid[17], requeued_states[32];
+	size_t requeued_after; /* records handed out before the requeue */
 } fk;
 
 static char state_char(enum rcpt_state s)
 {
-	return "PTDF"[s]; /* pending, temp (deferred), delivered, failed */
+	return "PTDFX"[s]; /* pending, temp (deferred), delivered, failed, superseded */
 }
 
 static void fake_record(void *arg, const char *qid, Zfarm__CtlRecord *const *recs, size_t n)
@@ -201,7 +203,19 @@ static void fake_deleted(void *arg, const struct msgstate *m)
 	snprintf(fk.deleted_qid, sizeof(fk.deleted_qid), "%s", m->qid);
 }
 
-static const struct sched_ops fake_ops = {fake_record, fake_final, fake_deleted, NULL};
+static void fake_requeue(void *arg, const struct msgstate *m)
+{
+	(void)arg;
+	fk.requeued++;
+	fk.requeued_after = fk.nr;
+	snprintf(fk.requeued_qid, sizeof(fk.requeued_qid), "%s", m->qid);
+	memset(fk.requeued_states, 0, sizeof(fk.requeued_states));
+	for (size_t i = 0; i < m->n && i + 1 < sizeof(fk.requeued_states); i++)
+		fk.requeued_states[i] = state_char(m->r[i].state);
+}
+
+static const struct sched_ops fake_ops = {fake_record, fake_final, fake_deleted, fake_requeue,
+					  NULL};
 
 static int reset_fake(void **state)
 {
@@ -1078,6 +1092,128 @@ static void test_bounce_now(void **state)
 	sched_free(&s);
 }
 
+/*
+ * Requeue: an idle message goes at once (ops->requeue, then forgotten); a
+ * busy one leaves the ready lists and the heap at once, its running
+ * delivery ends normally (result recorded before the requeue), then it
+ * goes; one that became final meanwhile is not requeued but finishes.
+ */
+static void test_requeue(void **state)
+{
+	struct sched_params p = params(100, 10, 1);
+	struct sched *s = sched_new(&p, &fake_ops);
+	struct sched_delivery d0, d1, d2, d;
+
+	(void)state;
+	assert_int_equal(sched_requeue(s, "NOSUCH"), -1);
+
+	/* idle: deferred and pending recipients, one delivered */
+	add_simple(s, "IDLE", 0, 3, 3, 0);
+	assert_true(sched_next(s, 1, &d0));
+	done1(s, &d0, ST_OK, false, 1);
+	assert_true(sched_next(s, 1, &d1));
+	done1(s, &d1, ST_TF, false, 1);
+	check_counts(s, 1, 1, 1, 0);
+	assert_int_equal(sched_requeue(s, "IDLE"), 0);
+	assert_int_equal(fk.requeued, 1);
+	assert_string_equal(fk.requeued_qid, "IDLE");
+	assert_string_equal(fk.requeued_states, "DTP");
+	assert_false(sched_has(s, "IDLE"));
+	assert_int_equal(sched_requeue(s, "IDLE"), -1);
+	check_counts(s, 0, 0, 0, 0);
+	assert_false(sched_next(s, 2, &d));
+	sched_due(s, 1000 * SEC); /* its heap entry is stale */
+	assert_false(sched_next(s, 1000 * SEC, &d));
+	assert_int_equal(fk.finals + fk.deleted, 0);
+
+	/* busy: r0 running, r1 deferred, r2 ready */
+	add_simple(s, "BUSY", 0, 3, 3, 0);
+	assert_true(sched_next(s, 1, &d0));
+	assert_true(sched_next(s, 1, &d1));
+	done1(s, &d1, ST_TF, false, 1);
+	check_counts(s, 1, 1, 1, 1);
+	assert_int_equal(sched_requeue(s, "BUSY"), 0);
+	assert_int_equal(sched_requeue(s, "BUSY"), 0); /* again: one requeue */
+	assert_int_equal(fk.requeued, 1);
+	check_counts(s, 1, 0, 0, 1);
+	assert_false(sched_next(s, 2, &d)); /* r2 does not start */
+	assert_non_null(sched_find(s, "BUSY"));
+	done1(s, &d0, ST_TF, false, 3);
+	assert_int_equal(fk.requeued, 2);
+	assert_string_equal(fk.requeued_qid, "BUSY");
+	assert_string_equal(fk.requeued_states, "TTP");
+	/* r0's result was handed out before the requeue */
+	assert_int_equal(fk.requeued_after, fk.nr);
+	assert_int_equal(fk.r[fk.nr - 1].index, 0);
+	assert_int_equal(fk.r[fk.nr - 1].status, ST_TF);
+	assert_false(sched_has(s, "BUSY"));
+	check_counts(s, 0, 0, 0, 0);
+
+	/* final meanwhile: the running delivery delivers the last recipient */
+	add_simple(s, "DONE", 0, 1, 1, 0);
+	assert_true(sched_next(s, 4, &d2));
+	assert_int_equal(sched_requeue(s, "DONE"), 0);
+	done1(s, &d2, ST_OK, false, 5);
+	assert_int_equal(fk.requeued, 2);
+	assert_int_equal(fk.finals, 1);
+	assert_string_equal(fk.final_qid, "DONE");
+
+	/* held, and deleted */
+	add_simple(s, "HELD", 0, 1, 1, 0);
+	assert_int_equal(sched_hold(s, "HELD"), 0);
+	assert_int_equal(sched_requeue(s, "HELD"), 0);
+	assert_int_equal(fk.requeued, 3);
+	add_simple(s, "GONE", 0, 1, 1, 0);
+	assert_true(sched_next(s, 6, &d));
+	assert_int_equal(sched_delete(s, "GONE"), 0);
+	assert_int_equal(sched_requeue(s, "GONE"), -1);
+	done1(s, &d, ST_OK, false, 7);
+	assert_int_equal(fk.requeued, 3);
+	assert_int_equal(fk.deleted, 1);
+	check_counts(s, 0, 0, 0, 0);
+	sched_free(&s);
+}
+
+/* A queued notice is dropped by a requeue (made again after it); a running one ends first. */
+static void test_requeue_notice(void **state)
+{
+	struct sched_params p = params(100, 10, 50);
+	struct sched *s = sched_new(&p, &fake_ops);
+	struct sched_delivery d;
+	struct sched_result r[2];
+	size_t nrec;
+
+	(void)state;
+	add_simple(s, "NOTE", 0, 2, 1, 0);
+	assert_true(sched_next(s, 1, &d));
+	r[0] = (struct sched_result){0, ST_PF, 550, "5.1.1", "no"};
+	r[1] = (struct sched_result){1, ST_TF, 451, "4.3.0", "later"};
+	assert_int_equal(sched_done(s, d.id, r, 2, false, 1), 0);
+	/* the failure notice is queued: the requeue takes it back */
+	assert_int_equal(sched_requeue(s, "NOTE"), 0);
+	assert_int_equal(fk.requeued, 1);
+	assert_string_equal(fk.requeued_states, "FT");
+	assert_false(sched_next(s, 2, &d));
+
+	add_simple(s, "NOTE2", 0, 2, 1, 0);
+	assert_true(sched_next(s, 3, &d));
+	assert_int_equal(sched_done(s, d.id, r, 2, false, 3), 0);
+	assert_true(sched_next(s, 3, &d)); /* the notice runs */
+	assert_true(d.notice);
+	assert_int_equal(sched_requeue(s, "NOTE2"), 0);
+	assert_int_equal(fk.requeued, 1);
+	nrec = fk.nr;
+	r[0] = (struct sched_result){0, ST_OK, 250, "2.0.0", "queued"};
+	assert_int_equal(sched_done(s, d.id, r, 1, false, 4), 0);
+	assert_int_equal(fk.requeued, 2);
+	assert_int_equal(fk.nr, nrec + 1); /* the NoticeRecord, before the requeue */
+	assert_true(fk.r[fk.nr - 1].notice);
+	assert_int_equal(fk.requeued_after, fk.nr);
+	assert_false(sched_next(s, 5, &d));
+	check_counts(s, 0, 0, 0, 0);
+	sched_free(&s);
+}
+
 /* Hold takes a queued notice back; release queues it again. */
 static void test_hold_notice(void **state)
 {
@@ -1332,7 +1468,7 @@ static void test_throughput(void **state)
 {
 	enum { NMSG = 100000, NDEST = 1000 };
 	size_t nrec = 0;
-	const struct sched_ops ops = {null_record, null_final, NULL, &nrec};
+	const struct sched_ops ops = {null_record, null_final, NULL, NULL, &nrec};
 	struct sched_params p = params(1000, 20, 50);
 	struct sched *s;
 	struct sched_delivery d;
@@ -1393,6 +1529,8 @@ int main(void)
 	    cmocka_unit_test_setup(test_notice_reload, reset_fake),
 	    cmocka_unit_test_setup(test_delete, reset_fake),
 	    cmocka_unit_test_setup(test_bounce_now, reset_fake),
+	    cmocka_unit_test_setup(test_requeue, reset_fake),
+	    cmocka_unit_test_setup(test_requeue_notice, reset_fake),
 	    cmocka_unit_test_setup(test_hold_notice, reset_fake),
 	    cmocka_unit_test_setup(test_counters, reset_fake),
 	    cmocka_unit_test_setup(test_pause, reset_fake),

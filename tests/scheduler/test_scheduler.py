@@ -8,16 +8,21 @@ temp* deferred, perm* failed, garbage* a frame that is no DeliveryReply,
 silent* nothing (the scheduler's transport_timeout).  A second stand-in
 at run/private/bounce takes the notices (every recipient OK).  Queue
 control requests go to run/private/qctl and run/public/showq.  The tests
-read the queue files' control records.  Python 3 standard library only;
-prints "N passed, N failed".
+read the queue files' control records.  Requeue (T05-T07): routed again,
+waiting for a running delivery, hold released, ALL, unknown IDs, a
+requeue record without new routes at start (a crash in between), and an
+alias change taking effect after a reload.  Python 3 standard library
+only; prints "N passed, N failed".
 """
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,6 +47,7 @@ class FakeTransport(P.FrameServer):
         self.requests = []
         self.raw = []  # the DeliveryRequests' fields, in the same order
         self.hold = False
+        self.gate = None  # a threading.Event: answers wait for it (bounded)
         self.all_ok = all_ok
         super().__init__(path, self.answer)
 
@@ -57,6 +63,9 @@ class FakeTransport(P.FrameServer):
             self.raw.append(rq)
             if self.hold:
                 return None
+            gate = self.gate
+        if gate is not None:
+            gate.wait(30)
         if any(a.startswith("garbage") for _, a in rcpts):
             return P.frame(f[2][0], P.PING, P.pb_bytes(1, "not a DeliveryReply"))
         if any(a.startswith("silent") for _, a in rcpts):
@@ -134,6 +143,54 @@ def entries(reply):
 def counters(reply):
     return {(P.fields(c)[1][0].decode(), P.fields(c).get(2, [b""])[0].decode()):
             P.fields(c).get(3, [0])[0] for c in reply.get(4, [])}
+
+
+def packed(b):
+    """The values of a packed repeated varint field."""
+    out, i = [], 0
+    while i < len(b):
+        v, i = P.read_varint(b, i)
+        out.append(v)
+    return out
+
+
+def ctl_kinds(qid):
+    """qid's control records in order: ("route", index, address), ("routed",),
+    ("result", index, status), ("requeue", [indexes]), ("held", flag) ..."""
+    out = []
+    for rec in QUEUE.ctl(qid):
+        if 1 in rec:
+            r = P.fields(rec[1][0])
+            out.append(("route", r.get(1, [0])[0], r[5][0].decode()))
+        elif 2 in rec:
+            r = P.fields(rec[2][0])
+            out.append(("result", r.get(1, [0])[0], r.get(2, [0])[0]))
+        elif 3 in rec:
+            out.append(("routed",))
+        elif 4 in rec:
+            out.append(("held", rec[4][0]))
+        elif 7 in rec:
+            r = P.fields(rec[7][0])
+            out.append(("requeue", sum((packed(v) if isinstance(v, bytes) else [v]
+                                        for v in r.get(1, [])), [])))
+        else:
+            out.append(("other", sorted(rec)))
+    return out
+
+
+def markers(qid):
+    return sum(1 for k in ctl_kinds(qid) if k[0] == "routed")
+
+
+def taken_in(qid, sets):
+    """qid has `sets` routing sets and the scheduler holds it again (the
+    router writes the set before the scheduler has the message)."""
+    return markers(qid) == sets and bool(entries(qctl(SHOW, ids=[qid])))
+
+
+def requested(qid):
+    """[(index, address)] of every DeliveryRequest for qid, in order."""
+    return [ir for r in TRANSPORT.for_qid(qid) for ir in r[3]]
 
 
 def setUpModule():
@@ -402,6 +459,178 @@ class T04Crash(unittest.TestCase):
         wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15,
                    what="%s delivered by the new scheduler and removed" % qid)
         self.assertEqual(len(TRANSPORT.for_qid(qid)), 2)
+
+
+class T05Requeue(unittest.TestCase):
+    def test_pending_recipient_routed_again(self):
+        """A delivered and a deferred recipient: the requeue supersedes the
+        deferred route only (RequeueRecord after both results), the router
+        routes that recipient again as route 2, the scheduler delivers it
+        from there; the delivered one is not sent again, mailq shows two."""
+        qid = send(["ok20@remote.test", "temp20@remote.test"])
+        wait_until(lambda: len(QUEUE.results(qid)) == 2, 15, what="two results")
+        r = qctl(REQUEUE, ids=[qid])
+        self.assertEqual((r.get(1, [0])[0], r.get(6, [0])[0]), (1, 1), r)
+        wait_until(lambda: (2, "temp20@remote.test") in requested(qid), 15,
+                   what="temp20 delivered again as route 2")
+        FD.wait_log(r"%s: requeued by the queue administrator: 1 recipient\(s\) to route "
+                    r"again" % qid)
+        FD.wait_log(r"%s: requeued: routing 1 of 2 recipient\(s\) again" % qid)
+        self.assertEqual([ir for ir in requested(qid) if ir[1] == "ok20@remote.test"],
+                         [(0, "ok20@remote.test")])
+        wait_until(lambda: len(QUEUE.results(qid)) == 3, 15, what="route 2's result")
+        kinds = ctl_kinds(qid)
+        self.assertEqual(kinds[:3], [("route", 0, "ok20@remote.test"),
+                                     ("route", 1, "temp20@remote.test"), ("routed",)])
+        self.assertEqual(sorted(kinds[3:5]), [("result", 0, 1), ("result", 1, 2)])
+        self.assertEqual(kinds[5:], [("requeue", [1]), ("route", 0, "temp20@remote.test"),
+                                     ("routed",), ("result", 2, 2)])
+        e = entries(qctl(SHOW, ids=[qid]))
+        self.assertEqual(sorted((a, st) for a, st, _ in e[0][2]),
+                         [("ok20@remote.test", "delivered"), ("temp20@remote.test", "deferred")])
+        # Again: only the new route is superseded.
+        r = qctl(REQUEUE, ids=[qid])
+        self.assertEqual(r.get(6, [0])[0], 1)
+        wait_until(lambda: (3, "temp20@remote.test") in requested(qid), 15,
+                   what="temp20 delivered again as route 3")
+        self.assertIn(("requeue", [2]), ctl_kinds(qid))
+        qctl(DELETE, ids=[qid])
+
+    def test_waits_for_the_running_delivery(self):
+        """Requeued while its delivery runs: the answer comes at once, the
+        requeue when the delivery has ended and its result is recorded."""
+        TRANSPORT.gate = threading.Event()
+        try:
+            qid = send(["temp21@remote.test"])
+            wait_until(lambda: TRANSPORT.for_qid(qid), 15, what="the delivery to start")
+            r = qctl(REQUEUE, ids=[qid])
+            self.assertEqual((r.get(1, [0])[0], r.get(6, [0])[0]), (1, 1), r)
+        finally:
+            TRANSPORT.gate.set()
+            TRANSPORT.gate = None
+        wait_until(lambda: (1, "temp21@remote.test") in requested(qid), 15,
+                   what="the new route delivered")
+        self.assertEqual(ctl_kinds(qid)[:6], [
+            ("route", 0, "temp21@remote.test"), ("routed",), ("result", 0, 2),
+            ("requeue", [0]), ("route", 0, "temp21@remote.test"), ("routed",)])
+        # The delivery ended (its reply, or transport_timeout) before the requeue.
+        log = FD.log()
+        ended = re.search(r"%s: (to=<temp21@remote.test>|channel smtp: delivery ended)" % qid,
+                          log)
+        self.assertIsNotNone(ended)
+        self.assertLess(ended.start(), log.index("%s: requeued by the queue administrator" % qid))
+        qctl(DELETE, ids=[qid])
+
+    def test_releases_a_held_message(self):
+        """postsuper -r takes mail out of hold; so does requeue."""
+        qid = send(["temp22@remote.test"])
+        wait_until(lambda: QUEUE.results(qid), 15, what="deferred")
+        self.assertEqual(qctl(HOLD, ids=[qid]).get(6, [0])[0], 1)
+        self.assertTrue(entries(qctl(SHOW, ids=[qid]))[0][1])
+        r = qctl(REQUEUE, ids=[qid])
+        self.assertEqual(r.get(6, [0])[0], 1)
+        FD.wait_log(r"%s: requeued by the queue administrator: 1 recipient\(s\) to route "
+                    r"again, released from hold" % qid)
+        wait_until(lambda: (1, "temp22@remote.test") in requested(qid), 15,
+                   what="the released message delivered")
+        self.assertFalse(entries(qctl(SHOW, ids=[qid]))[0][1])
+        qctl(DELETE, ids=[qid])
+
+    def test_all_unknown_and_the_tool(self):
+        """ALL requeues every message the scheduler holds; an unknown ID is
+        named; zfqueue prints the count and exits 1 for an unknown ID."""
+        tools = os.path.join(farmlib.TOP_BUILDDIR, "tools")
+
+        def zfq(*args):
+            return subprocess.run([os.path.join(tools, "zfqueue"), "-c", FD.conf] + list(args),
+                                  capture_output=True, text=True, timeout=30)
+        qids = [send(["temp23@remote.test"]), send(["temp24@remote.test", "ok24@remote.test"])]
+        for q in qids:
+            wait_until(lambda: QUEUE.results(q), 15, what="deferred")
+        r = qctl(REQUEUE, ids=[qids[0], "0000000000000000"])
+        self.assertEqual((r.get(1, [0])[0], r.get(6, [0])[0]), (0, 1))
+        self.assertIn(b"0000000000000000: no such message in the queue", r[2][0])
+        # back in the scheduler, or ALL could count it and LIST not
+        wait_until(lambda: taken_in(qids[0], 2), 15, what="routed again and taken in")
+        listed = [e[0] for e in entries(qctl(LIST))]
+        self.assertIn(qids[1], listed)
+        before = {q: FD.log_count(r"%s: requeued by the queue administrator" % q)
+                  for q in listed}
+        out = zfq("requeue", "ALL")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout, "requeued: %d\n" % len(listed))
+        for q in listed:
+            wait_until(lambda: FD.log_count(r"%s: requeued by the queue administrator" % q)
+                       > before[q], 15, what="%s requeued" % q)
+        wait_until(lambda: taken_in(qids[0], 3) and taken_in(qids[1], 2), 15,
+                   what="routed again and taken in")
+        out = zfq("requeue", "0000000000000000")
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("no such message", out.stderr)
+        self.assertEqual(out.stdout, "requeued: 0\n")
+        out = zfq("requeue", qids[1])
+        self.assertEqual((out.returncode, out.stdout), (0, "requeued: 1\n"), out.stderr)
+        wait_until(lambda: markers(qids[1]) == 3, 15, what="routed again")
+        self.assertEqual([ir for ir in requested(qids[1]) if ir[1] == "ok24@remote.test"],
+                         [(1, "ok24@remote.test")])
+        qctl(DELETE, ids=qids)
+
+
+class T06RequeueCrash(unittest.TestCase):
+    def test_requeue_record_without_new_routes(self):
+        """A crash after the RequeueRecord and before the router recorded new
+        routes leaves the message unrouted: the scheduler's start sends it
+        to the router (the reinjector does too; not running here)."""
+        qid = send(["temp25@remote.test"])
+        wait_until(lambda: QUEUE.results(qid), 15, what="deferred")
+        FD.stop()
+        rq = P.pb_bytes(7, P.pb_bytes(1, P.varint(0)))
+        with open(QUEUE.msg_path(qid), "ab") as f:
+            f.write(len(rq).to_bytes(4, "big") + rq)
+        n = len(requested(qid))
+        FD.start()
+        wait_until(lambda: farmlib.can_connect(PORT), 10, what="smtpserver")
+        FD.wait_log(r"%s: requeued, new routes not recorded yet: to the router again" % qid,
+                    timeout=15)
+        wait_until(lambda: (1, "temp25@remote.test") in requested(qid)[n:], 15,
+                   what="the new route delivered")
+        self.assertEqual(ctl_kinds(qid)[2:6], [
+            ("result", 0, 2), ("requeue", [0]), ("route", 0, "temp25@remote.test"),
+            ("routed",)])
+        qctl(DELETE, ids=[qid])
+
+
+class T07RequeueAfterReload(unittest.TestCase):
+    def test_changed_alias_takes_effect(self):
+        """virtual_alias_maps changes (farmd reload): temp26 now expands to
+        ok26 (delivered before: not again) and ok27, temp27 to ok28 at
+        another destination; the requeue delivers ok27 and ok28 once and
+        the message is done."""
+        qid = send(["ok26@remote.test", "temp26@remote.test", "temp27@remote.test"])
+        wait_until(lambda: len(QUEUE.results(qid)) == 3, 15, what="three results")
+        vfile = os.path.join(FD.tmp, "virtual")
+        with open(vfile, "w") as f:
+            f.write("temp26@remote.test ok26@remote.test, ok27@remote.test\n"
+                    "temp27@remote.test ok28@other.test\n")
+        text = open(FD.conf).read()
+        before = FD.log_count(r"took in \d+ queued message")
+        FD.write_config(None, raw=text.replace("\n[farm ", "\nvirtual_alias_maps = hash:%s\n"
+                                               "\n[farm " % vfile, 1))
+        r = FD.ctl("reload")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_until(lambda: FD.log_count(r"took in \d+ queued message") > before, 20,
+                   what="the new scheduler taking the queue in")
+        r = qctl(REQUEUE, ids=[qid])
+        self.assertEqual((r.get(1, [0])[0], r.get(6, [0])[0]), (1, 1), r)
+        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15,
+                   what="%s delivered and removed" % qid)
+        got = sorted(a for _, a in requested(qid))
+        self.assertEqual(got, ["ok26@remote.test", "ok27@remote.test", "ok28@other.test",
+                               "temp26@remote.test", "temp27@remote.test"])
+        self.assertIn(("smtp", "other.test"),
+                      [(r[1], r[2]) for r in TRANSPORT.for_qid(qid)])
+        FD.wait_log(r"%s: to=<ok26@remote.test>, orig_to=<temp26@remote.test>: final already, "
+                    r"not routed again" % qid)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,23 @@ Options (keyword arguments):
       "flood"        answer MAIL with an endless stream of bytes without line end
   mail_421_after=N answer the MAIL of a connection's (N+1)th transaction with
                    421 and close (a server that timed the idle connection out)
+  tls=None         an ssl.SSLContext (server side): announce STARTTLS and do it
+                   (RFC 3207: after the handshake the EHLO state is reset and
+                   STARTTLS is no longer announced)
+  starttls_reply=None  a reply to STARTTLS instead of "220 2.0.0 Ready to start TLS"
+                   (e.g. "454 4.7.0 TLS not available"), the session going on in clear
+  tls_hostile      None or one of:
+      "inject"       bytes right behind the 220 to STARTTLS, in the same write
+                     (TLS_INJECT: a fake EHLO reply announcing SIZE 10), then
+                     the handshake; a client that parses them is vulnerable to
+                     CVE-2011-0411-style plaintext injection
+      "garbage"      220 to STARTTLS, then bytes that are not TLS, then close
+                     (the client's handshake fails)
+      "silent"       220 to STARTTLS, then nothing (the handshake times out)
+
+TLS state: .tls_sessions lists (connection number, version, cipher, SNI name)
+per completed handshake; .sni every SNI name a ClientHello carried (None:
+none), handshake completed or not; Txn.tls is (version, cipher) or None.
 
 Recipients are answered by their local part:
   temp*@  451 4.2.0 <addr>: mailbox busy (RCPT)
@@ -50,6 +67,9 @@ import socket
 import threading
 import time
 
+# what tls_hostile="inject" puts behind the 220 (a fake EHLO reply)
+TLS_INJECT = b"250-injected.test\r\n250 SIZE 10\r\n"
+
 
 class Txn:
     def __init__(self, mail):
@@ -59,6 +79,7 @@ class Txn:
         self.data = b""      # raw DATA bytes as received, up to the "." line
         self.body = b""      # dot-unstuffed
         self.conn = 0        # connection number (1-based)
+        self.tls = None      # (version, cipher) when the transaction ran over TLS
 
     def __repr__(self):
         return "Txn(%r, %r, %d bytes)" % (self.mail, self.rcpts, len(self.body))
@@ -75,7 +96,8 @@ class Peer:
         self.opts = dict(esmtp=True, ehlo_reply=None, pipelining=True, eightbitmime=True,
                          smtputf8=True, dsn=False, size=None, lmtp=False,
                          greeting="220 peer.test ESMTP", data_reply=None, hostile=None,
-                         mail_421_after=None)
+                         mail_421_after=None, tls=None, starttls_reply=None,
+                         tls_hostile=None)
         unknown = set(opts) - set(self.opts)
         if unknown:
             raise TypeError("unknown options %s" % sorted(unknown))
@@ -85,6 +107,8 @@ class Peer:
         self.quits = 0
         self.transactions = []
         self.commands = []
+        self.tls_sessions = []   # (connection, version, cipher, sni)
+        self.sni = []            # SNI of every ClientHello
         self.open = []
         self.closed = False
         self.path = path
@@ -170,11 +194,13 @@ class Peer:
             threading.Thread(target=self._conn, args=(c, n), daemon=True).start()
 
     def _conn(self, c, n):
+        io = {"c": c}
         try:
-            self._session(c, n)
+            self._session(io, n)
         except (OSError, ValueError):
             pass
         finally:
+            c = io["c"]
             with self.lock:
                 if c in self.open:
                     self.open.remove(c)
@@ -183,23 +209,47 @@ class Peer:
             except OSError:
                 pass
 
-    def _session(self, c, n):
+    def _starttls(self, io, n):
+        """The server side of STARTTLS after its 220 went out: io's socket
+        becomes the TLS socket (the open list follows), SNI recorded."""
+        o = self.opts
+        sni = []
+        ctx = o["tls"]
+
+        def on_sni(sslobj, name, context):
+            sni.append(name)
+            with self.lock:
+                self.sni.append(name)
+        ctx.sni_callback = on_sni
+        raw = io["c"]
+        t = ctx.wrap_socket(raw, server_side=True)
+        with self.lock:
+            if raw in self.open:
+                self.open.remove(raw)
+            self.open.append(t)
+            self.tls_sessions.append((n, t.version(), t.cipher()[0], sni[0] if sni else None))
+        io["c"] = t
+        io["f"] = t.makefile("rb")
+        return (t.version(), t.cipher()[0])
+
+    def _session(self, io, n):
         o = self.opts
         h = o["hostile"]
-        c.settimeout(120)
-        f = c.makefile("rb")
+        io["c"].settimeout(120)
+        io["f"] = io["c"].makefile("rb")
+        tls = None
 
         def send(text):
-            c.sendall(text.encode("utf-8") if isinstance(text, str) else text)
+            io["c"].sendall(text.encode("utf-8") if isinstance(text, str) else text)
 
         def line():
-            data = f.readline(1 << 20)
+            data = io["f"].readline(1 << 20)
             if not data:
                 return None
             return data.rstrip(b"\r\n").decode("utf-8", "replace")
 
         if h == "silent":
-            while f.read(1):
+            while io["f"].read(1):
                 pass
             return
         if h == "longline":
@@ -243,10 +293,32 @@ class Peer:
                     caps.append("SMTPUTF8")
                 if o["dsn"]:
                     caps.append("DSN")
+                if o["tls"] is not None and tls is None:
+                    caps.append("STARTTLS")
                 caps.append("ENHANCEDSTATUSCODES")
                 send("".join("250-%s\r\n" % x for x in caps[:-1]) + "250 %s\r\n" % caps[-1])
             elif verb == "HELO":
                 send("250 peer.test\r\n")
+            elif verb == "STARTTLS" and o["tls"] is not None and tls is None:
+                if o["starttls_reply"]:
+                    send(o["starttls_reply"] + "\r\n")
+                    continue
+                ready = b"220 2.0.0 Ready to start TLS\r\n"
+                if o["tls_hostile"] == "inject":
+                    send(ready + TLS_INJECT)      # one write: one segment
+                elif o["tls_hostile"] == "garbage":
+                    send(ready)
+                    send(b"this is not a TLS record\r\n" * 4)
+                    return
+                elif o["tls_hostile"] == "silent":
+                    send(ready)
+                    while io["c"].recv(4096):
+                        pass
+                    return
+                else:
+                    send(ready)
+                tls = self._starttls(io, n)
+                txn = None                       # RFC 3207: state reset
             elif verb == "MAIL":
                 if h == "mail_eof":
                     return
@@ -265,6 +337,7 @@ class Peer:
                 ntxn += 1
                 txn = Txn(cmd)
                 txn.conn = n
+                txn.tls = tls
                 with self.lock:
                     self.transactions.append(txn)
                 send("250 2.1.0 Ok\r\n")
@@ -273,7 +346,7 @@ class Peer:
                     send("503 5.5.1 Error: need MAIL command\r\n")
                     continue
                 if h == "rcpt_silent":
-                    while f.read(1):
+                    while io["f"].read(1):
                         pass
                     return
                 txn.rcpts.append(cmd)
@@ -296,7 +369,7 @@ class Peer:
                 send("354 End data with <CR><LF>.<CR><LF>\r\n")
                 raw = []
                 while True:
-                    d = f.readline(1 << 20)
+                    d = io["f"].readline(1 << 20)
                     if not d:
                         return
                     if d == b".\r\n":
@@ -305,7 +378,7 @@ class Peer:
                 txn.data = b"".join(raw)
                 txn.body = b"".join(x[1:] if x.startswith(b".") else x for x in raw)
                 if h == "data_silent":
-                    while f.read(1):
+                    while io["f"].read(1):
                         pass
                     return
                 with self.lock:
