@@ -5,7 +5,8 @@
  *   zfpasswd [-c config] [-o name=value]... [-f file] [-s scheme] user
  *   zfpasswd [-c config] [-o name=value]... [-f file] -D user
  *
- * The file is -f, else smtpd_sasl_path of the configuration.  The
+ * The file is -f, else smtpd_sasl_path of the configuration (-c, else
+ * $ZFARM_CONFIG or the installed zfarm.conf, as for every tool).  The
  * password is read from the terminal (asked twice, not echoed) or, when
  * standard input is not a terminal, its first line.  It is hashed with
  * crypt(3): scheme yescrypt (the default, like Debian's passwd), sha512crypt,
@@ -355,6 +356,8 @@ int main(int argc, char **argv)
 			usage();
 		}
 	}
+	if (!file && !config_path)
+		config_path = paths_config_file();
 	if (optind != argc - 1 || (!file && !config_path))
 		usage();
 	if (!user_ok(argv[optind])) {

@@ -128,7 +128,9 @@ class ZfpasswdTest(unittest.TestCase):
                 self.assertEqual(r.returncode, 1, r.stderr)
                 self.assertIn(why, r.stderr)
         self.assertFalse(os.path.exists(self.file))
-        self.assertEqual(run("u").returncode, 2)  # neither -f nor -c
+        r = subprocess.run([ZFPASSWD, "u"], input="pw\n", capture_output=True, text=True,
+                           timeout=30, env=dict(os.environ, ZFARM_CONFIG=""))
+        self.assertEqual(r.returncode, 2)  # neither -f nor a configuration
         self.assertEqual(run("-f", self.file).returncode, 2)
         # 511 octets are fine (libcrypt's limit)
         self.assertEqual(run("-f", self.file, "u", stdin="y" * 511 + "\n").returncode, 0)
