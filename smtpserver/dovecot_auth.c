@@ -21,7 +21,12 @@
 
 /* ---- parsing and formatting ---- */
 
-/* Unescape the n octets of src into dst (cap octets with the NUL); -1 on bad escapes. */
+/*
+ * Unescape the n octets of src into dst (cap octets with the NUL); -1 for
+ * a lone \001 at the end.  As Dovecot's str_tabunescape: an escape
+ * letter it does not know stands for itself.  An escaped NUL ("\0010")
+ * becomes the NUL that ends dst early.
+ */
 static int tab_unescape(const char *src, size_t n, char *dst, size_t cap)
 {
 	size_t o = 0;
@@ -33,6 +38,9 @@ static int tab_unescape(const char *src, size_t n, char *dst, size_t cap)
 			if (++i == n)
 				return -1;
 			switch (src[i]) {
+			case '0':
+				c = '\0';
+				break;
 			case '1':
 				c = '\001';
 				break;
@@ -43,10 +51,12 @@ static int tab_unescape(const char *src, size_t n, char *dst, size_t cap)
 				c = '\r';
 				break;
 			case 'n':
+			case 'l':
 				c = '\n';
 				break;
 			default:
-				return -1;
+				c = src[i];
+				break;
 			}
 		}
 		if (o + 1 < cap)
@@ -191,8 +201,14 @@ int dovecot_auth_parse(const char *line, size_t len, struct dovecot_auth_reply *
 		} else if (fl[i] >= 7 && memcmp(f[i], "reason=", 7) == 0) {
 			if (tab_unescape(f[i] + 7, fl[i] - 7, r->reason, sizeof(r->reason)) < 0)
 				goto bad;
-		} else if (field_is(f[i], fl[i], "temp")) {
+		} else if (field_is(f[i], fl[i], "temp") ||
+			   field_is(f[i], fl[i], "code=temp_fail")) {
+			/* "temp" before Dovecot 2.3, "code=temp_fail" since */
 			r->temp = true;
+		} else if ((fl[i] >= 7 && memcmp(f[i], "nologin", 7) == 0 &&
+			    (fl[i] == 7 || f[i][7] == '=')) ||
+			   field_is(f[i], fl[i], "proxy")) {
+			r->nologin = true;
 		}
 	}
 	return 0;
@@ -470,11 +486,19 @@ static bool da_line(struct dovecot_auth *d, const char *line, size_t len)
 		if (!r)
 			return true; /* a cancelled request's answer, or garbage: ignored */
 		if (r->arg) {
-			enum auth_result res = rep.type == DOVECOT_OK ? AUTH_OK
-					       : rep.temp	      ? AUTH_TEMPFAIL
-								      : AUTH_FAIL;
+			enum auth_result res = rep.type == DOVECOT_FAIL ? (rep.temp ? AUTH_TEMPFAIL
+										    : AUTH_FAIL)
+					       : rep.nologin		 ? AUTH_FAIL
+									 : AUTH_OK;
+			const char *user = r->user;
 
-			r->done(r->arg, res, rep.user[0] ? rep.user : r->user, rep.reason);
+			/* "OK ... nologin" (or proxy): verified, but not to be let in */
+			if (rep.type == DOVECOT_OK && rep.nologin && !rep.reason[0])
+				snprintf(rep.reason, sizeof(rep.reason), "login disabled (nologin)");
+			/* Dovecot's name for the user, when it is one we can log and store */
+			if (rep.user[0] && strcspn(rep.user, "\001\t\r\n \177") == strlen(rep.user))
+				user = rep.user;
+			r->done(r->arg, res, user, rep.reason);
 		}
 		da_req_free(r);
 		da_set_timeout(d);

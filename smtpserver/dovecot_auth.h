@@ -8,10 +8,16 @@
  *   client: VERSION 1 2 / CPID <pid>
  *   server: VERSION 1 2 / MECH <name> <flags>... / SPID / CUID / COOKIE / DONE
  *   client: AUTH <id> PLAIN service=smtp nologin lip=.. rip=.. [secured] resp=<base64>
- *   server: OK <id> user=<name> ...  |  FAIL <id> [temp] [reason=..] ...  |  CONT <id> <b64>
+ *   server: OK <id> user=<name> ...  |  FAIL <id> [code=temp_fail] [reason=..] ...
+ *           |  CONT <id> <b64>
  *
- * Values are tab-escaped: \001 followed by '1', 't', 'r' or 'n' stands
- * for \001, TAB, CR or LF.  Whatever mechanism the SMTP client used, the
+ * Values are tab-escaped: \001 followed by '1', 't', 'r', 'n' (or 'l')
+ * or '0' stands for \001, TAB, CR, LF or NUL; any other letter for itself.
+ * A temporary failure is "code=temp_fail" (Dovecot 2.3) or "temp"
+ * (older).  An OK with "nologin" or "proxy" means the password was right
+ * but the user must not be let in: it counts as a failure (as Dovecot's
+ * protocol document requires of clients).  A user= name with blanks or
+ * control characters is not taken; the name asked about is used.  Whatever mechanism the SMTP client used, the
  * session hands us a user name and a password and we ask Dovecot with
  * PLAIN; so Dovecot's own mechanism list does not limit ours, but it must
  * offer PLAIN.
@@ -59,7 +65,8 @@ struct dovecot_auth_reply {
 	unsigned long id;	/* OK, CONT, FAIL */
 	char user[256];		/* OK, FAIL: user= ("" if none) */
 	char reason[256];	/* FAIL: reason= ("" if none) */
-	bool temp;		/* FAIL: temp (a temporary failure) */
+	bool temp;		/* FAIL: temp or code=temp_fail (a temporary failure) */
+	bool nologin;		/* OK: nologin or proxy (not to be let in) */
 };
 
 /*

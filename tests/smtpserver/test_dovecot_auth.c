@@ -60,7 +60,11 @@ static const struct parse_row parse_rows[] = {
 	{"OK\t7\tuser=alice", 0, DOVECOT_OK, 7, "alice", ""},
 	{"OK\t7", 0, DOVECOT_OK, 7, "", ""},
 	{"OK\t7\tuser=al\001tice\001n\0011", 0, DOVECOT_OK, 7, "al\tice\n\001", ""},
-	{"OK\t7\tuser=a\001x", -1, DOVECOT_OK},
+	{"OK\t7\tuser=a\001x", 0, DOVECOT_OK, 7, "ax", ""},       /* unknown escapes: the letter */
+	{"OK\t7\tuser=a\001lb", 0, DOVECOT_OK, 7, "a\nb", ""},
+	{"OK\t7\tuser=a\0010b", 0, DOVECOT_OK, 7, "a", ""},
+	{"FAIL\t3\tuser=u\tcode=temp_fail", 0, DOVECOT_FAIL, 3, "u", "", true},
+	{"FAIL\t3\tcode=authz_fail", 0, DOVECOT_FAIL, 3, "", ""},
 	{"OK\t7\tuser=a\001", -1, DOVECOT_OK},
 	{"OK", -1, DOVECOT_OK},
 	{"OK\t-1", -1, DOVECOT_OK},
@@ -118,6 +122,15 @@ static void test_parse_details(void **state)
 	assert_int_equal(dovecot_auth_parse("MECH\tCRAM-MD5\tdictionary", 24, &r, err, sizeof(err)),
 			 0);
 	assert_false(r.plaintext);
+	/* OK that does not let in */
+	assert_int_equal(dovecot_auth_parse("OK\t1\tuser=a\tnologin", 19, &r, err, sizeof(err)), 0);
+	assert_true(r.nologin);
+	assert_int_equal(dovecot_auth_parse("OK\t1\tnologin=Y", 15, &r, err, sizeof(err)), 0);
+	assert_true(r.nologin);
+	assert_int_equal(dovecot_auth_parse("OK\t1\tproxy\thost=x", 19, &r, err, sizeof(err)), 0);
+	assert_true(r.nologin);
+	assert_int_equal(dovecot_auth_parse("OK\t1\tnologinx", 14, &r, err, sizeof(err)), 0);
+	assert_false(r.nologin);
 	/* a long user name is cut, not overflowed */
 	{
 		char line[600];
@@ -308,16 +321,31 @@ static void test_client(void **state)
 	assert_int_equal(a3.r, AUTH_TEMPFAIL);
 	assert_string_equal(a3.reason, "backend down");
 
-	/* a cancelled request's answer is dropped */
+	/* OK with nologin is no success; a user= with a blank is not taken */
 	memset(&a1, 0, sizeof(a1));
 	auth_verify(b, &req, on_done, &a1);
 	wait_text(base, &f, "AUTH\t4\t");
+	fake_say(&f, "OK\t4\tuser=alice\tnologin\n");
+	assert_true(run_until(base, &f, answered, &a1));
+	assert_int_equal(a1.r, AUTH_FAIL);
+	memset(&a1, 0, sizeof(a1));
+	auth_verify(b, &req, on_done, &a1);
+	wait_text(base, &f, "AUTH\t5\t");
+	fake_say(&f, "OK\t5\tuser=evil user\001nX\n");
+	assert_true(run_until(base, &f, answered, &a1));
+	assert_int_equal(a1.r, AUTH_OK);
+	assert_string_equal(a1.user, "alice");
+
+	/* a cancelled request's answer is dropped */
+	memset(&a1, 0, sizeof(a1));
+	auth_verify(b, &req, on_done, &a1);
+	wait_text(base, &f, "AUTH\t6\t");
 	auth_cancel(b, &a1);
-	fake_say(&f, "OK\t4\tuser=alice\n");
+	fake_say(&f, "OK\t6\tuser=alice\n");
 	memset(&a2, 0, sizeof(a2));
 	auth_verify(b, &req, on_done, &a2);
-	wait_text(base, &f, "AUTH\t5\t");
-	fake_say(&f, "OK\t5\n");
+	wait_text(base, &f, "AUTH\t7\t");
+	fake_say(&f, "OK\t7\n");
 	assert_true(run_until(base, &f, answered, &a2));
 	assert_int_equal(a2.r, AUTH_OK);
 	assert_string_equal(a2.user, "alice"); /* no user=: the name asked about */
@@ -326,11 +354,11 @@ static void test_client(void **state)
 	/* the server goes away with a request open: asked again once on a new connection */
 	memset(&a1, 0, sizeof(a1));
 	auth_verify(b, &req, on_done, &a1);
-	wait_text(base, &f, "AUTH\t6\t");
+	wait_text(base, &f, "AUTH\t8\t");
 	fake_drop(&f);
 	wait_text(base, &f, "CPID\t");
 	fake_say(&f, "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nDONE\n");
-	wait_text(base, &f, "AUTH\t6\t");
+	wait_text(base, &f, "AUTH\t8\t");
 	assert_int_equal(a1.calls, 0);
 	/* ... and when that breaks too: TEMPFAIL */
 	fake_drop(&f);
@@ -341,8 +369,8 @@ static void test_client(void **state)
 	auth_verify(b, &req, on_done, &a1);
 	wait_text(base, &f, "CPID\t");
 	fake_say(&f, "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nDONE\n");
-	wait_text(base, &f, "AUTH\t7\t"); /* ids go on: unique per process */
-	fake_say(&f, "OK\t7\tuser=alice\n");
+	wait_text(base, &f, "AUTH\t9\t"); /* ids go on: unique per process */
+	fake_say(&f, "OK\t9\tuser=alice\n");
 	assert_true(run_until(base, &f, answered, &a1));
 	assert_int_equal(a1.r, AUTH_OK);
 	/* restarted while idle (not noticed yet): the request is not lost */
@@ -351,8 +379,8 @@ static void test_client(void **state)
 	auth_verify(b, &req, on_done, &a1);
 	wait_text(base, &f, "CPID\t");
 	fake_say(&f, "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nDONE\n");
-	wait_text(base, &f, "AUTH\t8\t");
-	fake_say(&f, "OK\t8\tuser=alice\n");
+	wait_text(base, &f, "AUTH\t10\t");
+	fake_say(&f, "OK\t10\tuser=alice\n");
 	assert_true(run_until(base, &f, answered, &a1));
 	assert_int_equal(a1.r, AUTH_OK);
 

@@ -891,6 +891,98 @@ class T15PasswdFile(unittest.TestCase):
             sa.cleanup()
 
 
+class T16RealDovecot(unittest.TestCase):
+    """The dovecot backend against a real Dovecot (dovecot-core), when it
+    is installed and we are root: a private instance (its own base_dir,
+    no protocols) with a passwd-file passdb that zfpasswd wrote."""
+
+    DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+
+    def setUp(self):
+        if not os.access(self.DOVECOT, os.X_OK):
+            self.skipTest("dovecot-core not installed")
+        if os.geteuid() != 0:
+            self.skipTest("Dovecot's master runs as root")
+        self.tmp = tempfile.mkdtemp(prefix="zfarm-realdovecot-")
+        os.chmod(self.tmp, 0o755)  # the auth process runs as user dovecot
+        self.users = os.path.join(self.tmp, "users")
+        self.base = os.path.join(self.tmp, "base")
+        os.mkdir(self.base)
+        conf = os.path.join(self.tmp, "dovecot.conf")
+        with open(conf, "w") as f:
+            f.write("base_dir = %s\nstate_dir = %s\ninstance_name = zfarm-test-%d\n"
+                    "log_path = %s/dovecot.log\nprotocols =\nlisten = 127.0.0.1\nssl = no\n"
+                    "disable_plaintext_auth = no\nauth_mechanisms = plain login\n"
+                    "auth_failure_delay = 0\nauth_cache_size = 0\n"
+                    "passdb {\n  driver = passwd-file\n  args = scheme=CRYPT %s\n}\n"
+                    "userdb {\n  driver = static\n  args = uid=65534 gid=65534 home=/nonexistent\n}\n"
+                    "service auth {\n  unix_listener auth-zfarm {\n    mode = 0666\n  }\n}\n"
+                    % (self.base, self.tmp, os.getpid(), self.tmp, self.users))
+        self.socket = os.path.join(self.base, "auth-zfarm")
+        self.proc = subprocess.Popen([self.DOVECOT, "-F", "-c", conf], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.sa = None
+        try:
+            wait_until(lambda: self.proc.poll() is not None or os.path.exists(self.socket), 15,
+                       what="dovecot's auth socket")
+            self.assertIsNone(self.proc.poll(), self.dovecot_log())
+        except Exception:
+            self.tearDown()
+            raise
+        self.sa = H.Standalone({"smtpd_tls_cert_file": CERT, "smtpd_tls_key_file": KEY,
+                                "smtpd_sasl_type": "dovecot", "smtpd_sasl_path": self.socket,
+                                "smtpd_sasl_failure_delay": 0, "mynetworks": "10.0.0.0/8"},
+                               tag="realdovecot", listeners=("submission",))
+
+    def dovecot_log(self):
+        try:
+            with open(os.path.join(self.tmp, "dovecot.log")) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def tearDown(self):
+        if self.sa:
+            self.sa.cleanup()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def auth(self, user, pw):
+        r = session_on(self.sa.port)
+        got = r.cmd("AUTH PLAIN " + plain(user, pw))
+        r.close()
+        return got
+
+    def test_real_dovecot(self):
+        # a passdb file Dovecot cannot read (zfpasswd made it 0640 root):
+        # Dovecot's temporary failure (code=temp_fail) is ours
+        H.zfpasswd(self.users, "frank", "pw-frank", "sha512crypt")
+        self.assertEqual(self.auth("frank", "pw-frank"),
+                         "454 4.7.0 Temporary authentication failure")
+        os.chmod(self.users, 0o644)
+        self.assertEqual(self.auth("frank", "pw-frank"), "235 2.7.0 Authentication successful")
+        # a message, LOGIN through smtplib
+        with smtplib.SMTP(H.LOCALHOST, self.sa.port, timeout=15) as s:
+            s.starttls(context=ctx())
+            s.ehlo("client.test")
+            s.user, s.password = "frank", "pw-frank"
+            self.assertEqual(s.auth("LOGIN", s.auth_login, initial_response_ok=False)[0], 235)
+            self.assertEqual(s.sendmail("a@example.test", ["u@remote.test"], MSG), {})
+        self.sa.wait_log(r"client=unknown\[127\.0\.0\.1\], sasl_method=LOGIN, "
+                         r"sasl_username=frank")
+        # failures last: Dovecot delays the next AUTH from an address that failed
+        # (its auth penalty, seconds; the temporary failure above costs one too)
+        self.assertEqual(self.auth("frank", "wrong"),
+                         "535 5.7.8 Authentication credentials invalid")
+        self.assertEqual(self.auth("nobody", "x"), "535 5.7.8 Authentication credentials invalid")
+
+
 def session_on(p):
     """STARTTLS and EHLO on a standalone server's port."""
     r = Raw(p)
