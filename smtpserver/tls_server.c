@@ -222,6 +222,12 @@ static SSL_CTX *ctx_build(const struct tls_server *t, bool files, char *err, siz
 	SSL_CTX_set_dh_auto(ctx, 1);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"zfarm", 5);
+	/*
+	 * No server-side session cache (up to 20480 sessions a process that
+	 * clients could fill); resumption works with tickets, which cost
+	 * nothing here (each process has its own ticket key).
+	 */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	if (SSL_CTX_set_cipher_list(ctx, t->cipherlist) != 1) {
 		ssl_errors(why, sizeof(why));
 		snprintf(err, errlen, "bad TLS 1.2 cipher list \"%s\": %s", t->cipherlist, why);
