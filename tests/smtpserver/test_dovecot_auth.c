@@ -105,31 +105,38 @@ static void test_parse(void **state)
 	}
 }
 
+/* dovecot_auth_parse of a whole C string. */
+static int parse_str(const char *line, struct dovecot_auth_reply *r)
+{
+	char err[128];
+
+	return dovecot_auth_parse(line, strlen(line), r, err, sizeof(err));
+}
+
 static void test_parse_details(void **state)
 {
 	struct dovecot_auth_reply r;
 	char err[128];
 
 	(void)state;
-	assert_int_equal(dovecot_auth_parse("VERSION\t1\t2", 11, &r, err, sizeof(err)), 0);
+	assert_int_equal(parse_str("VERSION\t1\t2", &r), 0);
 	assert_int_equal(r.major, 1);
 	assert_int_equal(r.minor, 2);
-	assert_int_equal(dovecot_auth_parse("MECH\tplain\tplaintext\tanonymous", 30, &r, err,
-					    sizeof(err)),
+	assert_int_equal(parse_str("MECH\tplain\tplaintext\tanonymous", &r),
 			 0);
 	assert_string_equal(r.mech, "PLAIN");
 	assert_true(r.plaintext);
-	assert_int_equal(dovecot_auth_parse("MECH\tCRAM-MD5\tdictionary", 24, &r, err, sizeof(err)),
+	assert_int_equal(parse_str("MECH\tCRAM-MD5\tdictionary", &r),
 			 0);
 	assert_false(r.plaintext);
 	/* OK that does not let in */
-	assert_int_equal(dovecot_auth_parse("OK\t1\tuser=a\tnologin", 19, &r, err, sizeof(err)), 0);
+	assert_int_equal(parse_str("OK\t1\tuser=a\tnologin", &r), 0);
 	assert_true(r.nologin);
-	assert_int_equal(dovecot_auth_parse("OK\t1\tnologin=Y", 15, &r, err, sizeof(err)), 0);
+	assert_int_equal(parse_str("OK\t1\tnologin=Y", &r), 0);
 	assert_true(r.nologin);
-	assert_int_equal(dovecot_auth_parse("OK\t1\tproxy\thost=x", 19, &r, err, sizeof(err)), 0);
+	assert_int_equal(parse_str("OK\t1\tproxy\thost=x", &r), 0);
 	assert_true(r.nologin);
-	assert_int_equal(dovecot_auth_parse("OK\t1\tnologinx", 14, &r, err, sizeof(err)), 0);
+	assert_int_equal(parse_str("OK\t1\tnologinx", &r), 0);
 	assert_false(r.nologin);
 	/* a long user name is cut, not overflowed */
 	{
