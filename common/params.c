@@ -50,6 +50,7 @@ static const char *const params_names[] = {
     "mydestination",
     "myhostname",
     "mynetworks",
+    "myorigin",
     "pipe_flags",
     "pipe_temporary_exit_codes",
     "pipe_time_limit",
