@@ -43,12 +43,30 @@ bool dest_dead(struct dest *d, int64_t now_us)
 
 bool dest_may_start(struct dest *d, int64_t now_us)
 {
-	return !dest_dead(d, now_us) && d->active < d->window;
+	if (dest_dead(d, now_us))
+		return false;
+	if (d->rate_delay_us)
+		return d->active == 0 && now_us >= d->next_start_us;
+	return d->active < d->window;
 }
 
-void dest_start(struct dest *d)
+void dest_set_rate_delay(struct dest *d, int64_t us)
+{
+	d->rate_delay_us = us > 0 ? us : 0;
+}
+
+int64_t dest_rate_wait(const struct dest *d, int64_t now_us)
+{
+	if (d->rate_delay_us && d->active == 0 && now_us < d->next_start_us)
+		return d->next_start_us;
+	return 0;
+}
+
+void dest_start(struct dest *d, int64_t now_us)
 {
 	d->active++;
+	if (d->rate_delay_us)
+		d->next_start_us = now_us + d->rate_delay_us;
 }
 
 void dest_done(struct dest *d, enum dest_outcome o, int64_t now_us)

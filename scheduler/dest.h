@@ -21,6 +21,9 @@
  *     defers its recipients without a connection attempt.
  *   - dest_revive (operator flush, or the retry time passed: dest_dead
  *     notices it) clears the dead mark and resets the window to `initial`.
+ *   - A rate delay (the channel's rate_delay, Postfix's
+ *     default_destination_rate_delay) makes the window 1 and spaces the
+ *     starts of deliveries at least that far apart.
  */
 #ifndef ZFARM_DEST_H
 #define ZFARM_DEST_H
@@ -40,6 +43,8 @@ struct dest {
 	unsigned active;	/* deliveries running */
 	unsigned failures;	/* consecutive DEST_CONN_FAIL */
 	int64_t dead_until_us;	/* 0: alive */
+	int64_t rate_delay_us;	/* 0: none */
+	int64_t next_start_us;	/* with a rate delay: no start before */
 	uint64_t delivered, failed_conn; /* counters */
 };
 
@@ -50,8 +55,12 @@ void dest_init(struct dest *d, unsigned initial, unsigned limit, unsigned dead_a
 bool dest_dead(struct dest *d, int64_t now_us);
 /* dest_may_start - alive and active < window. */
 bool dest_may_start(struct dest *d, int64_t now_us);
-/* dest_start - a delivery begins (caller checked dest_may_start). */
-void dest_start(struct dest *d);
+/* dest_set_rate_delay - at most one delivery at once, starts us apart (0: off). */
+void dest_set_rate_delay(struct dest *d, int64_t us);
+/* dest_rate_wait - nothing runs, but the rate delay holds the next start until this (0: not). */
+int64_t dest_rate_wait(const struct dest *d, int64_t now_us);
+/* dest_start - a delivery begins at now_us (caller checked dest_may_start). */
+void dest_start(struct dest *d, int64_t now_us);
 /* dest_done - a delivery ended with this outcome. */
 void dest_done(struct dest *d, enum dest_outcome o, int64_t now_us);
 /* dest_revive - alive again, window back to initial, failures cleared. */

@@ -160,8 +160,10 @@ struct schan {
 	unsigned concurrency, dest_concurrency, rcpt_limit;
 	unsigned active;
 	int64_t paused_until_us; /* its transport misbehaved: nothing starts before */
+	int64_t rate_delay_us;	 /* per destination, between delivery starts */
 	struct sched_chan_counts n;
 	struct sdest *rr; /* ring of destinations to visit, next first */
+	struct sdest *rate_wait; /* out of the ring until their rate delay passes */
 };
 
 struct sdest {
@@ -174,6 +176,8 @@ struct sdest {
 	size_t qhead, qlen, qcap;
 	struct sdest *rr_prev, *rr_next;
 	bool in_rr;
+	struct sdest *rate_next; /* on ch->rate_wait */
+	bool in_rate_wait;
 };
 
 struct hentry {
@@ -347,6 +351,7 @@ static struct sdest *dest_get(struct sched *s, const char *channel, const char *
 	d->ch = chan_get(s, channel);
 	initial = s->initial < d->ch->dest_concurrency ? s->initial : d->ch->dest_concurrency;
 	dest_init(&d->d, initial, d->ch->dest_concurrency, s->dead_after, s->dead_retry_us);
+	dest_set_rate_delay(&d->d, d->ch->rate_delay_us);
 	ht_insert(&s->dests, &d->h);
 	return d;
 }
@@ -786,6 +791,7 @@ struct sched *sched_new(const struct sched_params *p, const struct sched_ops *op
 			c->dest_concurrency = pc->destination_concurrency;
 		if (pc->recipient_limit)
 			c->rcpt_limit = pc->recipient_limit;
+		c->rate_delay_us = pc->rate_delay_us;
 	}
 	s->bounce = chan_get(s, "bounce");
 	s->notices.ch = s->bounce;
@@ -900,7 +906,7 @@ static uint32_t slot_alloc(struct sched *s)
 }
 
 /* start - a delivery of the recipients at the front of d's FIFO (all of one message). */
-static void start(struct sched *s, struct sdest *d, struct sched_delivery *out)
+static void start(struct sched *s, struct sdest *d, struct sched_delivery *out, int64_t now_us)
 {
 	uint32_t slot = slot_alloc(s);
 	struct sdel *del = &s->del[slot];
@@ -934,7 +940,7 @@ static void start(struct sched *s, struct sdest *d, struct sched_delivery *out)
 	}
 	sm->inflight++;
 	d->ch->active++;
-	dest_start(&d->d);
+	dest_start(&d->d, now_us);
 	*out = (struct sched_delivery){
 	    .id = (uint64_t)del->gen << 32 | slot,
 	    .qid = sm->m.qid,
@@ -1007,6 +1013,39 @@ static bool start_notice(struct sched *s, int64_t now_us, struct sched_delivery 
 	return false;
 }
 
+/*
+ * rate_wait_add / rate_wait_due - a destination held by its rate delay
+ * leaves the ring and waits on its channel's list, so neither sched_next
+ * nor dest_done visits it before its time; due ones go back in the ring.
+ * The list holds only rate-delayed destinations with mail waiting.
+ */
+static void rate_wait_add(struct sdest *d)
+{
+	if (d->in_rate_wait)
+		return;
+	d->in_rate_wait = true;
+	d->rate_next = d->ch->rate_wait;
+	d->ch->rate_wait = d;
+}
+
+static void rate_wait_due(struct schan *ch, int64_t now_us)
+{
+	struct sdest **pp = &ch->rate_wait;
+
+	while (*pp) {
+		struct sdest *d = *pp;
+
+		if (d->d.next_start_us <= now_us || d->d.active) {
+			*pp = d->rate_next;
+			d->in_rate_wait = false;
+			if (d->qlen)
+				rr_insert(d);
+		} else {
+			pp = &d->rate_next;
+		}
+	}
+}
+
 bool sched_next(struct sched *s, int64_t now_us, struct sched_delivery *out)
 {
 	if (start_notice(s, now_us, out))
@@ -1018,6 +1057,8 @@ bool sched_next(struct sched *s, int64_t now_us, struct sched_delivery *out)
 			ch->paused_until_us = 0; /* over: not a wakeup time any more */
 		if (ch->active >= ch->concurrency || ch->paused_until_us)
 			continue;
+		if (ch->rate_wait)
+			rate_wait_due(ch, now_us);
 		while (ch->rr) {
 			struct sdest *d = ch->rr;
 
@@ -1029,8 +1070,10 @@ bool sched_next(struct sched *s, int64_t now_us, struct sched_delivery *out)
 				defer_dead(s, d, now_us);
 			} else if (!dest_may_start(&d->d, now_us)) {
 				rr_remove(d); /* back with dest_done */
+				if (dest_rate_wait(&d->d, now_us))
+					rate_wait_add(d); /* or when its rate delay ends */
 			} else {
-				start(s, d, out);
+				start(s, d, out, now_us);
 				if (ch->rr == d)
 					ch->rr = d->rr_next; /* take turns */
 				heap_prune(s);
@@ -1178,10 +1221,15 @@ int64_t sched_next_wakeup(const struct sched *s)
 	int64_t t = s->nheap ? s->heap[0].t : INT64_MAX;
 
 	/* A paused channel with work waiting wakes the daemon when the pause ends. */
-	for (size_t c = 0; c < s->nch; c++)
+	for (size_t c = 0; c < s->nch; c++) {
 		if (s->ch[c]->paused_until_us && s->ch[c]->paused_until_us < t &&
 		    (s->ch[c]->rr || (s->ch[c] == s->bounce && s->notices.qlen)))
 			t = s->ch[c]->paused_until_us;
+		/* So does the end of a destination's rate delay. */
+		for (const struct sdest *d = s->ch[c]->rate_wait; d; d = d->rate_next)
+			if (d->qlen && d->d.next_start_us < t)
+				t = d->d.next_start_us;
+	}
 	return t;
 }
 

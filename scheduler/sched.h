@@ -84,6 +84,7 @@ struct sched_channel {
 	unsigned concurrency;		  /* deliveries at once on the channel */
 	unsigned destination_concurrency; /* a destination's window limit */
 	unsigned recipient_limit;	  /* recipients per delivery */
+	int64_t rate_delay_us;		  /* between deliveries per destination; 0: none */
 };
 
 struct sched_params {

@@ -1225,6 +1225,7 @@ static int schedd_init(struct farm_server *srv, char *err, size_t errlen)
 		d->chans[i].nlinks_max = d->sch[i].concurrency;
 		d->sch[i].destination_concurrency = c->destination_concurrency;
 		d->sch[i].recipient_limit = c->recipient_limit;
+		d->sch[i].rate_delay_us = (int64_t)c->rate_delay * 1000000;
 	}
 	if (schedd_time(cfg, "minimal_backoff_time", 300, &p.backoff.minimal_us, err, errlen) < 0 ||
 	    schedd_time(cfg, "maximal_backoff_time", 4000, &p.backoff.maximal_us, err, errlen) <

@@ -175,7 +175,7 @@ static void run_scenario(const struct scenario *sc)
 		case NONE:
 			break;
 		case START:
-			dest_start(&d);
+			dest_start(&d, 0);
 			break;
 		case OK:
 			dest_done(&d, DEST_OK, s->now);
@@ -251,7 +251,7 @@ static void test_counters(void **state)
 				dest_revive(&d);
 				continue;
 			}
-			dest_start(&d);
+			dest_start(&d, 0);
 			dest_done(&d, *c == 'o' ? DEST_OK : DEST_CONN_FAIL, now);
 		}
 		if (d.delivered != cases[i].delivered || d.failed_conn != cases[i].failed_conn)

@@ -1298,6 +1298,52 @@ static void test_pause(void **state)
 	sched_free(&s);
 }
 
+/*
+ * rate_delay: one delivery at a time per destination, starts at least the
+ * delay apart, the daemon woken when it ends; other destinations are not
+ * held up.
+ */
+static void test_rate_delay(void **state)
+{
+	struct sched_params p = params(100, 10, 1);
+	struct sched *s;
+	struct sched_delivery d, e;
+
+	(void)state;
+	chans[0].rate_delay_us = 10 * SEC;
+	s = sched_new(&p, &fake_ops);
+	add_simple(s, "RATEA", 0, 3, 1, 0); /* 3 rcpts, one nexthop, 1 per delivery */
+	assert_true(sched_next(s, 1 * SEC, &d));
+	assert_false(sched_next(s, 1 * SEC, &e)); /* window 1 */
+	done1(s, &d, ST_OK, false, 2 * SEC);
+	if (sched_next(s, 2 * SEC, &e))
+		fail_msg("a delivery 1 s after the last start, want none before 11 s");
+	if (sched_next_wakeup(s) != 11 * SEC)
+		fail_msg("wakeup at %" PRId64 " us, want 11 s", sched_next_wakeup(s));
+	assert_false(sched_next(s, 10 * SEC, &e));
+	assert_true(sched_next(s, 11 * SEC, &e));
+	done1(s, &e, ST_OK, false, 11 * SEC);
+	/* A destination of its own (mx1) is not held up by mx0's delay. */
+	add_simple(s, "RATEB", 0, 2, 2, 11 * SEC);
+	assert_true(sched_next(s, 12 * SEC, &d));
+	if (strcmp(d.qid, "RATEB") != 0 || strcmp(d.nexthop, "mx1") != 0)
+		fail_msg("got %s to %s, want RATEB to mx1", d.qid, d.nexthop);
+	done1(s, &d, ST_OK, false, 12 * SEC);
+	assert_false(sched_next(s, 12 * SEC, &d));
+	assert_true(sched_next(s, 21 * SEC, &d));
+	assert_string_equal(d.qid, "RATEA");
+	done1(s, &d, ST_OK, false, 21 * SEC);
+	assert_false(sched_next(s, 30 * SEC, &d));
+	assert_true(sched_next(s, 31 * SEC, &d));
+	assert_string_equal(d.qid, "RATEB");
+	assert_string_equal(d.nexthop, "mx0");
+	done1(s, &d, ST_OK, false, 31 * SEC);
+	assert_false(sched_next(s, 40 * SEC, &d)); /* all delivered */
+	assert_int_equal(sched_next_wakeup(s), INT64_MAX);
+	sched_free(&s);
+	chans[0].rate_delay_us = 0;
+}
+
 /* ---- hold, release, flush ---- */
 
 static void test_hold_release(void **state)
@@ -1534,6 +1580,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_hold_notice, reset_fake),
 	    cmocka_unit_test_setup(test_counters, reset_fake),
 	    cmocka_unit_test_setup(test_pause, reset_fake),
+	    cmocka_unit_test_setup(test_rate_delay, reset_fake),
 	    cmocka_unit_test_setup(test_hold_release, reset_fake),
 	    cmocka_unit_test_setup(test_flush, reset_fake),
 	    cmocka_unit_test_setup(test_room_duplicate, reset_fake),
