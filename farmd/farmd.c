@@ -57,6 +57,7 @@ struct farmd {
 	struct control *control;
 	struct event *sig_chld, *sig_hup, *sig_term, *sig_int, *tick, *grace, *finish;
 	bool stopping;
+	bool verbose; /* -v: debug, whatever log_level says */
 };
 
 static void farmd_usage(void)
@@ -383,6 +384,28 @@ static int farmd_apply(struct farmd *fd, struct config *cfg, struct farmd_settin
 	return 0;
 }
 
+/*
+ * farmd_log_level - farmd's own lines follow log_level like every daemon's
+ * (-v keeps debug); a bad value was refused by the children's config
+ * check already, so it is only warned about here.
+ */
+static void farmd_log_level(struct farmd *fd)
+{
+	const char *v;
+	int level;
+
+	if (fd->verbose || !fd->cfg)
+		return;
+	v = config_get(fd->cfg, NULL, NULL, "log_level");
+	if (!v || !*v)
+		return;
+	level = log_level_parse(v);
+	if (level < 0)
+		log_warn("log_level = %s: not debug, info, warn or error", v);
+	else
+		log_set_level((enum log_level)level);
+}
+
 static int farmd_load(struct farmd *fd, char *err, size_t errlen)
 {
 	struct farmd_settings set;
@@ -413,6 +436,7 @@ static int farmd_load(struct farmd *fd, char *err, size_t errlen)
 		config_free(&cfg);
 		return -1;
 	}
+	farmd_log_level(fd);
 	return 0;
 }
 
@@ -641,6 +665,7 @@ static void farmd_options(struct farmd *fd, int argc, char **argv, bool *foregro
 			*foreground = true;
 			break;
 		case 'v':
+			fd->verbose = true;
 			log_set_level(LOG_LEVEL_DEBUG);
 			break;
 		default:
