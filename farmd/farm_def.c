@@ -9,6 +9,7 @@
 #include "common/endpoint.h"
 #include "common/params.h"
 #include "common/paths.h"
+#include "common/strbuf.h"
 #include "common/xalloc.h"
 
 #ifndef ZF_LIBEXECDIR
@@ -208,6 +209,15 @@ static int farm_def_limits(const struct config *cfg, struct farm_def *d, char *e
 	return 0;
 }
 
+static int farm_def_params_cb(const char *name, const char *value, const char *file,
+			      unsigned line, void *arg)
+{
+	(void)file;
+	(void)line;
+	strbuf_printf(arg, "%s=%s\n", name, value);
+	return 0;
+}
+
 static struct farm_def *farm_def_load(const struct config *cfg, const char *name,
 				      const struct farmd_settings *set, char *err, size_t errlen)
 {
@@ -232,6 +242,13 @@ static struct farm_def *farm_def_load(const struct config *cfg, const char *name
 	}
 	if (user && *user)
 		d->user = xstrdup(user);
+	{
+		struct strbuf sb;
+
+		strbuf_init(&sb, 0);
+		config_foreach(cfg, "farm", name, farm_def_params_cb, &sb);
+		d->params = strbuf_steal(&sb);
+	}
 	return d;
 fail:
 	farm_def_free(&d);
@@ -322,7 +339,7 @@ bool farm_def_equal(const struct farm_def *a, const struct farm_def *b)
 	    a->max_requests != b->max_requests || a->max_idle != b->max_idle ||
 	    a->max_processtime != b->max_processtime || a->max_lifetime != b->max_lifetime ||
 	    a->throttle_delay != b->throttle_delay || a->wakeup != b->wakeup ||
-	    a->stress != b->stress)
+	    a->stress != b->stress || !farm_str_equal(a->params, b->params))
 		return false;
 	for (i = 0; i < a->nlisten; i++)
 		if (strcmp(a->listen[i].spec, b->listen[i].spec) ||
@@ -352,6 +369,7 @@ void farm_def_free(struct farm_def **dp)
 		free(d->listen[i].name);
 		free(d->listen[i].spec);
 	}
+	free(d->params);
 	free(d->listen);
 	for (size_t i = 0; d->argv && d->argv[i]; i++)
 		free(d->argv[i]);

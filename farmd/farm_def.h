@@ -63,6 +63,12 @@ struct farm_def {
 	unsigned wakeup;
 	bool stress;
 	char *where; /* "file:line" of the section, for log lines */
+	/*
+	 * Every "name=value" of its [farm NAME] section, service parameters
+	 * (smtpserver's TLS files, say) included: farm_def_equal compares it,
+	 * so a reload restarts a farm whose section changed.
+	 */
+	char *params;
 };
 
 /* Settings of farmd itself (global parameters). */

@@ -164,6 +164,17 @@ static char *farmd_globals_text(const struct config *cfg)
 
 	strbuf_init(&sb, 0);
 	config_foreach(cfg, NULL, NULL, farmd_globals_cb, &sb);
+	/*
+	 * The channel sections too: the router, the scheduler and the
+	 * transports read them, so a changed channel restarts the farms (all
+	 * of them: simpler than knowing who reads which).
+	 */
+	for (size_t i = 0; i < config_section_count(cfg, "channel"); i++) {
+		const char *name = config_section_name(cfg, "channel", i);
+
+		strbuf_printf(&sb, "[channel %s]\n", name);
+		config_foreach(cfg, "channel", name, farmd_globals_cb, &sb);
+	}
 	return strbuf_steal(&sb);
 }
 

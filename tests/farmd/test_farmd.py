@@ -567,6 +567,40 @@ class FarmdTest(unittest.TestCase):
         self.assertEqual(ask_once(R, "still new"), "still new")
         fd.write_config(v3)  # so tearDown's zfarmctl can read it
 
+    def test_07b_reload_section_parameters(self):
+        """A reload restarts a farm when a service parameter in its own
+        section changed (its children read it at start), and every farm
+        when a [channel] section changed; an unchanged one keeps its
+        children."""
+        fd = self.fd
+        P, Q = free_port(), free_port()
+        chan = "[channel relay]\ndestination_concurrency = %d\n"
+
+        def v(level, conc):
+            return [echo_farm("echo", P, process_limit=2, process_min_avail=1,
+                              log_level=level),
+                    echo_farm("other", Q, process_limit=2, process_min_avail=1),
+                    chan % conc]
+        fd.write_config(v("info", 5))
+        fd.start()
+        self.wait_farm("echo", total=1, available=1)
+        self.wait_farm("other", total=1, available=1)
+        echo1, other1 = int(ask_once(P, "PID")), int(ask_once(Q, "PID"))
+        g = fd.status()["generation"]
+
+        fd.write_config(v("warn", 5))
+        self.assertEqual(fd.ctl("reload").returncode, 0)
+        fd.wait_log(r"reloaded: generation %d" % (g + 1), 5)
+        wait_until(lambda: not alive(echo1), 5, what="the echo child of the old section gone")
+        self.assertNotEqual(int(ask_once(P, "PID")), echo1)
+        self.assertTrue(alive(other1), "farm other restarted, its section did not change")
+        self.assertEqual(int(ask_once(Q, "PID")), other1)
+
+        fd.write_config(v("warn", 7))
+        self.assertEqual(fd.ctl("reload").returncode, 0)
+        fd.wait_log(r"reloaded: generation %d" % (g + 2), 5)
+        wait_until(lambda: not alive(other1), 5, what="farm other restarted after [channel]")
+
     def test_07c_failed_reload_keeps_serving(self):
         """After a refused reload the running configuration stays in force,
         also for children started later (they must not read the broken file
