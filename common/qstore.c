@@ -485,6 +485,24 @@ size_t qstore_ctl_valid_len(const uint8_t *data, size_t len)
 	return off;
 }
 
+int qstore_ctl_repair(struct qstore *qs, const char *qid, char *err, size_t errlen)
+{
+	uint8_t *data = NULL;
+	size_t len = 0, valid;
+
+	if (!qid_valid(qid)) {
+		snprintf(err, errlen, "not a queue ID: \"%s\"", qid);
+		return -1;
+	}
+	if (qs->ops->ctl_read(qs->be, qid, &data, &len, err, errlen) < 0)
+		return -1;
+	valid = qstore_ctl_valid_len(data, len);
+	free(data);
+	if (valid == len)
+		return 0;
+	return qs->ops->ctl_truncate(qs->be, qid, valid, err, errlen) < 0 ? -1 : 1;
+}
+
 int qstore_ctl_load(struct qstore *qs, const char *qid, Zfarm__CtlRecord ***recs, size_t *n,
 		    char *err, size_t errlen)
 {

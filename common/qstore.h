@@ -36,10 +36,11 @@
  * qstore_ctl_append_lazy() leaves that to the next durable append to the
  * same message (fdatasync covers the whole file) or loses the records in
  * an OS crash, for records that can be written again (the router's
- * routes: a message without them is routed again).  An append always
- * starts where the last whole record ends: a torn or zero-filled tail a
- * crash left is cut off first, so nothing appended after it is hidden.
- * Appends to one message are serialised (flock) across processes.
+ * routes: a message without them is routed again).  An OS crash can
+ * leave a torn or zero-filled tail after the last whole record (a lost
+ * lazy append, a torn one): qstore_ctl_load() stops there, and the
+ * reinjector cuts it off at start (qstore_ctl_repair) before anything
+ * appends, so no record is ever appended behind such a tail and hidden.
  * qstore_remove() does not sync: a crash may bring a removed message back,
  * with its control records, so it is removed again, never redelivered.
  *
@@ -139,6 +140,12 @@ int qstore_ctl_append_lazy(struct qstore *qs, const char *qid, Zfarm__CtlRecord 
  */
 size_t qstore_ctl_valid_len(const uint8_t *data, size_t len);
 /*
+ * qstore_ctl_repair - cut a crash's tail off qid's control record: 1 if
+ * one was cut, 0 if there was none, -1 + reason.  Only while nothing else
+ * appends to the message (the reinjector at start).
+ */
+int qstore_ctl_repair(struct qstore *qs, const char *qid, char *err, size_t errlen);
+/*
  * qstore_ctl_pack - the bytes qstore_ctl_append would add for recs (a
  * malloc'ed buffer, NULL/0 for none), and qstore_ctl_append_packed -
  * append such bytes durably later: for a caller that collects records
@@ -211,6 +218,8 @@ struct qstore_ops {
 	int (*ctl_append)(void *be, const char *qid, const void *data, size_t len, bool sync,
 			  char *err, size_t errlen);
 	/* ctl_append: ENOENT (errno) if the message does not exist; !sync: no fdatasync. */
+	/* ctl_truncate: keep the first ctl_len bytes of the control record. */
+	int (*ctl_truncate)(void *be, const char *qid, size_t ctl_len, char *err, size_t errlen);
 	/* ctl_read: the whole control record, malloc'ed; ENOENT-free (0 bytes). */
 	int (*ctl_read)(void *be, const char *qid, uint8_t **data, size_t *len, char *err,
 			size_t errlen);

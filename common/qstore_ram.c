@@ -322,8 +322,8 @@ static void ram_read_close(void *rd)
 	free(r);
 }
 
-static int ram_ctl_put(void *be, const char *qid, const void *data, size_t len, bool cut,
-		       char *err, size_t errlen)
+static int ram_ctl_put(void *be, const char *qid, const void *data, size_t len, char *err,
+		       size_t errlen)
 {
 	struct ram_store *st = be;
 	struct ram_ctl *c;
@@ -338,9 +338,6 @@ static int ram_ctl_put(void *be, const char *qid, const void *data, size_t len, 
 		c->data = NULL;
 		c->len = 0;
 	}
-	/* As the spool: after the last whole record, a torn tail cut off. */
-	if (cut)
-		c->len = qstore_ctl_valid_len(c->data, c->len);
 	c->data = xrealloc(c->data, c->len + len);
 	memcpy(c->data + c->len, data, len);
 	c->len += len;
@@ -351,7 +348,18 @@ static int ram_ctl_append(void *be, const char *qid, const void *data, size_t le
 			  char *err, size_t errlen)
 {
 	(void)sync;
-	return ram_ctl_put(be, qid, data, len, true, err, errlen);
+	return ram_ctl_put(be, qid, data, len, err, errlen);
+}
+
+static int ram_ctl_truncate(void *be, const char *qid, size_t ctl_len, char *err, size_t errlen)
+{
+	struct ram_ctl *c = ram_find_ctl(be, qid);
+
+	(void)err;
+	(void)errlen;
+	if (c && ctl_len < c->len)
+		c->len = ctl_len;
+	return 0;
 }
 
 static int ram_ctl_read(void *be, const char *qid, uint8_t **data, size_t *len, char *err,
@@ -474,7 +482,7 @@ int qstore_ram_ctl_raw(const char *qid, const void *data, size_t len)
 
 	if (!ram_current)
 		return -1;
-	return ram_ctl_put(ram_current, qid, data, len, false, err, sizeof(err));
+	return ram_ctl_put(ram_current, qid, data, len, err, sizeof(err));
 }
 
 const struct qstore_ops qstore_ram_ops = {
@@ -490,6 +498,7 @@ const struct qstore_ops qstore_ram_ops = {
     .pread = ram_pread,
     .read_close = ram_read_close,
     .ctl_append = ram_ctl_append,
+    .ctl_truncate = ram_ctl_truncate,
     .ctl_read = ram_ctl_read,
     .remove = ram_remove,
     .quarantine = ram_quarantine,

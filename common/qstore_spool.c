@@ -40,10 +40,11 @@
  *            final and the scheduler removes it again: nothing is
  *            delivered twice.  A crash in the middle leaves a tmp/
  *            leftover: swept into free/.
- *   ctl:     under flock, written after the last whole record (a torn or
- *            zero-filled tail a crash left there is cut off first), then
- *            fdatasync unless lazy; a failed append is cut back
- *            (ftruncate); a torn tail is ignored by qstore_ctl_load().
+ *   ctl:     O_APPEND write + fdatasync (unless lazy); a failed append
+ *            is cut back (ftruncate); a torn or zero-filled tail a crash
+ *            left is ignored by qstore_ctl_load() and cut off by the
+ *            reinjector at start (qstore_ctl_repair), before anything
+ *            appends after it.
  *
  * Threads: create, remove, sweep and scan use the pool below and the tmp
  * name counter without locks, so they belong to one thread per qstore;
@@ -60,7 +61,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -824,27 +824,17 @@ static int spool_ctl_slurp(int fd, uint64_t off, uint8_t **data, size_t *len)
 	return 0;
 }
 
-/*
- * spool_ctl_append - under an exclusive flock (appenders of one message
- * in other processes wait; readers do not), find where the last whole
- * record ends, cut off what a crash left behind it, write there and, if
- * sync, fdatasync.  Writing at the end of the whole records rather than
- * at the end of the file is what keeps a lazy append lost in a crash (a
- * zero-filled tail) from hiding every record appended after it.
- */
 static int spool_ctl_append(void *be, const char *qid, const void *data, size_t len, bool sync,
 			    char *err, size_t errlen)
 {
 	struct spool *sp = be;
 	char msg[SPOOL_PATH];
 	const uint8_t *p = data;
-	uint8_t *ctl = NULL;
-	size_t ctl_len = 0;
-	uint64_t mlen, size, at;
+	uint64_t mlen, size;
 	int fd, e;
 
 	spool_path(msg, "msg", qid);
-	fd = openat(sp->dfd, msg, O_RDWR | O_CLOEXEC);
+	fd = openat(sp->dfd, msg, O_RDWR | O_APPEND | O_CLOEXEC);
 	if (fd < 0) {
 		e = errno;
 		if (e == ENOENT)
@@ -854,15 +844,6 @@ static int spool_ctl_append(void *be, const char *qid, const void *data, size_t 
 		errno = e;
 		return -1;
 	}
-	while (flock(fd, LOCK_EX) < 0) {
-		if (errno != EINTR) {
-			e = errno;
-			snprintf(err, errlen, "%s/%s: flock: %s", sp->dir, msg, strerror(e));
-			close(fd);
-			errno = e;
-			return -1;
-		}
-	}
 	/* Also refuses (most of) an append racing a remove: M is 0 again. */
 	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0) {
 		e = errno;
@@ -870,24 +851,8 @@ static int spool_ctl_append(void *be, const char *qid, const void *data, size_t 
 		errno = e;
 		return -1;
 	}
-	at = SPOOL_HDR + mlen;
-	if (size > at) {
-		if (spool_ctl_slurp(fd, at, &ctl, &ctl_len) < 0) {
-			e = errno;
-			snprintf(err, errlen, "%s/%s: read: %s", sp->dir, msg, strerror(e));
-			close(fd);
-			errno = e;
-			return -1;
-		}
-		at += qstore_ctl_valid_len(ctl, ctl_len);
-		free(ctl);
-		/* A crash's leftovers behind the last whole record. */
-		if (at < size && ftruncate(fd, (off_t)at) < 0)
-			goto fail;
-		size = at;
-	}
 	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, (off_t)at);
+		ssize_t n = write(fd, p, len);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -897,7 +862,6 @@ static int spool_ctl_append(void *be, const char *qid, const void *data, size_t 
 			goto fail;
 		}
 		p += n;
-		at += (uint64_t)n;
 		len -= (size_t)n;
 	}
 	if (sync && fdatasync(fd) < 0)
@@ -913,6 +877,37 @@ fail:
 	close(fd);
 	errno = e;
 	return -1;
+}
+
+/*
+ * spool_ctl_truncate - cut the control area to its first ctl_len bytes
+ * (the whole records before a crash's tail); the reinjector does it at
+ * start, before anything appends.
+ */
+static int spool_ctl_truncate(void *be, const char *qid, size_t ctl_len, char *err, size_t errlen)
+{
+	struct spool *sp = be;
+	char msg[SPOOL_PATH];
+	uint64_t mlen, size;
+	int fd, rc = 0;
+
+	spool_path(msg, "msg", qid);
+	fd = openat(sp->dfd, msg, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(errno));
+		return -1;
+	}
+	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0) {
+		close(fd);
+		return -1;
+	}
+	if (size > SPOOL_HDR + mlen + ctl_len &&
+	    (ftruncate(fd, (off_t)(SPOOL_HDR + mlen + ctl_len)) < 0 || fdatasync(fd) < 0)) {
+		snprintf(err, errlen, "%s/%s: truncate: %s", sp->dir, msg, strerror(errno));
+		rc = -1;
+	}
+	close(fd);
+	return rc;
 }
 
 static int spool_ctl_read(void *be, const char *qid, uint8_t **data, size_t *len, char *err,
@@ -1209,6 +1204,7 @@ const struct qstore_ops qstore_spool_ops = {
     .pread = spool_pread,
     .read_close = spool_read_close,
     .ctl_append = spool_ctl_append,
+    .ctl_truncate = spool_ctl_truncate,
     .ctl_read = spool_ctl_read,
     .remove = spool_remove,
     .quarantine = spool_quarantine,

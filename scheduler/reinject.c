@@ -178,6 +178,19 @@ static int reinject_one(const char *qid, void *arg)
 		reinject_quarantine(ri, qid, why);
 		return 0;
 	}
+	/*
+	 * At start nothing appends yet: cut what an OS crash left after the
+	 * last whole record (a lost lazy append), or records appended later
+	 * would hide behind it.
+	 */
+	if (!ri->live) {
+		int rc = qstore_ctl_repair(ri->qs, qid, err, sizeof(err));
+
+		if (rc > 0)
+			log_warn("%s: control record: cut a torn tail a crash left", qid);
+		else if (rc < 0)
+			log_warn("%s: control record: cannot cut a torn tail: %s", qid, err);
+	}
 	if (qstore_ctl_load(ri->qs, qid, &recs, &n, err, sizeof(err)) < 0) {
 		snprintf(why, sizeof(why), "damaged control record: %.480s", err);
 		qstore_reader_free(&rd);

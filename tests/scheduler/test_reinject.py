@@ -69,6 +69,11 @@ class T01Recovery(unittest.TestCase):
                 f.write(b"ZSP1garbage")
             with open(os.path.join(fd.run, "queue", "tmp", "999.1.1"), "wb") as f:
                 f.write(b"half a message")
+            # an OS crash that lost a lazy append after the file had grown:
+            # zeros where records were to be; the routes appended after
+            # them must not hide behind them
+            with open(queue.msg_path(qids[1]), "ab") as f:
+                f.write(bytes(40))
 
             # 2. restart with the router, a scheduler stand-in and reinject
             g["router_endpoint"] = "unix:private/router"
@@ -88,6 +93,7 @@ class T01Recovery(unittest.TestCase):
             fd.wait_log(r"reinjected 4 message\(s\) in [0-9.]+ s: 3 to the router, "
                         r"0 to the scheduler, 1 quarantined")
             fd.wait_log(r"cleared 1 unfinished message file\(s\)")
+            fd.wait_log(r"%s: control record: cut a torn tail a crash left" % qids[1])
             for qid in qids:
                 rs, markers = queue.routes(qid)
                 self.assertEqual((len(rs), markers), (1, 1))
