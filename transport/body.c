@@ -99,6 +99,29 @@ static size_t mbox_start(struct body_enc *e, const unsigned char *p, size_t n,
 	return i; /* still undecided at the end of this chunk */
 }
 
+/*
+ * enc_run - the end of the run of ordinary bytes from j (the next CR or
+ * LF, or len), noting 8-bit bytes: memchr and an OR over the run, not
+ * three tests a byte.
+ */
+static size_t enc_run(struct body_enc *e, const unsigned char *p, size_t j, size_t len)
+{
+	const unsigned char *cr = memchr(p + j, '\r', len - j);
+	size_t end = cr ? (size_t)(cr - p) : len;
+	const unsigned char *lf = memchr(p + j, '\n', end - j);
+	unsigned char acc = 0;
+
+	if (lf)
+		end = (size_t)(lf - p);
+	if (!e->eightbit) {
+		for (size_t k = j; k < end; k++)
+			acc |= p[k];
+		if (acc & 0x80)
+			e->eightbit = true;
+	}
+	return end;
+}
+
 int body_enc_feed(struct body_enc *e, const void *in, size_t len, struct evbuffer *out)
 {
 	const unsigned char *p = in;
@@ -134,18 +157,28 @@ int body_enc_feed(struct body_enc *e, const void *in, size_t len, struct evbuffe
 					break;
 			}
 		}
-		/* A run of ordinary bytes up to the next CR or LF. */
-		size_t j = i;
+		/*
+		 * A run of ordinary bytes up to the next CR or LF; in the CR LF
+		 * forms the run goes on over whole CR LF lines (the queue form
+		 * already has them) up to a line the encoder must change (a '.'
+		 * to stuff, a bare CR or LF), so a message is a few evbuffer
+		 * additions, not two per line.
+		 */
+		size_t j = i, eol_end = 0;
+		bool crlf = e->form == BODY_SMTP || e->form == BODY_CRLF;
 
-		while (j < len && p[j] != '\r' && p[j] != '\n') {
-			if (p[j] & 0x80)
-				e->eightbit = true;
-			j++;
+		for (;;) {
+			j = enc_run(e, p, j, len);
+			if (!crlf || j + 2 >= len || p[j] != '\r' || p[j + 1] != '\n' ||
+			    (e->form == BODY_SMTP && p[j + 2] == '.'))
+				break;
+			j += 2; /* a whole line, and the next one starts in this chunk */
+			eol_end = j;
 		}
 		if (j > i) {
 			if (enc_add(e, out, p + i, j - i) < 0)
 				return -1;
-			e->bol = false;
+			e->bol = j == eol_end;
 		}
 		i = j;
 		if (i >= len)
