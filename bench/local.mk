@@ -8,4 +8,4 @@ bench_qfill_SOURCES = bench/qfill.c
 bench_qfill_LDADD = $(ZF_LIBS)
 bench_ack_transport_SOURCES = bench/ack_transport.c
 bench_ack_transport_LDADD = $(ZF_LIBS)
-EXTRA_DIST += bench/relay.py bench/README.md
+EXTRA_DIST += bench/relay.py bench/tls_relay.py bench/README.md
