@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -1606,6 +1607,17 @@ void session_start(struct session_env *env, int fd, const char *listener)
 	s->cfg = env->cfg;
 	s->state = SESSION_COMMAND;
 	s->last_verb = "CONNECT";
+	{
+		/*
+		 * No Nagle: a reply written in more than one piece (TLS
+		 * records, session tickets then the EHLO reply) would wait
+		 * for the client's delayed ACK, ~40 ms.  Fails harmlessly on
+		 * a unix socket.
+		 */
+		int one = 1;
+
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
 	snprintf(s->listener, sizeof(s->listener), "%s", listener ? listener : "");
 	s->timeout = stress ? env->cfg->stress_timeout : env->cfg->timeout;
 	s->error_limit = stress ? env->cfg->stress_error_limit : env->cfg->hard_error_limit;

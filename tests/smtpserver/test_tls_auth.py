@@ -197,6 +197,22 @@ class T01SClient(unittest.TestCase):
         FD.wait_log(r"Anonymous TLS connection established from unknown\[127\.0\.0\.1\]: "
                     r"TLSv1\.3 with cipher TLS_\w+ \(\d+/\d+ bits\)")
 
+    def test_ehlo_after_starttls_is_not_held_back(self):
+        """The EHLO reply after the handshake is not held by Nagle's
+        algorithm behind the session tickets (the client's delayed ACK,
+        ~40 ms each time): TCP_NODELAY on accepted sockets."""
+        times = []
+        for _ in range(5):
+            s = smtplib.SMTP(H.LOCALHOST, port("tls", "smtp"), timeout=15)
+            s.ehlo("client.test")
+            s.starttls(context=ctx())
+            t0 = time.monotonic()
+            s.ehlo("client.test")
+            times.append(time.monotonic() - t0)
+            s.quit()
+        times.sort()
+        self.assertLess(times[2], 0.025, "EHLO after STARTTLS took %s s" % times)
+
     def test_tls12(self):
         r = self.s_client("tls", "smtp", extra=["-tls1_2"])
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
