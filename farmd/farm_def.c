@@ -218,6 +218,28 @@ static int farm_def_params_cb(const char *name, const char *value, const char *f
 	return 0;
 }
 
+struct farm_def_ignored {
+	bool reads_section; /* the program reads its globals from its section */
+	struct strbuf sb;
+};
+
+static int farm_def_ignored_cb(const char *name, const char *value, const char *file,
+			       unsigned line, void *arg)
+{
+	struct farm_def_ignored *ig = arg;
+
+	(void)value;
+	(void)file;
+	(void)line;
+	for (size_t i = 0; i < sizeof(farm_def_params) / sizeof(farm_def_params[0]); i++)
+		if (strcmp(name, farm_def_params[i]) == 0)
+			return 0;
+	if (ig->reads_section || strcmp(name, "log_level") == 0)
+		return 0;
+	strbuf_printf(&ig->sb, "%s%s", ig->sb.len ? ", " : "", name);
+	return 0;
+}
+
 static struct farm_def *farm_def_load(const struct config *cfg, const char *name,
 				      const struct farmd_settings *set, char *err, size_t errlen)
 {
@@ -248,6 +270,17 @@ static struct farm_def *farm_def_load(const struct config *cfg, const char *name
 		strbuf_init(&sb, 0);
 		config_foreach(cfg, "farm", name, farm_def_params_cb, &sb);
 		d->params = strbuf_steal(&sb);
+	}
+	if (d->argv && d->argv[0]) {
+		const char *base = strrchr(d->argv[0], '/');
+		struct farm_def_ignored ig;
+
+		base = base ? base + 1 : d->argv[0];
+		ig.reads_section = strcmp(base, "smtpserver") == 0 || strcmp(base, "pipe") == 0;
+		strbuf_init(&ig.sb, 0);
+		config_foreach(cfg, "farm", name, farm_def_ignored_cb, &ig);
+		d->ignored = ig.sb.len ? strbuf_steal(&ig.sb) : NULL;
+		strbuf_release(&ig.sb);
 	}
 	return d;
 fail:
@@ -369,6 +402,7 @@ void farm_def_free(struct farm_def **dp)
 		free(d->listen[i].name);
 		free(d->listen[i].spec);
 	}
+	free(d->ignored);
 	free(d->params);
 	free(d->listen);
 	for (size_t i = 0; d->argv && d->argv[i]; i++)

@@ -69,6 +69,13 @@ struct farm_def {
 	 * so a reload restarts a farm whose section changed.
 	 */
 	char *params;
+	/*
+	 * Global parameters set in the section that its program does not look
+	 * for there ("a, b"; NULL: none): only smtpserver and pipe read their
+	 * service parameters from their [farm] section, every farm child
+	 * log_level; farmd warns, the setting does nothing.
+	 */
+	char *ignored;
 };
 
 /* Settings of farmd itself (global parameters). */

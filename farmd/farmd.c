@@ -433,6 +433,11 @@ static int farmd_load(struct farmd *fd, char *err, size_t errlen)
 		config_free(&cfg);
 		return -1;
 	}
+	for (size_t i = 0; i < ndefs; i++)
+		if (defs[i]->ignored)
+			log_warn("%s: [farm %s] sets %s, which its program reads from the "
+				 "global settings only: no effect here",
+				 defs[i]->where, defs[i]->name, defs[i]->ignored);
 	if (text)
 		set.config_path = xasprintf("%s/zfarm.conf.running",
 					    fd->set.run_directory ? fd->set.run_directory

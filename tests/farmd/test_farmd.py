@@ -601,6 +601,19 @@ class FarmdTest(unittest.TestCase):
         fd.wait_log(r"reloaded: generation %d" % (g + 2), 5)
         wait_until(lambda: not alive(other1), 5, what="farm other restarted after [channel]")
 
+    def test_07d_ignored_section_parameter_warned(self):
+        """A global parameter in the [farm] section of a program that reads
+        globals only (all but smtpserver and pipe; log_level is read by
+        every farm child) is warned about, naming file:line and the names."""
+        fd = self.fd
+        P = free_port()
+        fd.write_config([echo_farm("echo", P, process_limit=1, log_level="info",
+                                   myhostname="x.example", relayhost="[192.0.2.1]")])
+        fd.start()
+        fd.wait_log(r"\[farm echo\] sets myhostname, relayhost, which its program reads "
+                    r"from the global settings only: no effect here", 5)
+        self.assertNotIn("sets log_level", fd.log())
+
     def test_07c_failed_reload_keeps_serving(self):
         """After a refused reload the running configuration stays in force,
         also for children started later (they must not read the broken file
