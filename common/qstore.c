@@ -605,3 +605,8 @@ int qstore_sweep(struct qstore *qs, char *err, size_t errlen)
 {
 	return qs->ops->sweep(qs->be, err, errlen);
 }
+
+int qstore_trim(struct qstore *qs, char *err, size_t errlen)
+{
+	return qs->ops->trim ? qs->ops->trim(qs->be, err, errlen) : 0;
+}

@@ -199,6 +199,13 @@ int qstore_scan(struct qstore *qs, int (*fn)(const char *qid, void *arg),
  * committed message is only unlinked), then free/ is trimmed to 4096.
  */
 int qstore_sweep(struct qstore *qs, char *err, size_t errlen);
+/*
+ * qstore_trim - give back the space of files kept for reuse beyond what
+ * the next creates need (spool: free/ trimmed to 4096 files; removed
+ * small files keep their blocks there).  Safe while the MTA runs (the
+ * reinjector's rerun); files removed, or -1 + reason.
+ */
+int qstore_trim(struct qstore *qs, char *err, size_t errlen);
 
 /* ---- backends ---- */
 
@@ -229,6 +236,7 @@ struct qstore_ops {
 		    void (*bad_fn)(const char *name, void *arg), void *arg, char *err,
 		    size_t errlen);
 	int (*sweep)(void *be, char *err, size_t errlen);
+	int (*trim)(void *be, char *err, size_t errlen); /* NULL: nothing kept */
 };
 
 #endif

@@ -21,8 +21,11 @@
  * them and cuts the rest at commit: freeing blocks costs a device discard
  * on file systems mounted with it, ~30% of the scheduler's time); a file
  * over SPOOL_KEEP_BYTES is emptied first, so big messages give their
- * space back at once.  Every pooled inode has exactly one name and is
- * only ever truncated by whoever holds it under a private name (tmp/...):
+ * space back at once; free/ is trimmed to SPOOL_FREE_MAX files by the
+ * sweep at start and by qstore_trim (the reinjector's rerun, every few
+ * minutes), so a burst's files do not keep their space for long.  Every
+ * pooled inode has exactly one name and is only ever truncated by
+ * whoever holds it under a private name (tmp/...):
  * a truncate after it is back in free/ could hit another process that has
  * claimed it already.  The spool header carries a tag of the queue ID, so
  * a reader that outlives a removal notices the inode became another
@@ -1141,6 +1144,36 @@ static DIR *spool_opendir(struct spool *sp, const char *name, char *err, size_t 
 }
 
 /*
+ * spool_trim - free/ down to SPOOL_FREE_MAX files: the rest are unlinked,
+ * giving their blocks back (a removed small file keeps them for the next
+ * create).  Safe beside creates: a claim's rename of a name unlinked here
+ * fails with ENOENT and takes the next one.
+ */
+static int spool_trim(void *be, char *err, size_t errlen)
+{
+	struct spool *sp = be;
+	struct dirent *de;
+	int kept = 0, gone = 0;
+	DIR *d;
+
+	if (!(d = spool_opendir(sp, "free", err, errlen)))
+		return -1;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (kept < SPOOL_FREE_MAX)
+			kept++;
+		else if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+			gone++;
+	}
+	closedir(d);
+	/* The names held may be gone now: read free/ again at the next create. */
+	sp->npool = 0;
+	sp->refill_wait = false;
+	return gone;
+}
+
+/*
  * spool_sweep - tmp/ leftovers (a message cut off by a crash or a remove
  * interrupted halfway) go to free/, emptied; a twin of a committed message
  * (two links) is only unlinked.  Then free/ is trimmed to SPOOL_FREE_MAX.
@@ -1149,7 +1182,7 @@ static int spool_sweep(void *be, char *err, size_t errlen)
 {
 	struct spool *sp = be;
 	struct dirent *de;
-	int count = 0, kept = 0;
+	int count = 0;
 	DIR *d;
 
 	if (!(d = spool_opendir(sp, "tmp", err, errlen)))
@@ -1174,20 +1207,8 @@ static int spool_sweep(void *be, char *err, size_t errlen)
 		count++;
 	}
 	closedir(d);
-	if (!(d = spool_opendir(sp, "free", err, errlen)))
+	if (spool_trim(sp, err, errlen) < 0)
 		return -1;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		if (kept < SPOOL_FREE_MAX)
-			kept++;
-		else
-			unlinkat(dirfd(d), de->d_name, 0);
-	}
-	closedir(d);
-	/* The names held may be gone now: read free/ again at the next create. */
-	sp->npool = 0;
-	sp->refill_wait = false;
 	return count;
 }
 
@@ -1210,4 +1231,5 @@ const struct qstore_ops qstore_spool_ops = {
     .quarantine = spool_quarantine,
     .scan = spool_scan,
     .sweep = spool_sweep,
+    .trim = spool_trim,
 };

@@ -1336,6 +1336,20 @@ static void test_spool_sweep_free(void **state)
 	/* The pool still works after the trim. */
 	commit_msg(f, 10, 10, (char[QID_SIZE]){0});
 	assert_int_equal(dir_count(f, "free"), n - 1);
+	/* trim alone (the reinjector's rerun): files over the limit go, with their space. */
+	for (int i = 0; i < 10; i++) {
+		char rel[64];
+
+		snprintf(rel, sizeof(rel), "free/kept.%d", i);
+		plant(f, rel, "bytes of a removed message", 26);
+	}
+	n = dir_count(f, "free");
+	if (qstore_trim(f->qs, f->err, sizeof(f->err)) != n - 4096)
+		fail_msg("trim of %d files: want %d removed", n, n - 4096);
+	assert_int_equal(dir_count(f, "free"), 4096);
+	assert_int_equal(qstore_trim(f->qs, f->err, sizeof(f->err)), 0);
+	commit_msg(f, 10, 10, (char[QID_SIZE]){0});
+	assert_int_equal(dir_count(f, "free"), 4095);
 }
 
 /* A damaged spool header is an error from qstore_read, not a crash. */
