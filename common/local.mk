@@ -20,5 +20,6 @@ libzfarm_a_SOURCES = \
 	common/qstore_spool.c \
 	common/strbuf.c common/strbuf.h \
 	common/table.c common/table.h \
+	common/workq.c common/workq.h \
 	common/xalloc.c common/xalloc.h
 nodist_libzfarm_a_SOURCES = $(ZF_PROTO_C) $(ZF_PROTO_H)

@@ -21,6 +21,7 @@ ZF_UNIT_TESTS = \
 	tests/router/test_route \
 	tests/router/test_routeset \
 	tests/common/test_table \
+	tests/common/test_workq \
 	tests/scheduler/test_backoff \
 	tests/scheduler/test_dest \
 	tests/scheduler/test_msgstate \
@@ -89,6 +90,9 @@ tests_router_test_route_LDADD = router/librouter.a $(ZF_TEST_LIBS)
 tests_router_test_routeset_SOURCES = tests/router/test_routeset.c tests/scheduler/ctl_list.h
 tests_router_test_routeset_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_router_test_routeset_LDADD = router/librouter.a $(ZF_TEST_LIBS)
+tests_common_test_workq_SOURCES = tests/common/test_workq.c
+tests_common_test_workq_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_common_test_workq_LDADD = $(ZF_TEST_LIBS)
 tests_common_test_table_SOURCES = tests/common/test_table.c
 tests_common_test_table_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_table_LDADD = $(ZF_TEST_LIBS)

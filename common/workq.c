@@ -1,0 +1,218 @@
+/* workq - worker threads with done callbacks in the event loop; see workq.h. */
+#include "common/workq.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "common/xalloc.h"
+
+struct itemq {
+	struct workq_item *head, *tail;
+};
+
+struct workq {
+	workq_fn *run, *done;
+	void *ctx;
+	unsigned nthreads;
+	pthread_t *threads;
+	struct workq_item **running; /* per thread, under lock */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct itemq todo, finished; /* under lock */
+	bool stopping, finish;	     /* under lock */
+	int efd;
+	struct event *ev;
+};
+
+struct worker_arg {
+	struct workq *q;
+	unsigned index;
+};
+
+static void itemq_push(struct itemq *l, struct workq_item *it)
+{
+	it->next = NULL;
+	if (l->tail)
+		l->tail->next = it;
+	else
+		l->head = it;
+	l->tail = it;
+}
+
+static struct workq_item *itemq_pop(struct itemq *l)
+{
+	struct workq_item *it = l->head;
+
+	if (it) {
+		l->head = it->next;
+		if (!l->head)
+			l->tail = NULL;
+	}
+	return it;
+}
+
+/* workq_finished - it is done (lock held): to the loop. */
+static void workq_finished(struct workq *q, struct workq_item *it)
+{
+	uint64_t one = 1;
+
+	itemq_push(&q->finished, it);
+	if (write(q->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		abort();
+}
+
+static void *workq_worker(void *arg)
+{
+	struct worker_arg *wa = arg;
+	struct workq *q = wa->q;
+	unsigned me = wa->index;
+	struct workq_item *it;
+
+	free(wa);
+	pthread_mutex_lock(&q->lock);
+	for (;;) {
+		while (!q->todo.head && !q->stopping)
+			pthread_cond_wait(&q->cond, &q->lock);
+		if (q->stopping && !q->finish)
+			break;
+		it = itemq_pop(&q->todo);
+		if (!it)
+			break; /* stopping and nothing left */
+		q->running[me] = it;
+		pthread_mutex_unlock(&q->lock);
+		q->run(it, q->ctx);
+		pthread_mutex_lock(&q->lock);
+		q->running[me] = NULL;
+		workq_finished(q, it);
+	}
+	pthread_mutex_unlock(&q->lock);
+	return NULL;
+}
+
+static void workq_on_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct workq *q = arg;
+	struct itemq l;
+	struct workq_item *it;
+	uint64_t n;
+
+	(void)what;
+	if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		abort();
+	pthread_mutex_lock(&q->lock);
+	l = q->finished;
+	q->finished.head = q->finished.tail = NULL;
+	pthread_mutex_unlock(&q->lock);
+	while ((it = itemq_pop(&l)))
+		q->done(it, q->ctx);
+}
+
+struct workq *workq_new(struct event_base *base, unsigned threads, workq_fn *run, workq_fn *done,
+			void *ctx, char *err, size_t errlen)
+{
+	struct workq *q = xcalloc(1, sizeof(*q));
+
+	q->run = run;
+	q->done = done;
+	q->ctx = ctx;
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_cond_init(&q->cond, NULL);
+	q->threads = xcalloc(threads ? threads : 1, sizeof(*q->threads));
+	q->running = xcalloc(threads ? threads : 1, sizeof(*q->running));
+	q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (q->efd < 0) {
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	q->ev = event_new(base, q->efd, EV_READ | EV_PERSIST, workq_on_done, q);
+	if (!q->ev || event_add(q->ev, NULL) < 0) {
+		snprintf(err, errlen, "cannot add the work queue's event");
+		goto fail;
+	}
+	for (unsigned i = 0; i < threads; i++) {
+		struct worker_arg *wa = xmalloc(sizeof(*wa));
+		int e;
+
+		wa->q = q;
+		wa->index = i;
+		e = pthread_create(&q->threads[i], NULL, workq_worker, wa);
+		if (e != 0) {
+			free(wa);
+			snprintf(err, errlen, "pthread_create: %s", strerror(e));
+			goto fail;
+		}
+		q->nthreads++;
+	}
+	return q;
+fail:
+	workq_free(&q, false, NULL);
+	return NULL;
+}
+
+void workq_submit(struct workq *q, struct workq_item *it)
+{
+	if (q->nthreads == 0) {
+		q->run(it, q->ctx);
+		pthread_mutex_lock(&q->lock);
+		workq_finished(q, it);
+		pthread_mutex_unlock(&q->lock);
+		return;
+	}
+	pthread_mutex_lock(&q->lock);
+	itemq_push(&q->todo, it);
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+void workq_each(struct workq *q, workq_fn *fn, void *arg)
+{
+	pthread_mutex_lock(&q->lock);
+	for (struct workq_item *it = q->todo.head; it; it = it->next)
+		fn(it, arg);
+	for (unsigned i = 0; i < q->nthreads; i++)
+		if (q->running[i])
+			fn(q->running[i], arg);
+	for (struct workq_item *it = q->finished.head; it; it = it->next)
+		fn(it, arg);
+	pthread_mutex_unlock(&q->lock);
+}
+
+void workq_free(struct workq **qp, bool finish, workq_fn *drop)
+{
+	struct workq *q = *qp;
+	struct workq_item *it;
+
+	if (!q)
+		return;
+	*qp = NULL;
+	pthread_mutex_lock(&q->lock);
+	q->stopping = true;
+	q->finish = finish;
+	pthread_cond_broadcast(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+	for (unsigned i = 0; i < q->nthreads; i++)
+		pthread_join(q->threads[i], NULL);
+	while ((it = itemq_pop(&q->todo)))
+		if (drop)
+			drop(it, q->ctx);
+	while ((it = itemq_pop(&q->finished)))
+		if (drop)
+			drop(it, q->ctx);
+	if (q->ev)
+		event_free(q->ev);
+	if (q->efd >= 0)
+		close(q->efd);
+	pthread_cond_destroy(&q->cond);
+	pthread_mutex_destroy(&q->lock);
+	free(q->threads);
+	free(q->running);
+	free(q);
+}
