@@ -90,7 +90,6 @@ import shutil
 import signal
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -783,8 +782,7 @@ def run_one(mode, sessions, messages, warmup, timeout, top, pki, procs):
 
 # ---- report ----
 
-def median(xs):
-    return statistics.median(xs) if xs else None
+median = relay.median
 
 
 def summarize(results, sessions_list):
