@@ -13,6 +13,7 @@ $top_builddir/tests/farm/echo_farm.
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -83,8 +84,31 @@ def observe(seconds, fn=None, interval=0.02):
 
 # ---- ports and processes ----
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A free TCP port on 127.0.0.1 (bound to port 0, then closed)."""
+    """A free TCP port on 127.0.0.1, chosen at random below the kernel's
+    ephemeral range: a port picked now is often used only later (written
+    into a config, a policy table), and one from the ephemeral range could
+    meanwhile become the source port of some outgoing connection (seen:
+    the smtp transport's), so the bind would fail with EADDRINUSE."""
+    low = max(_ephemeral_low(), 2048)
+    for _ in range(200):
+        port = random.randrange(1024 + (low - 1024) // 3, low)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((LOCALHOST, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.bind((LOCALHOST, 0))
