@@ -115,6 +115,11 @@ const char *qstore_backend(const struct qstore *qs)
 	return qs->ops->name;
 }
 
+const char *qstore_commit_mode(struct qstore *qs)
+{
+	return qs->ops->commit_mode ? qs->ops->commit_mode(qs->be) : "none";
+}
+
 long long qstore_free_bytes(struct qstore *qs)
 {
 	return qs->ops->free_bytes(qs->be);

@@ -27,9 +27,15 @@
  * A ctl/ directory left by older versions is ignored.
  *
  * Durability (spool): qstore_commit() writes the envelope and content to
- * tmp/, sets M, fsyncs the file, links it into msg/XX/ (exclusively: an
- * existing ID is a collision, the message gets a new ID), fsyncs msg/XX/,
- * removes the tmp name.  Only then does it return 0: a 250 may be given.
+ * tmp/, sets M, links it into msg/XX/ (exclusively: an existing ID is a
+ * collision, the message gets a new ID), removes the tmp name and fsyncs
+ * the file.  On ext4, xfs and tmpfs that fsync also makes the new name
+ * durable (ext4 with a journal and xfs commit the link with the inode;
+ * ext4 without one writes the directory block of a new name), so msg/XX/
+ * is fsync'ed only when it grew since this process last synced it; on
+ * other file systems (or with ZFARM_SPOOL_DIRSYNC=1 in the environment)
+ * msg/XX/ is fsync'ed after every link.  Only then does it return 0: a
+ * 250 may be given.
  * Any failure (ENOSPC, EIO) leaves nothing visible under msg/ and returns
  * -1 with a reason and the errno in *errnum so smtpserver can answer 452.
  * qstore_ctl_append() returns only after its record is fdatasync'ed;
@@ -206,6 +212,12 @@ int qstore_sweep(struct qstore *qs, char *err, size_t errlen);
  * reinjector's rerun); files removed, or -1 + reason.
  */
 int qstore_trim(struct qstore *qs, char *err, size_t errlen);
+/*
+ * qstore_commit_mode - how commit makes a message durable, for a log line
+ * at start: "file fsync" (its name included, see Durability) or "file and
+ * directory fsync"; the ram backend says "none".
+ */
+const char *qstore_commit_mode(struct qstore *qs);
 
 /* ---- backends ---- */
 
@@ -237,6 +249,7 @@ struct qstore_ops {
 		    size_t errlen);
 	int (*sweep)(void *be, char *err, size_t errlen);
 	int (*trim)(void *be, char *err, size_t errlen); /* NULL: nothing kept */
+	const char *(*commit_mode)(void *be);		 /* NULL: "none" */
 };
 
 #endif

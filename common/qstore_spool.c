@@ -33,10 +33,13 @@
  *
  * Order of operations, and what a crash at each point leaves:
  *   commit:  tmp/N written, the rest of a recycled file cut, tag and M
- *            set, fsync'ed; linked to msg/XX/ID; msg/XX fsync'ed; tmp/N
- *            unlinked.  Before the link: a tmp/ leftover, swept at start.
- *            After: the message (and maybe a tmp/ twin, which sweep
- *            recognises by its link count and unlinks).
+ *            set; linked to msg/XX/ID; tmp/N unlinked; fsync'ed (and
+ *            msg/XX fsync'ed where that fsync does not cover the name,
+ *            see spool_fs_syncs_names).  Before the link: a tmp/ leftover,
+ *            swept at start.  After: the message (and maybe a tmp/ twin,
+ *            which sweep recognises by its link count and unlinks); a
+ *            process killed before the fsync leaves a complete message
+ *            the client got no 250 for (delivered, maybe twice).
  *   remove:  msg/XX/ID renamed to free/ID (a big one through tmp/N,
  *            truncated there); no fsync.  A crash that loses it brings the
  *            message back with its control records, so every recipient is
@@ -65,6 +68,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -116,6 +120,15 @@ struct spool {
 	uint64_t ds_linked, ds_synced;
 	unsigned long ds_gen; /* bumped when ds_xx changes */
 	bool ds_busy;
+	/* fsync of a file makes its new names durable too (spool_fs_syncs_names). */
+	bool fsync_names;
+	/*
+	 * Size of each msg/XX when this process last made it durable.  On
+	 * ext4 without a journal the fsync of a file writes the directory
+	 * block its new name went into, not the directory's inode: a
+	 * directory that grew (a new block, an index) is fsync'ed as well.
+	 */
+	_Atomic int64_t xx_size[32 * 32];
 };
 
 struct spool_writer {
@@ -365,6 +378,44 @@ bad:
 	return -1;
 }
 
+/*
+ * spool_fs_syncs_names - whether the file system holding dfd makes a
+ * file's new directory entries durable when the file is fsync'ed: ext4
+ * (with a journal the fsync commits the transaction that holds the link;
+ * without one it syncs the directory of a newly added name,
+ * ext4_sync_parent), xfs (the link is logged with the inode's change) and
+ * tmpfs (nothing is durable anyway).  Read from /proc/self/mountinfo by
+ * device number; anything else, or no answer, gets the directory fsync.
+ */
+static bool spool_fs_syncs_names(int dfd)
+{
+	static const char *const types[] = {"ext4", "xfs", "tmpfs"};
+	struct stat st;
+	char line[4096];
+	bool yes = false;
+	FILE *f;
+
+	if (fstat(dfd, &st) < 0 || !(f = fopen("/proc/self/mountinfo", "re")))
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned maj, min;
+		char *dash, type[32];
+
+		/* "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS... - TYPE SOURCE ..." */
+		if (sscanf(line, "%*u %*u %u:%u", &maj, &min) != 2 ||
+		    makedev(maj, min) != st.st_dev || !(dash = strstr(line, " - ")) ||
+		    sscanf(dash + 3, "%31s", type) != 1)
+			continue;
+		yes = false;
+		for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+			if (strcmp(type, types[i]) == 0)
+				yes = true;
+		/* The last line of a device wins: mounted over, the newest counts. */
+	}
+	fclose(f);
+	return yes;
+}
+
 static void *spool_open(const char *dir, char *err, size_t errlen)
 {
 	struct spool *sp;
@@ -403,6 +454,7 @@ static void *spool_open(const char *dir, char *err, size_t errlen)
 	sp->dir = xstrdup(dir);
 	pthread_mutex_init(&sp->ds_lock, NULL);
 	pthread_cond_init(&sp->ds_done, NULL);
+	sp->fsync_names = !getenv("ZFARM_SPOOL_DIRSYNC") && spool_fs_syncs_names(dfd);
 	return sp;
 }
 
@@ -415,6 +467,13 @@ static void spool_close(void *be)
 	pthread_cond_destroy(&sp->ds_done);
 	free(sp->dir);
 	free(sp);
+}
+
+static const char *spool_commit_mode(void *be)
+{
+	const struct spool *sp = be;
+
+	return sp->fsync_names ? "file fsync" : "file and directory fsync";
 }
 
 static long long spool_free_bytes(void *be)
@@ -625,6 +684,40 @@ static void spool_abort(void *wr)
 	free(w);
 }
 
+/* spool_xx_index - qid's msg/XX as 0..1023. */
+static size_t spool_xx_index(const char *qid)
+{
+	uint32_t bit;
+	int word;
+
+	spool_xx_bit(qid, &word, &bit);
+	return (size_t)word * 32 + (size_t)__builtin_ctz(bit);
+}
+
+/*
+ * spool_sync_dir_if_needed - make a link just made into msg/XX durable
+ * where the file's fsync did not: always where a file's fsync does not
+ * cover its names, elsewhere only when the directory's size differs from
+ * the one this process last synced (it grew, by our link or another
+ * process's).  The size is recorded only after a good fsync.
+ */
+static int spool_sync_dir_if_needed(struct spool *sp, const char *qid, const char *xx)
+{
+	size_t i = spool_xx_index(qid);
+	struct stat st;
+
+	if (!sp->fsync_names)
+		return spool_sync_linked(sp, xx);
+	if (fstatat(sp->dfd, xx, &st, 0) < 0)
+		return -1;
+	if (atomic_load_explicit(&sp->xx_size[i], memory_order_relaxed) == (int64_t)st.st_size)
+		return 0;
+	if (spool_sync_linked(sp, xx) < 0)
+		return -1;
+	atomic_store_explicit(&sp->xx_size[i], (int64_t)st.st_size, memory_order_relaxed);
+	return 0;
+}
+
 /* spool_link - tmp name to msg/XX/ID, making msg/XX first if needed. */
 static int spool_link(struct spool *sp, struct spool_writer *w, const char *qid, const char *msg)
 {
@@ -676,11 +769,13 @@ static int spool_commit(void *wr, const char *qid, int *errnum, char *err, size_
 		snprintf(err, errlen, "%s/%s: truncate: %s", sp->dir, w->tmp, strerror(e));
 		goto fail;
 	}
-	if (fsync(w->fd) < 0) {
-		e = errno;
-		snprintf(err, errlen, "%s/%s: fsync: %s", sp->dir, w->tmp, strerror(e));
-		goto fail;
-	}
+	/*
+	 * Linked before the fsync: on file systems whose fsync of a file
+	 * also makes its new name durable (sp->fsync_names), one fsync (one
+	 * device flush) covers content and name; elsewhere msg/XX is fsync'ed
+	 * after it.  The tmp name goes first, so the new name is the file's
+	 * only one (ext4 without a journal syncs the directory of "any" name).
+	 */
 	if (spool_link(sp, w, qid, msg) < 0) {
 		e = errno;
 		snprintf(err, errlen, "%s/%s: link: %s", sp->dir, msg, strerror(e));
@@ -691,17 +786,24 @@ static int spool_commit(void *wr, const char *qid, int *errnum, char *err, size_
 		}
 		goto fail;
 	}
-	if (spool_sync_linked(sp, xx) < 0) {
+	unlinkat(sp->dfd, w->tmp, 0);
+	if (fsync(w->fd) < 0) {
+		e = errno;
+		snprintf(err, errlen, "%s/%s: fsync: %s", sp->dir, msg, strerror(e));
+		goto unlink;
+	}
+	if (spool_sync_dir_if_needed(sp, qid, xx) < 0) {
 		e = errno;
 		snprintf(err, errlen, "%s/%s: fsync: %s", sp->dir, xx, strerror(e));
-		unlinkat(sp->dfd, msg, 0);
-		goto fail;
+		goto unlink;
 	}
-	/* Durable now; a leftover tmp name is only swept. */
-	unlinkat(sp->dfd, w->tmp, 0);
 	close(w->fd);
 	free(w);
 	return 0;
+unlink:
+	/* Back to a private name, so the failure path parks the inode. */
+	if (renameat(sp->dfd, msg, sp->dfd, w->tmp) < 0)
+		unlinkat(sp->dfd, msg, 0);
 fail:
 	spool_errnum(errnum, e);
 	spool_abort(w);
@@ -1217,6 +1319,7 @@ const struct qstore_ops qstore_spool_ops = {
     .open = spool_open,
     .close = spool_close,
     .free_bytes = spool_free_bytes,
+    .commit_mode = spool_commit_mode,
     .create = spool_create,
     .write = spool_write,
     .commit = spool_commit,

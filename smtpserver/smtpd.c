@@ -101,6 +101,7 @@ static int smtpd_init(struct farm_server *srv, char *err, size_t errlen)
 	smtpd_env.qs = qstore_open(sc->queue_store, sc->queue_directory, err, errlen);
 	if (!smtpd_env.qs)
 		return -1;
+	log_debug("queue %s: commit by %s", sc->queue_directory, qstore_commit_mode(smtpd_env.qs));
 	/* The ram backend is for tests and not thread-safe: commit inline. */
 	threads = strcmp(qstore_backend(smtpd_env.qs), "spool") == 0 ? sc->commit_threads : 0;
 	smtpd_env.committer = committer_new(farm_server_base(srv), threads, err, errlen);
