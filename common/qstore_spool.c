@@ -454,7 +454,10 @@ static void *spool_open(const char *dir, char *err, size_t errlen)
 	sp->dir = xstrdup(dir);
 	pthread_mutex_init(&sp->ds_lock, NULL);
 	pthread_cond_init(&sp->ds_done, NULL);
-	sp->fsync_names = !getenv("ZFARM_SPOOL_DIRSYNC") && spool_fs_syncs_names(dfd);
+	/* ZFARM_SPOOL_DIRSYNC=1: the directory fsync per link everywhere. */
+	sp->fsync_names = !(getenv("ZFARM_SPOOL_DIRSYNC") &&
+			    strcmp(getenv("ZFARM_SPOOL_DIRSYNC"), "1") == 0) &&
+			  spool_fs_syncs_names(dfd);
 	return sp;
 }
 

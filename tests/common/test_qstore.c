@@ -802,51 +802,39 @@ static void test_spool_efbig(void **state)
 	assert_int_equal(ctl_load_n(f, kept), 1);
 }
 
-/* Spool on a real full file system: a 64k tmpfs in a private namespace. */
-static void test_spool_enospc_tmpfs(void **state)
+/*
+ * in_tmpfs - run body in a child, on a spool queue in a fresh tmpfs of the
+ * given size mounted in a private mount namespace (root only: skipped
+ * otherwise).  body returns 0 or an exit code naming what failed.
+ */
+static void in_tmpfs(struct fixture *f, const char *size, int (*body)(struct fixture *sub))
 {
-	struct fixture *f = *state;
-	char mnt[96];
+	char mnt[96], opts[32];
 	pid_t pid;
 	int status;
 
 	if (geteuid() != 0)
 		skip();
 	snprintf(mnt, sizeof(mnt), "%s/tmpfs", f->top);
+	snprintf(opts, sizeof(opts), "size=%s", size);
 	assert_int_equal(mkdir(mnt, 0700), 0);
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		Zfarm__Envelope env = test_envelope();
-		static char chunk[8192];
 		struct fixture sub = {.backend = "spool"};
-		struct qstore_writer *w;
-		char qid[QID_SIZE];
-		int e = 0, rc = 0;
+		int rc;
 
 		if (unshare(CLONE_NEWNS) < 0 ||
 		    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-		    mount("tmpfs", mnt, "tmpfs", 0, "size=64k") < 0)
+		    mount("tmpfs", mnt, "tmpfs", 0, opts) < 0)
 			_exit(77);
 		snprintf(sub.dir, sizeof(sub.dir), "%s/q", mnt);
 		sub.qs = qstore_open("spool", sub.dir, sub.err, sizeof(sub.err));
 		if (!sub.qs)
 			_exit(20);
-		w = qstore_create(sub.qs, &env, &e, sub.err, sizeof(sub.err));
-		if (!w)
-			_exit(21);
-		for (int i = 0; i < 32 && rc == 0; i++)
-			rc = qstore_append(w, chunk, sizeof(chunk), &e, sub.err, sizeof(sub.err));
-		if (rc != -1 || e != ENOSPC)
-			_exit(22);
-		if (qstore_commit(&w, qid, &e, sub.err, sizeof(sub.err)) != -1)
-			_exit(23);
-		if (!nothing_visible(&sub))
-			_exit(24);
-		/* The space is back: a small message fits now. */
-		commit_msg(&sub, 100, 100, qid);
+		rc = body(&sub);
 		qstore_close(&sub.qs);
-		_exit(0);
+		_exit(rc);
 	}
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
@@ -854,6 +842,36 @@ static void test_spool_enospc_tmpfs(void **state)
 		skip();
 	if (WEXITSTATUS(status) != 0)
 		fail_msg("child: got exit %d, want 0", WEXITSTATUS(status));
+}
+
+/* Spool on a real full file system: a 64k tmpfs. */
+static int enospc_body(struct fixture *sub)
+{
+	Zfarm__Envelope env = test_envelope();
+	static char chunk[8192];
+	struct qstore_writer *w;
+	char qid[QID_SIZE];
+	int e = 0, rc = 0;
+
+	w = qstore_create(sub->qs, &env, &e, sub->err, sizeof(sub->err));
+	if (!w)
+		return 21;
+	for (int i = 0; i < 32 && rc == 0; i++)
+		rc = qstore_append(w, chunk, sizeof(chunk), &e, sub->err, sizeof(sub->err));
+	if (rc != -1 || e != ENOSPC)
+		return 22;
+	if (qstore_commit(&w, qid, &e, sub->err, sizeof(sub->err)) != -1)
+		return 23;
+	if (!nothing_visible(sub))
+		return 24;
+	/* The space is back: a small message fits now. */
+	commit_msg(sub, 100, 100, qid);
+	return 0;
+}
+
+static void test_spool_enospc_tmpfs(void **state)
+{
+	in_tmpfs(*state, "64k", enospc_body);
 }
 
 /* ---- spool only ---- */
@@ -1139,12 +1157,18 @@ static void commit_many_check(struct fixture *f, int n)
 	free(qids);
 }
 
+/* On tmpfs a file's fsync covers its name: no directory fsync per link. */
+static int commit_mode_tmpfs_body(struct fixture *sub)
+{
+	if (strcmp(qstore_commit_mode(sub->qs), "file fsync") != 0)
+		return 21;
+	commit_many_check(sub, 400);
+	return 0;
+}
+
 static void test_spool_commit_mode(void **state)
 {
 	struct fixture *f = *state;
-	char mnt[96];
-	pid_t pid;
-	int status;
 
 	qstore_close(&f->qs);
 	assert_int_equal(setenv("ZFARM_SPOOL_DIRSYNC", "1", 1), 0);
@@ -1153,38 +1177,8 @@ static void test_spool_commit_mode(void **state)
 	assert_non_null(f->qs);
 	assert_string_equal(qstore_commit_mode(f->qs), "file and directory fsync");
 	commit_many_check(f, 400);
-
-	if (geteuid() != 0)
-		skip();
-	snprintf(mnt, sizeof(mnt), "%s/tmpfs", f->top);
-	assert_int_equal(mkdir(mnt, 0700), 0);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		struct fixture sub = {.backend = "spool"};
-
-		if (unshare(CLONE_NEWNS) < 0 ||
-		    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-		    mount("tmpfs", mnt, "tmpfs", 0, "size=64m") < 0)
-			_exit(77);
-		snprintf(sub.dir, sizeof(sub.dir), "%s/q", mnt);
-		sub.qs = qstore_open("spool", sub.dir, sub.err, sizeof(sub.err));
-		if (!sub.qs)
-			_exit(20);
-		if (strcmp(qstore_commit_mode(sub.qs), "file fsync") != 0)
-			_exit(21);
-		commit_many_check(&sub, 400);
-		qstore_close(&sub.qs);
-		_exit(0);
-	}
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
-	if (WEXITSTATUS(status) == 77)
-		skip();
-	if (WEXITSTATUS(status) != 0)
-		fail_msg("child: got exit %d, want 0", WEXITSTATUS(status));
+	in_tmpfs(f, "64m", commit_mode_tmpfs_body);
 }
-
 
 /* The inode of a removed message is the next message's. */
 static void test_spool_recycle_inode(void **state)
