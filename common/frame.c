@@ -43,6 +43,7 @@
 struct frame_conn {
 	struct bufferevent *bev;
 	struct event *kick; /* zero-delay work: after resume, flush already done */
+	struct event *push; /* own_fd: write the queued frames before the loop waits */
 	size_t max_frame;
 	frame_recv_fn *on_recv;
 	frame_close_fn *on_close;
@@ -54,6 +55,7 @@ struct frame_conn {
 	bool flushing;	      /* frame_conn_close_after_flush(): read nothing */
 	bool eof;	      /* peer is done; report it once the input is used up */
 	bool own_fd;	      /* a plain socket from frame_conn_new() */
+	bool writing;	      /* own_fd: output left over, the bufferevent writes it */
 };
 
 /* frame_limit - 0 means the default; nothing goes above the hard ceiling. */
@@ -391,6 +393,7 @@ static void frame_conn_destroy(struct frame_conn *conn)
 {
 	frame_conn_flush_now(conn);
 	event_free(conn->kick);
+	event_free(conn->push);
 	bufferevent_free(conn->bev);
 	free(conn);
 }
@@ -492,9 +495,42 @@ static void frame_conn_on_write(struct bufferevent *bev, void *arg)
 	struct frame_conn *conn = arg;
 
 	(void)bev;
+	if (conn->writing) {
+		/* Drained: back to writing directly (frame_conn_on_push). */
+		conn->writing = false;
+		bufferevent_disable(conn->bev, EV_WRITE);
+	}
 	frame_conn_enter(conn);
 	frame_conn_check_flushed(conn);
 	frame_conn_leave(conn);
+}
+
+/*
+ * frame_conn_on_push - the frames queued during this loop turn go out in
+ * one writev, without registering for writability: a socket that takes
+ * them at once (the usual case) costs no epoll_ctl.  What the socket does
+ * not take, and any write error, is left to the bufferevent, which writes
+ * the rest when it can or reports the error through frame_conn_on_event.
+ */
+static void frame_conn_on_push(evutil_socket_t fd, short what, void *arg)
+{
+	struct frame_conn *conn = arg;
+	struct evbuffer *out = bufferevent_get_output(conn->bev);
+
+	(void)fd;
+	(void)what;
+	if (conn->writing || evbuffer_get_length(out) == 0)
+		return;
+	/* A socket bufferevent keeps its output's front frozen except while it writes. */
+	evbuffer_unfreeze(out, 1);
+	(void)evbuffer_write(out, bufferevent_getfd(conn->bev));
+	evbuffer_freeze(out, 1);
+	if (evbuffer_get_length(out) == 0) {
+		frame_conn_on_write(conn->bev, conn);
+		return;
+	}
+	conn->writing = true;
+	bufferevent_enable(conn->bev, EV_WRITE);
 }
 
 static void frame_conn_on_event(struct bufferevent *bev, short what, void *arg)
@@ -546,7 +582,12 @@ static struct frame_conn *frame_conn_alloc(struct event_base *base, size_t max_f
 	struct frame_conn *conn = xcalloc(1, sizeof(*conn));
 
 	conn->kick = event_new(base, -1, 0, frame_conn_on_kick, conn);
-	if (conn->kick == NULL) {
+	conn->push = event_new(base, -1, 0, frame_conn_on_push, conn);
+	if (conn->kick == NULL || conn->push == NULL) {
+		if (conn->kick)
+			event_free(conn->kick);
+		if (conn->push)
+			event_free(conn->push);
 		free(conn);
 		return NULL;
 	}
@@ -563,7 +604,13 @@ static struct frame_conn *frame_conn_attach(struct frame_conn *conn, struct buff
 	bufferevent_setcb(bev, frame_conn_on_read, frame_conn_on_write, frame_conn_on_event, conn);
 	bufferevent_setwatermark(bev, EV_READ, 0, FRAME_HEADER_SIZE + conn->max_frame);
 	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-	bufferevent_enable(bev, EV_READ | EV_WRITE);
+	/*
+	 * Our own socket is written by frame_conn_on_push (a new socket
+	 * bufferevent has EV_WRITE on: off); another bufferevent writes itself.
+	 */
+	if (conn->own_fd)
+		bufferevent_disable(bev, EV_WRITE);
+	bufferevent_enable(bev, conn->own_fd ? EV_READ : EV_READ | EV_WRITE);
 	return conn;
 }
 
@@ -580,6 +627,7 @@ struct frame_conn *frame_conn_new(struct event_base *base, int fd, size_t max_fr
 		bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL) {
 		event_free(conn->kick);
+		event_free(conn->push);
 		free(conn);
 		return NULL;
 	}
@@ -620,6 +668,8 @@ int frame_conn_send(struct frame_conn *conn, const Zfarm__Frame *f, char *err, s
 		err_printf(err, errlen, "cannot queue %zu bytes", FRAME_HEADER_SIZE + n);
 		return -1;
 	}
+	if (conn->own_fd && !conn->writing)
+		event_active(conn->push, EV_WRITE, 0);
 	return 0;
 }
 

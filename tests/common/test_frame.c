@@ -1222,6 +1222,87 @@ static void test_conn_bulk_both_ways(void **state)
 	event_base_free(base);
 }
 
+/* Events registered with the base (added, not merely made active). */
+static int registered(struct event_base *base)
+{
+	return event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED) -
+	       event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE);
+}
+
+/*
+ * Frames queued in one loop turn leave in one write at the end of that
+ * turn, and a socket with room costs no registration for writability: the
+ * base never holds more registered events than the read event it had.
+ */
+static void test_conn_direct_write(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct rx rx = {0};
+	Zfarm__Frame f, *got;
+	Zfarm__Ping p;
+	char err[128];
+	uint8_t buf[4096];
+	ssize_t n;
+	size_t off = 0;
+	int added, sv[2];
+
+	(void)state;
+	make_pair(sv);
+	rx_open(&rx, base, sv[0], 0);
+	added = registered(base);
+	for (unsigned i = 1; i <= 3; i++) {
+		ping_frame(&f, &p, i, "direct");
+		assert_int_equal(frame_conn_send(rx.conn, &f, err, sizeof(err)), 0);
+	}
+	assert_int_equal(registered(base), added);
+	/* Nothing is written before the loop runs ... */
+	assert_int_equal(recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT), -1);
+	assert_int_equal(errno, EAGAIN);
+	/* ... and all of it after one turn (no second turn to find the socket writable). */
+	assert_int_equal(event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK), 0);
+	assert_int_equal(frame_conn_output_pending(rx.conn), 0);
+	assert_int_equal(registered(base), added);
+	n = recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT);
+	assert_true(n > 0);
+	for (unsigned i = 1; i <= 3; i++) {
+		uint32_t len;
+
+		assert_true((size_t)n - off >= 4);
+		len = (uint32_t)buf[off] << 24 | (uint32_t)buf[off + 1] << 16 |
+		      (uint32_t)buf[off + 2] << 8 | buf[off + 3];
+		assert_true((size_t)n - off - 4 >= len);
+		got = frame_unpack(buf + off + 4, len, err, sizeof(err));
+		assert_non_null(got);
+		assert_int_equal(got->request_id, i);
+		frame_free(&got);
+		off += 4 + len;
+	}
+	assert_int_equal(off, (size_t)n);
+	frame_conn_free(&rx.conn);
+	close(sv[1]);
+	event_base_free(base);
+}
+
+/* What the socket does not take is written later, under the write timeout. */
+static void test_conn_write_timeout(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct rx rx = {0};
+	int sv[2];
+
+	(void)state;
+	make_pair(sv);
+	rx_open(&rx, base, sv[0], 0);
+	frame_conn_pause(rx.conn); /* no read timeout: only the write one counts */
+	frame_conn_set_timeouts(rx.conn, 0, 100);
+	send_bulk(rx.conn, 200, 10000); /* 2 MB: more than the socket holds */
+	rx_until_closed(&rx, "write timeout");
+	assert_reason("peer not reading", rx.reason, "write timeout");
+	assert_null(rx.conn); /* freed by the close callback */
+	close(sv[1]);
+	event_base_free(base);
+}
+
 static void test_conn_read_timeout(void **state)
 {
 	struct event_base *base = event_base_new();
@@ -1580,6 +1661,8 @@ int main(void)
 		cmocka_unit_test(test_conn_close_after_flush),
 		cmocka_unit_test(test_conn_bulk_both_ways),
 		cmocka_unit_test(test_conn_read_timeout),
+		cmocka_unit_test(test_conn_direct_write),
+		cmocka_unit_test(test_conn_write_timeout),
 		cmocka_unit_test(test_conn_write_error),
 		cmocka_unit_test(test_conn_accessors),
 		cmocka_unit_test(test_conn_free_flushes),
