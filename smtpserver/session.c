@@ -54,6 +54,7 @@
 #define SESSION_IN_HIGH	  (64 * 1024) /* read high-water mark */
 #define SESSION_OUT_HIGH  (64 * 1024) /* stop reading commands above this */
 #define SESSION_STAGE	  (64 * 1024) /* content staged before a queue write */
+#define SESSION_READ_MAX  (64 * 1024) /* the most one read takes from the socket */
 #define SESSION_PEER_SIZE (INET6_ADDRSTRLEN + 32)
 
 enum session_state {
@@ -117,6 +118,8 @@ struct session {
 	const struct smtpd_config *cfg;
 	struct bufferevent *bev;
 	int fd;
+	struct event *push; /* plain socket: write the replies before the loop waits */
+	bool writing;	    /* plain socket: output left over, the bufferevent writes it */
 	enum session_state state;
 	char listener[32];
 	bool unix_client;
@@ -164,6 +167,7 @@ struct session {
 };
 
 static void session_process(struct session *s);
+static void session_on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
 
 /* ---- replies ---- */
 
@@ -248,6 +252,8 @@ static void session_free(struct session *s)
 		auth_cancel(env->auth, s);
 	if (s->auth_timer)
 		event_free(s->auth_timer);
+	if (s->push)
+		event_free(s->push);
 	sasl_clear(&s->sasl);
 	session_log_disconnect(s);
 	transaction_reset(s);
@@ -257,6 +263,8 @@ static void session_free(struct session *s)
 		/* Say goodbye properly (close_notify) if it can go out at once. */
 		if (ssl && SSL_is_init_finished(ssl))
 			SSL_shutdown(ssl);
+		else if (!s->tls)
+			evbuffer_remove_cb(bufferevent_get_output(s->bev), session_on_output, s);
 		bufferevent_free(s->bev);
 	}
 	/* A TLS bufferevent closes the socket itself; a plain one leaves it to us. */
@@ -1468,6 +1476,11 @@ static void session_on_write(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
 
+	if (s->writing) {
+		/* Drained: back to writing directly (session_on_push). */
+		s->writing = false;
+		bufferevent_disable(s->bev, EV_WRITE);
+	}
 	/*
 	 * A TLS bufferevent may run this callback late (deferred), when more
 	 * output has been queued since: only an empty buffer means sent.
@@ -1545,6 +1558,48 @@ static void session_on_event(struct bufferevent *bev, short what, void *arg)
 	session_free(s);
 }
 
+/*
+ * session_on_push - the replies queued during this loop turn go out in
+ * one writev, without registering for writability: a client that reads
+ * (the usual case) costs no epoll_ctl per reply.  What the socket does
+ * not take, and any write error, is left to the bufferevent, which writes
+ * the rest when it can (under the write timeout) or reports the error.
+ * Plain sockets only: a TLS bufferevent does its own writing.
+ */
+static void session_on_push(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	struct evbuffer *out;
+
+	(void)fd;
+	(void)what;
+	if (s->tls || s->writing || s->commit_gone)
+		return;
+	out = bufferevent_get_output(s->bev);
+	if (evbuffer_get_length(out) == 0)
+		return;
+	/* A socket bufferevent keeps its output's front frozen except while it writes. */
+	evbuffer_unfreeze(out, 1);
+	(void)evbuffer_write(out, s->fd);
+	evbuffer_freeze(out, 1);
+	if (evbuffer_get_length(out) == 0) {
+		session_on_write(s->bev, s);
+		return;
+	}
+	s->writing = true;
+	bufferevent_enable(s->bev, EV_WRITE);
+}
+
+/* session_on_output - a reply was queued: write it at the end of this turn. */
+static void session_on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct session *s = arg;
+
+	(void)buf;
+	if (info->n_added && !s->writing)
+		event_active(s->push, EV_WRITE, 0);
+}
+
 /* ---- start ---- */
 
 static void session_peer(struct session *s, int fd)
@@ -1594,7 +1649,16 @@ static void session_bev_setup(struct session *s)
 	bufferevent_setwatermark(s->bev, EV_READ, 0,
 				 SESSION_IN_HIGH + s->cfg->command_line_limit);
 	bufferevent_set_timeouts(s->bev, &tv, &tv);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/* A whole 4 KB message and its dot in one read (libevent's default is 4096 octets). */
+	bufferevent_set_max_single_read(s->bev, SESSION_READ_MAX);
+	if (s->tls) {
+		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+		return;
+	}
+	/* Replies are written by session_on_push (a new socket bufferevent has EV_WRITE on). */
+	bufferevent_disable(s->bev, EV_WRITE);
+	bufferevent_enable(s->bev, EV_READ);
+	evbuffer_add_cb(bufferevent_get_output(s->bev), session_on_output, s);
 }
 
 void session_start(struct session_env *env, int fd, const char *listener)
@@ -1629,7 +1693,14 @@ void session_start(struct session_env *env, int fd, const char *listener)
 	s->wrapper = !s->unix_client &&
 		     smtpd_listener_in(env->cfg->tls_wrappermode_listeners, s->listener);
 	s->stage = xmalloc(SESSION_STAGE);
+	s->push = event_new(env->base, -1, 0, session_on_push, s);
 	log_info("connect from %s", s->peer);
+	if (!s->push) {
+		log_error("cannot set up a session for %s: cannot make an event", s->peer);
+		s->state = SESSION_CLOSING;
+		session_free(s);
+		return;
+	}
 	if (s->wrapper) {
 		/* Implicit TLS (RFC 8314): the handshake first, then the greeting. */
 		if (!session_tls_ready(s)) {

@@ -300,6 +300,7 @@ struct harness {
 	struct smtpd_config sc;
 	struct session_env env;
 	int ended;
+	int sfd; /* the server's end, the session's */
 };
 
 static void on_end(void *arg)
@@ -348,15 +349,15 @@ static size_t final_lines(const char *buf, char lines[][256], size_t max)
 	return n;
 }
 
-static void run_row(const struct row *r)
+/*
+ * harness_open - a session of r's config on a fresh TCP pair (or, with
+ * local, a unix socket pair); the client end in *c.
+ */
+static void harness_open(struct harness *hp, const struct row *r, int *c, bool local)
 {
 	struct harness h = {0};
-	char err[512], conf[1024], buf[65536], lines[64][256], want[2048];
-	size_t len = r->len ? r->len : strlen(r->input), sent = 0, got = 0, nl, nw = 0;
-	int c, s, msgs = 0;
-	uint64_t deadline = clock_mono_ms() + 5000;
-	bool eof = false;
-	char *tok, *save;
+	char err[512], conf[1024];
+	int s;
 
 	h.base = event_base_new();
 	h.cfg = config_new();
@@ -391,10 +392,54 @@ static void run_row(const struct row *r)
 	assert_non_null(h.env.qs);
 	h.env.committer = committer_new(h.base, 0, err, sizeof(err));
 	assert_non_null(h.env.committer);
-	h.env.session_end = on_end;
-	h.env.arg = &h;
-	tcp_pair(&c, &s);
-	session_start(&h.env, s, r->listener ? r->listener : "smtp");
+	*hp = h;
+	hp->env.session_end = on_end;
+	hp->env.arg = hp;
+	if (local) {
+		int sv[2];
+
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+		*c = sv[0];
+		s = sv[1];
+	} else {
+		tcp_pair(c, &s);
+	}
+	hp->sfd = s;
+	session_start(&hp->env, s, r->listener ? r->listener : "smtp");
+}
+
+/* harness_close - close the client end c, wait for the session to end, free all. */
+static void harness_close(struct harness *h, const struct row *r, int c)
+{
+	uint64_t deadline = clock_mono_ms() + 2000;
+
+	close(c);
+	/* the session notices the close and ends */
+	while (h->ended == 0 && clock_mono_ms() < deadline)
+		event_base_loop(h->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	assert_int_equal(h->ended, 1);
+	committer_free(&h->env.committer);
+	auth_backend_free(&h->env.auth);
+	if (r->auth)
+		unlink(h->passwd);
+	qstore_close(&h->env.qs);
+	qstore_ram_set_capacity(0);
+	smtpd_config_release(&h->sc);
+	config_free(&h->cfg);
+	event_base_free(h->base);
+}
+
+static void run_row(const struct row *r)
+{
+	struct harness h;
+	char err[512], buf[65536], lines[64][256], want[2048];
+	size_t len = r->len ? r->len : strlen(r->input), sent = 0, got = 0, nl, nw = 0;
+	int c, msgs = 0;
+	uint64_t deadline = clock_mono_ms() + 5000;
+	bool eof = false;
+	char *tok, *save;
+
+	harness_open(&h, r, &c, false);
 
 	snprintf(want, sizeof(want), "%s", r->want);
 	while (!eof && clock_mono_ms() < deadline) {
@@ -433,21 +478,7 @@ static void run_row(const struct row *r)
 	assert_int_equal(qstore_scan(h.env.qs, count_fn, NULL, &msgs, err, sizeof(err)), 0);
 	if (r->want[0] && msgs != r->msgs)
 		fail_msg("%s: %d messages queued, want %d", r->name, msgs, r->msgs);
-	close(c);
-	/* the session notices the close and ends */
-	deadline = clock_mono_ms() + 2000;
-	while (h.ended == 0 && clock_mono_ms() < deadline)
-		event_base_loop(h.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-	assert_int_equal(h.ended, 1);
-	committer_free(&h.env.committer);
-	auth_backend_free(&h.env.auth);
-	if (r->auth)
-		unlink(h.passwd);
-	qstore_close(&h.env.qs);
-	qstore_ram_set_capacity(0);
-	smtpd_config_release(&h.sc);
-	config_free(&h.cfg);
-	event_base_free(h.base);
+	harness_close(&h, r, c);
 }
 
 static void test_rows(void **state)
@@ -485,11 +516,132 @@ static void test_auth_long_line(void **state)
 	free(in);
 }
 
+/* Events registered with the base (added, not merely made active). */
+static int registered(struct event_base *base)
+{
+	return event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED) -
+	       event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE);
+}
+
+/*
+ * A reply leaves in the loop turn that made it, and a client that reads
+ * costs the session no registration for writability: one read event is
+ * all it holds with the base.
+ */
+static void test_replies_in_the_turn(void **state)
+{
+	static const char in[] = HELLO "NOOP\r\n";
+	struct row r = {"replies in the turn", "", in};
+	struct harness h;
+	struct pollfd p;
+	char buf[4096];
+	ssize_t k;
+	size_t got = 0;
+	int c, base_events;
+
+	(void)state;
+	harness_open(&h, &r, &c, false);
+	/* What the base holds besides the session (the committer's wakeup, if any). */
+	base_events = registered(h.base) - 1;
+	assert_int_equal(write(c, in, strlen(in)), (ssize_t)strlen(in));
+	/* The client's bytes are on the server's socket before the turn starts. */
+	p = (struct pollfd){h.sfd, POLLIN, 0};
+	assert_int_equal(poll(&p, 1, 5000), 1);
+	assert_int_equal(event_base_loop(h.base, EVLOOP_ONCE | EVLOOP_NONBLOCK), 0);
+	/* The session's read event only: no write event waits. */
+	assert_int_equal(registered(h.base), base_events + 1);
+	while ((k = read(c, buf + got, sizeof(buf) - 1 - got)) > 0)
+		got += (size_t)k;
+	buf[got] = '\0';
+	if (!strstr(buf, "220 ") || !strstr(buf, "250 HELP\r\n") || !strstr(buf, "250 2.0.0 Ok\r\n"))
+		fail_msg("after one turn got \"%s\", want the greeting, EHLO and NOOP replies", buf);
+	harness_close(&h, &r, c);
+}
+
+/*
+ * A client that sends without reading: the session stops reading once its
+ * replies back up, keeps them (bounded), and sends every one, in order,
+ * once the client reads.
+ */
+static void test_client_not_reading(void **state)
+{
+	enum { N = 100000 };
+	static const char cmd[] = "NOOP\r\n", reply[] = "250 2.0.0 Ok\r\n";
+	struct row r = {"client not reading", "smtpd_junk_command_limit = 1000000\n", ""};
+	struct harness h;
+	size_t len = N * strlen(cmd) + 6, sent = 0, got = 0, want;
+	char *in = malloc(len + 1), *out, *p;
+	uint64_t deadline;
+	int c;
+
+	(void)state;
+	for (size_t i = 0; i < N; i++)
+		memcpy(in + i * strlen(cmd), cmd, strlen(cmd));
+	memcpy(in + N * strlen(cmd), "QUIT\r\n", 7);
+	/*
+	 * A unix socket pair with small buffers, so that backing up takes
+	 * kilobytes, not the megabytes of loopback TCP (whose 64 KB segments
+	 * also make small TCP windows crawl).
+	 */
+	harness_open(&h, &r, &c, true);
+	for (int i = 0, small = 4096; i < 2; i++)
+		assert_int_equal(setsockopt(i ? h.sfd : c, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+	/* Write until the server stops taking: it must stop reading, not buffer all. */
+	deadline = clock_mono_ms() + 5000;
+	for (int idle = 0; idle < 50 && sent < len && clock_mono_ms() < deadline;) {
+		ssize_t k = write(c, in + sent, len - sent);
+
+		if (k > 0) {
+			sent += (size_t)k;
+			idle = 0;
+		} else {
+			idle++;
+		}
+		event_base_loop(h.base, EVLOOP_NONBLOCK);
+	}
+	if (sent == len)
+		fail_msg("the server took all %zu octets without the client reading a reply", len);
+	/* Now read everything; the rest of the input goes as the server takes it. */
+	want = strlen("220 ") + N * strlen(reply);
+	out = malloc(want + 65536);
+	deadline = clock_mono_ms() + 20000;
+	while (clock_mono_ms() < deadline) {
+		ssize_t k;
+
+		if (sent < len && (k = write(c, in + sent, len - sent)) > 0)
+			sent += (size_t)k;
+		event_base_loop(h.base, EVLOOP_NONBLOCK);
+		k = read(c, out + got, want + 65535 - got);
+		if (k == 0)
+			break;
+		if (k > 0)
+			got += (size_t)k;
+		else {
+			struct pollfd pf = {c, POLLIN, 0};
+
+			(void)poll(&pf, 1, 1);
+		}
+	}
+	out[got] = '\0';
+	p = strstr(out, "\r\n");
+	assert_non_null(p);
+	p += 2;
+	for (size_t i = 0; i < N; i++, p += strlen(reply))
+		if (strncmp(p, reply, strlen(reply)) != 0)
+			fail_msg("reply %zu of %d: got \"%.20s\"", i + 1, N, p);
+	assert_string_equal(p, "221 2.0.0 Bye\r\n");
+	free(out);
+	free(in);
+	harness_close(&h, &r, c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_rows),
 	    cmocka_unit_test(test_auth_long_line),
+	    cmocka_unit_test(test_replies_in_the_turn),
+	    cmocka_unit_test(test_client_not_reading),
 	};
 
 	log_open("test_session", LOG_TARGET_STDERR);
