@@ -59,12 +59,23 @@ static struct workq_item *itemq_pop(struct itemq *l)
 	return it;
 }
 
-/* workq_finished - it is done (lock held): to the loop. */
-static void workq_finished(struct workq *q, struct workq_item *it)
+/*
+ * workq_finished - under the lock: queue it for done; true if the loop
+ * must be woken (the list was empty: whoever made it non-empty wakes it).
+ */
+static bool workq_finished(struct workq *q, struct workq_item *it)
+{
+	bool wake = q->finished.head == NULL;
+
+	itemq_push(&q->finished, it);
+	return wake;
+}
+
+/* workq_wake - outside the lock, so the woken loop does not wait for it. */
+static void workq_wake(struct workq *q)
 {
 	uint64_t one = 1;
 
-	itemq_push(&q->finished, it);
 	if (write(q->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		abort();
 }
@@ -91,7 +102,11 @@ static void *workq_worker(void *arg)
 		q->run(it, q->ctx);
 		pthread_mutex_lock(&q->lock);
 		q->running[me] = NULL;
-		workq_finished(q, it);
+		if (workq_finished(q, it)) {
+			pthread_mutex_unlock(&q->lock);
+			workq_wake(q);
+			pthread_mutex_lock(&q->lock);
+		}
 	}
 	pthread_mutex_unlock(&q->lock);
 	return NULL;
@@ -160,16 +175,21 @@ fail:
 void workq_submit(struct workq *q, struct workq_item *it)
 {
 	if (q->nthreads == 0) {
+		bool wake;
+
 		q->run(it, q->ctx);
 		pthread_mutex_lock(&q->lock);
-		workq_finished(q, it);
+		wake = workq_finished(q, it);
 		pthread_mutex_unlock(&q->lock);
+		if (wake)
+			workq_wake(q);
 		return;
 	}
 	pthread_mutex_lock(&q->lock);
 	itemq_push(&q->todo, it);
-	pthread_cond_signal(&q->cond);
 	pthread_mutex_unlock(&q->lock);
+	/* After the unlock: the woken worker does not block on the lock at once. */
+	pthread_cond_signal(&q->cond);
 }
 
 void workq_each(struct workq *q, workq_fn *fn, void *arg)
