@@ -54,7 +54,6 @@
 #define SESSION_IN_HIGH	  (64 * 1024) /* read high-water mark */
 #define SESSION_OUT_HIGH  (64 * 1024) /* stop reading commands above this */
 #define SESSION_STAGE	  (64 * 1024) /* content staged before a queue write */
-#define SESSION_READ_MAX  (64 * 1024) /* the most one read takes from the socket */
 #define SESSION_PEER_SIZE (INET6_ADDRSTRLEN + 32)
 
 enum session_state {
@@ -1649,8 +1648,6 @@ static void session_bev_setup(struct session *s)
 	bufferevent_setwatermark(s->bev, EV_READ, 0,
 				 SESSION_IN_HIGH + s->cfg->command_line_limit);
 	bufferevent_set_timeouts(s->bev, &tv, &tv);
-	/* A whole 4 KB message and its dot in one read (libevent's default is 4096 octets). */
-	bufferevent_set_max_single_read(s->bev, SESSION_READ_MAX);
 	if (s->tls) {
 		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 		return;
