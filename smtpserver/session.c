@@ -119,6 +119,8 @@ struct session {
 	int fd;
 	struct event *push; /* plain socket: write the replies before the loop waits */
 	bool writing;	    /* plain socket: output left over, the bufferevent writes it */
+	struct event *rd;   /* plain socket: readable, or the read timeout */
+	bool reading;	    /* plain socket: rd wanted (it may wait for the input to drain) */
 	enum session_state state;
 	char listener[32];
 	bool unix_client;
@@ -167,6 +169,9 @@ struct session {
 
 static void session_process(struct session *s);
 static void session_on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
+static void session_on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
+static void session_on_readable(evutil_socket_t fd, short what, void *arg);
+static void session_read(struct session *s, bool on);
 
 /* ---- replies ---- */
 
@@ -253,6 +258,8 @@ static void session_free(struct session *s)
 		event_free(s->auth_timer);
 	if (s->push)
 		event_free(s->push);
+	if (s->rd)
+		event_free(s->rd);
 	sasl_clear(&s->sasl);
 	session_log_disconnect(s);
 	transaction_reset(s);
@@ -284,7 +291,7 @@ static void session_close(struct session *s)
 		return;
 	}
 	s->state = SESSION_CLOSING;
-	bufferevent_disable(s->bev, EV_READ);
+	session_read(s, false);
 	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
 		session_free(s);
 		return;
@@ -1024,6 +1031,9 @@ static void session_tls_begin(struct session *s)
 {
 	char warn[700], err[700];
 
+	session_read(s, false);
+	event_free(s->rd);
+	s->rd = NULL;
 	bufferevent_free(s->bev);
 	s->tls = true; /* the socket belongs to the TLS bufferevent from here */
 	s->state = SESSION_HANDSHAKE;
@@ -1431,7 +1441,7 @@ static void session_process(struct session *s)
 			if (evbuffer_get_length(out) > SESSION_OUT_HIGH) {
 				/* Resumed by the write callback once the client reads. */
 				s->out_blocked = true;
-				bufferevent_disable(s->bev, EV_READ);
+				session_read(s, false);
 				return;
 			}
 			more = evbuffer_get_length(in) > 0 && session_read_command(s, in);
@@ -1451,7 +1461,7 @@ static void session_process(struct session *s)
 					 s->peer, evbuffer_get_length(in));
 			evbuffer_drain(in, evbuffer_get_length(in));
 			s->tls_discarded = true;
-			bufferevent_disable(s->bev, EV_READ);
+			session_read(s, false);
 			return;
 		case SESSION_COMMIT:
 		case SESSION_VERIFY:
@@ -1497,7 +1507,7 @@ static void session_on_write(struct bufferevent *bev, void *arg)
 	}
 	if (s->out_blocked) {
 		s->out_blocked = false;
-		bufferevent_enable(s->bev, EV_READ);
+		session_read(s, true);
 		session_process(s);
 	}
 }
@@ -1550,6 +1560,7 @@ static void session_on_event(struct bufferevent *bev, short what, void *arg)
 		log_info("lost connection after %s from %s", s->last_verb, s->peer);
 	if (s->state == SESSION_COMMIT) {
 		s->commit_gone = true;
+		session_read(s, false);
 		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 		return;
 	}
@@ -1587,6 +1598,103 @@ static void session_on_push(evutil_socket_t fd, short what, void *arg)
 	}
 	s->writing = true;
 	bufferevent_enable(s->bev, EV_WRITE);
+}
+
+/* The most input held: room for a whole command line at the limit, so a full buffer holds an LF. */
+static size_t session_in_high(const struct session *s)
+{
+	return SESSION_IN_HIGH + s->cfg->command_line_limit;
+}
+
+/*
+ * session_read - want input or not.  A TLS bufferevent reads itself; on a
+ * plain socket rd is registered only while input is wanted and the input
+ * buffer has room (session_on_input registers it again once it drains).
+ */
+static void session_read(struct session *s, bool on)
+{
+	struct timeval tv = {s->timeout, 0};
+
+	if (s->tls) {
+		if (on)
+			bufferevent_enable(s->bev, EV_READ);
+		else
+			bufferevent_disable(s->bev, EV_READ);
+		return;
+	}
+	s->reading = on;
+	if (on && evbuffer_get_length(bufferevent_get_input(s->bev)) < session_in_high(s))
+		event_add(s->rd, &tv);
+	else
+		event_del(s->rd);
+}
+
+/* session_on_input - input was used up: read again if it waited for room. */
+static void session_on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct session *s = arg;
+
+	if (info->n_deleted && s->reading && !event_pending(s->rd, EV_READ, NULL) &&
+	    evbuffer_get_length(buf) < session_in_high(s))
+		session_read(s, true);
+}
+
+/*
+ * session_on_readable - one read of what the socket has (up to the input
+ * limit; libevent's own reads take 4096 octets at most and ask FIONREAD
+ * first), then the session runs; or the read timeout.  End of file and
+ * errors go where the bufferevent would have sent them.
+ */
+static void session_on_readable(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	size_t len = evbuffer_get_length(in), high = session_in_high(s);
+	struct evbuffer_iovec v[2];
+	struct iovec iov[2];
+	ssize_t n;
+	int nv, e;
+
+	if (what & EV_TIMEOUT) {
+		session_on_event(s->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, s);
+		return;
+	}
+	if (len >= high) {
+		session_read(s, s->reading); /* waits for session_on_input */
+		return;
+	}
+	/* A socket bufferevent keeps its input's end frozen except while it reads. */
+	evbuffer_unfreeze(in, 0);
+	nv = evbuffer_reserve_space(in, (ev_ssize_t)(high - len), v, 2);
+	for (int i = 0; i < nv; i++) {
+		iov[i].iov_base = v[i].iov_base;
+		iov[i].iov_len = v[i].iov_len;
+	}
+	n = nv > 0 ? readv(fd, iov, nv) : -1;
+	e = errno;
+	if (n > 0) {
+		size_t left = (size_t)n;
+
+		for (int i = 0; i < nv; i++) {
+			if (v[i].iov_len > left)
+				v[i].iov_len = left;
+			left -= v[i].iov_len;
+		}
+		evbuffer_commit_space(in, v, nv);
+	}
+	evbuffer_freeze(in, 0);
+	if (n == 0) {
+		session_on_event(s->bev, BEV_EVENT_READING | BEV_EVENT_EOF, s);
+		return;
+	}
+	if (n < 0) {
+		if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR)
+			return;
+		errno = e;
+		session_on_event(s->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, s);
+		return;
+	}
+	session_process(s);
 }
 
 /* session_on_output - a reply was queued: write it at the end of this turn. */
@@ -1652,10 +1760,16 @@ static void session_bev_setup(struct session *s)
 		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 		return;
 	}
-	/* Replies are written by session_on_push (a new socket bufferevent has EV_WRITE on). */
-	bufferevent_disable(s->bev, EV_WRITE);
-	bufferevent_enable(s->bev, EV_READ);
+	/*
+	 * Replies are written by session_on_push, requests read by
+	 * session_on_readable: the bufferevent only holds the buffers and
+	 * writes what the socket did not take (a new socket bufferevent has
+	 * EV_WRITE on).
+	 */
+	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 	evbuffer_add_cb(bufferevent_get_output(s->bev), session_on_output, s);
+	evbuffer_add_cb(bufferevent_get_input(s->bev), session_on_input, s);
+	session_read(s, true);
 }
 
 void session_start(struct session_env *env, int fd, const char *listener)
@@ -1691,8 +1805,9 @@ void session_start(struct session_env *env, int fd, const char *listener)
 		     smtpd_listener_in(env->cfg->tls_wrappermode_listeners, s->listener);
 	s->stage = xmalloc(SESSION_STAGE);
 	s->push = event_new(env->base, -1, 0, session_on_push, s);
+	s->rd = event_new(env->base, fd, EV_READ | EV_PERSIST, session_on_readable, s);
 	log_info("connect from %s", s->peer);
-	if (!s->push) {
+	if (!s->push || !s->rd) {
 		log_error("cannot set up a session for %s: cannot make an event", s->peer);
 		s->state = SESSION_CLOSING;
 		session_free(s);
