@@ -57,6 +57,7 @@ struct qstore_reader {
 	Zfarm__Envelope *stored; /* as unpacked; owns the memory */
 	Zfarm__Envelope view;	 /* stored, with the ID of the file name */
 	char qid[QID_SIZE];
+	unsigned flags; /* of qstore_read_flags */
 	uint64_t content_off;
 	uint64_t pos;
 };
@@ -280,6 +281,12 @@ static int qstore_read_exact(struct qstore_reader *r, void *buf, size_t len, uin
 struct qstore_reader *qstore_read(struct qstore *qs, const char *qid, int *errnum, char *err,
 				  size_t errlen)
 {
+	return qstore_read_flags(qs, qid, 0, errnum, err, errlen);
+}
+
+struct qstore_reader *qstore_read_flags(struct qstore *qs, const char *qid, unsigned flags,
+					int *errnum, char *err, size_t errlen)
+{
 	struct qstore_reader *r;
 	uint8_t hdr[QSTORE_HDR], *buf;
 	uint32_t len;
@@ -291,8 +298,9 @@ struct qstore_reader *qstore_read(struct qstore *qs, const char *qid, int *errnu
 	}
 	r = xcalloc(1, sizeof(*r));
 	r->qs = qs;
+	r->flags = flags;
 	memcpy(r->qid, qid, QID_SIZE);
-	r->rd = qs->ops->read(qs->be, qid, errnum, err, errlen);
+	r->rd = qs->ops->read(qs->be, qid, flags, errnum, err, errlen);
 	if (!r->rd) {
 		free(r);
 		return NULL;
@@ -508,21 +516,16 @@ int qstore_ctl_repair(struct qstore *qs, const char *qid, char *err, size_t errl
 	return qs->ops->ctl_truncate(qs->be, qid, valid, err, errlen) < 0 ? -1 : 1;
 }
 
-int qstore_ctl_load(struct qstore *qs, const char *qid, Zfarm__CtlRecord ***recs, size_t *n,
-		    char *err, size_t errlen)
+/*
+ * qstore_ctl_decode - the records of a control area (data, len bytes) into
+ * a malloc'ed array; data stays the caller's.  See qstore_ctl_load.
+ */
+static int qstore_ctl_decode(const char *qid, const uint8_t *data, size_t len,
+			     Zfarm__CtlRecord ***recs, size_t *n, char *err, size_t errlen)
 {
 	Zfarm__CtlRecord **out = NULL;
-	size_t count = 0, cap = 0, off = 0, len = 0;
-	uint8_t *data = NULL;
+	size_t count = 0, cap = 0, off = 0;
 
-	*recs = NULL;
-	*n = 0;
-	if (!qid_valid(qid)) {
-		snprintf(err, errlen, "not a queue ID: \"%s\"", qid);
-		return -1;
-	}
-	if (qs->ops->ctl_read(qs->be, qid, &data, &len, err, errlen) < 0)
-		return -1;
 	while (off < len) {
 		Zfarm__CtlRecord *rec;
 		uint32_t rlen;
@@ -560,14 +563,74 @@ int qstore_ctl_load(struct qstore *qs, const char *qid, Zfarm__CtlRecord ***recs
 		out[count++] = rec;
 		off += 4 + rlen;
 	}
-	free(data);
 	*recs = out;
 	*n = count;
 	return 0;
 fail:
-	free(data);
 	qstore_ctl_free(&out, count);
 	return -1;
+}
+
+int qstore_ctl_load(struct qstore *qs, const char *qid, Zfarm__CtlRecord ***recs, size_t *n,
+		    char *err, size_t errlen)
+{
+	uint8_t *data = NULL;
+	size_t len = 0;
+	int rc;
+
+	*recs = NULL;
+	*n = 0;
+	if (!qid_valid(qid)) {
+		snprintf(err, errlen, "not a queue ID: \"%s\"", qid);
+		return -1;
+	}
+	if (qs->ops->ctl_read(qs->be, qid, &data, &len, err, errlen) < 0)
+		return -1;
+	rc = qstore_ctl_decode(qid, data, len, recs, n, err, errlen);
+	free(data);
+	return rc;
+}
+
+int qstore_reader_ctl_load(struct qstore_reader *r, Zfarm__CtlRecord ***recs, size_t *n,
+			   char *err, size_t errlen)
+{
+	const struct qstore_ops *ops = r->qs->ops;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	int rc;
+
+	*recs = NULL;
+	*n = 0;
+	rc = ops->rd_ctl_read ? ops->rd_ctl_read(r->rd, &data, &len, err, errlen)
+			      : ops->ctl_read(r->qs->be, r->qid, &data, &len, err, errlen);
+	if (rc < 0)
+		return -1;
+	rc = qstore_ctl_decode(r->qid, data, len, recs, n, err, errlen);
+	free(data);
+	return rc;
+}
+
+int qstore_reader_ctl_append_lazy(struct qstore_reader *r, Zfarm__CtlRecord *const *recs,
+				  size_t n, char *err, size_t errlen)
+{
+	const struct qstore_ops *ops = r->qs->ops;
+	uint8_t *buf;
+	size_t total;
+	int rc;
+
+	if (!(r->flags & QSTORE_APPEND)) {
+		snprintf(err, errlen, "%s: not opened for appending", r->qid);
+		return -1;
+	}
+	if (qstore_ctl_pack(recs, n, &buf, &total, err, errlen) < 0)
+		return -1;
+	if (total == 0)
+		return 0;
+	rc = ops->rd_ctl_append
+		 ? ops->rd_ctl_append(r->rd, buf, total, false, err, errlen)
+		 : ops->ctl_append(r->qs->be, r->qid, buf, total, false, err, errlen);
+	free(buf);
+	return rc;
 }
 
 void qstore_ctl_free(Zfarm__CtlRecord ***recs, size_t n)

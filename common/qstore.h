@@ -115,9 +115,22 @@ void qstore_abort(struct qstore_writer **w);
  * EBADMSG: damaged, quarantine it).  The stored envelope must be this
  * message's (its queue ID, or after a commit collision the ID first tried
  * by the same process): a file reused for another message is refused.
+ * The spool opens the file once and reads its first 16 KiB with one read:
+ * header and envelope, and for a small message also the content and the
+ * control records that qstore_content and qstore_reader_ctl_load then
+ * take from memory.
  */
 struct qstore_reader *qstore_read(struct qstore *qs, const char *qid, int *errnum, char *err,
 				  size_t errlen);
+/*
+ * qstore_read_flags - qstore_read() with flags.  QSTORE_APPEND: the reader
+ * may append control records too (qstore_reader_ctl_append_lazy), so a
+ * caller that reads a message, its records and then appends (the router)
+ * opens it once.
+ */
+#define QSTORE_APPEND 0x1u /* the reader may append control records */
+struct qstore_reader *qstore_read_flags(struct qstore *qs, const char *qid, unsigned flags,
+					int *errnum, char *err, size_t errlen);
 const Zfarm__Envelope *qstore_envelope(const struct qstore_reader *r);
 /* qstore_content - read up to len content bytes; 0 at end, -1 + reason. */
 ssize_t qstore_content(struct qstore_reader *r, void *buf, size_t len, char *err,
@@ -171,6 +184,24 @@ int qstore_ctl_append_packed(struct qstore *qs, const char *qid, const uint8_t *
 int qstore_ctl_load(struct qstore *qs, const char *qid, Zfarm__CtlRecord ***recs, size_t *n,
 		    char *err, size_t errlen);
 void qstore_ctl_free(Zfarm__CtlRecord ***recs, size_t n);
+/*
+ * qstore_reader_ctl_load - qstore_ctl_load() of the reader's message
+ * through the reader: no second open, and a small message's records come
+ * from the read that opened it.  The records are those there at the open
+ * plus the ones appended through this reader (the ram backend also shows
+ * what others appended since; its readers do not hold files).
+ */
+int qstore_reader_ctl_load(struct qstore_reader *r, Zfarm__CtlRecord ***recs, size_t *n,
+			   char *err, size_t errlen);
+/*
+ * qstore_reader_ctl_append_lazy - qstore_ctl_append_lazy() through a
+ * reader opened with QSTORE_APPEND (-1 + reason without it).  The reader
+ * holds the file open since qstore_read_flags checked it was this
+ * message, so the safety rule of qstore_remove applies for the whole time
+ * in between, not just during the append.
+ */
+int qstore_reader_ctl_append_lazy(struct qstore_reader *r, Zfarm__CtlRecord *const *recs,
+				  size_t n, char *err, size_t errlen);
 
 /* ---- queue management ---- */
 
@@ -231,9 +262,19 @@ struct qstore_ops {
 		     size_t errlen);
 	int (*commit)(void *wr, const char *qid, int *errnum, char *err, size_t errlen);
 	void (*abort)(void *wr);
-	void *(*read)(void *be, const char *qid, int *errnum, char *err, size_t errlen);
+	/* read: flags as for qstore_read_flags (QSTORE_APPEND: rd_ctl_append may follow). */
+	void *(*read)(void *be, const char *qid, unsigned flags, int *errnum, char *err,
+		      size_t errlen);
 	ssize_t (*pread)(void *rd, void *buf, size_t len, uint64_t off, char *err, size_t errlen);
 	void (*read_close)(void *rd);
+	/*
+	 * rd_ctl_read, rd_ctl_append: ctl_read and ctl_append of the reader's
+	 * message, through the reader.  NULL: the generic layer calls
+	 * ctl_read / ctl_append with the reader's ID instead.
+	 */
+	int (*rd_ctl_read)(void *rd, uint8_t **data, size_t *len, char *err, size_t errlen);
+	int (*rd_ctl_append)(void *rd, const void *data, size_t len, bool sync, char *err,
+			     size_t errlen);
 	int (*ctl_append)(void *be, const char *qid, const void *data, size_t len, bool sync,
 			  char *err, size_t errlen);
 	/* ctl_append: ENOENT (errno) if the message does not exist; !sync: no fdatasync. */

@@ -277,13 +277,15 @@ static int ram_commit(void *wr, const char *qid, int *errnum, char *err, size_t 
 	return 0;
 }
 
-static void *ram_read(void *be, const char *qid, int *errnum, char *err, size_t errlen)
+static void *ram_read(void *be, const char *qid, unsigned flags, int *errnum, char *err,
+		      size_t errlen)
 {
 	struct ram_store *st = be;
 	struct ram_reader *r;
 	bool found;
 	size_t at = ram_find_msg(st, qid, &found);
 
+	(void)flags; /* control records go by ID: rd_ctl_read/rd_ctl_append are NULL */
 	if (!found) {
 		if (errnum)
 			*errnum = ENOENT;

@@ -31,6 +31,13 @@
  * a reader that outlives a removal notices the inode became another
  * message (the end of the content is only reported after that check).
  *
+ * Reading: a reader opens msg/XX/ID once and reads SPOOL_READ_AHEAD bytes
+ * from the start with one pread.  For a small message that is the whole
+ * file (the short read says where it ends, no fstat needed): header,
+ * envelope, content and control records are served from that buffer, and
+ * the records are appended through the same descriptor (QSTORE_APPEND).
+ * A bigger file costs an fstat and reads of what lies past the buffer.
+ *
  * Order of operations, and what a crash at each point leaves:
  *   commit:  tmp/N written, the rest of a recycled file cut, tag and M
  *            set; linked to msg/XX/ID; tmp/N unlinked; fsync'ed (and
@@ -84,6 +91,12 @@ extern const struct qstore_ops qstore_spool_ops;
 #define SPOOL_MAX_CTL (256 * 1024 * 1024)
 #define SPOOL_MAGIC   "ZSP1"
 #define SPOOL_HDR     16
+/*
+ * A reader's first read: the spool header, the envelope and, for a
+ * message this small, the content and the control records too, so the
+ * router and the scheduler read a message with one system call.
+ */
+#define SPOOL_READ_AHEAD (16 * 1024)
 /* remove empties files bigger than this; smaller ones keep their blocks. */
 #define SPOOL_KEEP_BYTES (64 * 1024)
 /* sweep trims free/ to this many inodes. */
@@ -141,7 +154,12 @@ struct spool_writer {
 
 struct spool_reader {
 	int fd;
+	bool append;  /* opened for appending control records (QSTORE_APPEND) */
 	uint64_t len; /* M: the message ends at SPOOL_HDR + len */
+	/* The file's size at open, plus what this reader appended since. */
+	uint64_t size;
+	uint8_t *head; /* the first nhead bytes of the file, read at open */
+	size_t nhead;
 	char qid[QID_SIZE];
 };
 
@@ -330,9 +348,45 @@ static void spool_xx_forget(struct spool *sp, const char *qid)
 }
 
 /*
+ * spool_header_check - the verdict on the spool header of qid's file: hdr
+ * holds the first n bytes of the file, size is its size.  M in *len, or
+ * -1 + reason with errno EBADMSG for a file commit cannot have made (too
+ * short, bad magic, M 0 or past the end) or ENOENT for a file that holds
+ * another message now.
+ */
+static int spool_header_check(const uint8_t *hdr, size_t n, uint64_t size, const char *qid,
+			      uint64_t *len, char *err, size_t errlen)
+{
+	if (n < SPOOL_HDR || size < SPOOL_HDR) {
+		snprintf(err, errlen, "%s: shorter than its spool header (%zu bytes)", qid,
+			 n < size ? n : (size_t)size);
+		goto bad;
+	}
+	if (memcmp(hdr, SPOOL_MAGIC, 4) != 0) {
+		snprintf(err, errlen, "%s: bad spool magic, not a spool file", qid);
+		goto bad;
+	}
+	*len = spool_get_be64(hdr + 8);
+	if (spool_get_be32(hdr + 4) != 0 && spool_get_be32(hdr + 4) != spool_tag(qid)) {
+		snprintf(err, errlen, "%s: no such message (its file holds another now)", qid);
+		errno = ENOENT;
+		return -1;
+	}
+	if (*len == 0 || *len > size - SPOOL_HDR) {
+		snprintf(err, errlen, "%s: message length %llu does not fit file size %llu", qid,
+			 (unsigned long long)*len, (unsigned long long)size);
+		goto bad;
+	}
+	return 0;
+bad:
+	errno = EBADMSG;
+	return -1;
+}
+
+/*
  * spool_header - check the spool header of an open message: its length M
- * in *len and the file size in *size.  -1 + reason (errno EBADMSG) for a
- * file commit cannot have made: too short, bad magic, M 0 or past the end.
+ * in *len and the file size in *size; -1 + reason as spool_header_check,
+ * or with the errno of a failed fstat or read.
  */
 static int spool_header(int fd, const char *qid, uint64_t *len, uint64_t *size, char *err,
 			size_t errlen)
@@ -353,29 +407,7 @@ static int spool_header(int fd, const char *qid, uint64_t *len, uint64_t *size, 
 		snprintf(err, errlen, "%s: read: %s", qid, strerror(errno));
 		return -1;
 	}
-	if ((size_t)n < sizeof(hdr) || *size < SPOOL_HDR) {
-		snprintf(err, errlen, "%s: shorter than its spool header (%zd bytes)", qid, n);
-		goto bad;
-	}
-	if (memcmp(hdr, SPOOL_MAGIC, 4) != 0) {
-		snprintf(err, errlen, "%s: bad spool magic, not a spool file", qid);
-		goto bad;
-	}
-	*len = spool_get_be64(hdr + 8);
-	if (spool_get_be32(hdr + 4) != 0 && spool_get_be32(hdr + 4) != spool_tag(qid)) {
-		snprintf(err, errlen, "%s: no such message (its file holds another now)", qid);
-		errno = ENOENT;
-		return -1;
-	}
-	if (*len == 0 || *len > *size - SPOOL_HDR) {
-		snprintf(err, errlen, "%s: message length %llu does not fit file size %llu", qid,
-			 (unsigned long long)*len, (unsigned long long)*size);
-		goto bad;
-	}
-	return 0;
-bad:
-	errno = EBADMSG;
-	return -1;
+	return spool_header_check(hdr, (size_t)n, *size, qid, len, err, errlen);
 }
 
 /*
@@ -815,16 +847,35 @@ fail:
 
 /* ---- reading ---- */
 
-static void *spool_read(void *be, const char *qid, int *errnum, char *err, size_t errlen)
+static void spool_read_close(void *rd)
+{
+	struct spool_reader *r = rd;
+
+	close(r->fd);
+	free(r->head);
+	free(r);
+}
+
+/*
+ * spool_read - open msg/XX/ID and read its first SPOOL_READ_AHEAD bytes
+ * at once.  A read that comes back short has reached the end of the file
+ * (a regular file's pread returns less than asked only there), so the
+ * size is known without an fstat; only a file longer than the read needs
+ * one, to check M against the size.
+ */
+static void *spool_read(void *be, const char *qid, unsigned flags, int *errnum, char *err,
+			size_t errlen)
 {
 	struct spool *sp = be;
 	struct spool_reader *r;
 	char msg[SPOOL_PATH];
-	uint64_t len, size;
+	struct stat st;
+	ssize_t n;
 	int fd;
 
 	spool_path(msg, "msg", qid);
-	fd = openat(sp->dfd, msg, O_RDONLY | O_CLOEXEC);
+	fd = openat(sp->dfd, msg,
+		    (flags & QSTORE_APPEND ? O_RDWR | O_APPEND : O_RDONLY) | O_CLOEXEC);
 	if (fd < 0) {
 		spool_errnum(errnum, errno);
 		if (errno == ENOENT)
@@ -833,16 +884,37 @@ static void *spool_read(void *be, const char *qid, int *errnum, char *err, size_
 			snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(errno));
 		return NULL;
 	}
-	if (spool_header(fd, qid, &len, &size, err, errlen) < 0) {
-		spool_errnum(errnum, errno);
-		close(fd);
-		return NULL;
-	}
-	r = xmalloc(sizeof(*r));
+	r = xcalloc(1, sizeof(*r));
 	r->fd = fd;
-	r->len = len;
+	r->append = (flags & QSTORE_APPEND) != 0;
 	memcpy(r->qid, qid, QID_SIZE);
+	r->head = xmalloc(SPOOL_READ_AHEAD);
+	do
+		n = pread(fd, r->head, SPOOL_READ_AHEAD, 0);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		spool_errnum(errnum, errno);
+		snprintf(err, errlen, "%s: read: %s", qid, strerror(errno));
+		goto fail;
+	}
+	r->nhead = (size_t)n;
+	r->size = r->nhead;
+	if (r->nhead == SPOOL_READ_AHEAD) {
+		if (fstat(fd, &st) < 0) {
+			spool_errnum(errnum, errno);
+			snprintf(err, errlen, "%s: fstat: %s", qid, strerror(errno));
+			goto fail;
+		}
+		r->size = (uint64_t)st.st_size;
+	}
+	if (spool_header_check(r->head, r->nhead, r->size, qid, &r->len, err, errlen) < 0) {
+		spool_errnum(errnum, errno);
+		goto fail;
+	}
 	return r;
+fail:
+	spool_read_close(r);
+	return NULL;
 }
 
 /* spool_pread - message bytes only: EOF where the control records start. */
@@ -873,20 +945,25 @@ static ssize_t spool_pread(void *rd, void *buf, size_t len, uint64_t off, char *
 	}
 	if (len > r->len - off)
 		len = (size_t)(r->len - off);
+	if (SPOOL_HDR + off < r->nhead) {
+		/* Read at open already. */
+		if (len > r->nhead - (SPOOL_HDR + off))
+			len = r->nhead - (size_t)(SPOOL_HDR + off);
+		memcpy(buf, r->head + SPOOL_HDR + off, len);
+		return (ssize_t)len;
+	}
 	do
 		n = pread(r->fd, buf, len, (off_t)(SPOOL_HDR + off));
 	while (n < 0 && errno == EINTR);
-	if (n < 0)
+	if (n < 0) {
 		snprintf(err, errlen, "%s: read: %s", r->qid, strerror(errno));
+	} else if (n == 0 && len > 0) {
+		/* Shorter than M says: cut (a big removed file is emptied). */
+		snprintf(err, errlen, "%s: the message was removed while being read", r->qid);
+		errno = ESTALE;
+		return -1;
+	}
 	return n;
-}
-
-static void spool_read_close(void *rd)
-{
-	struct spool_reader *r = rd;
-
-	close(r->fd);
-	free(r);
 }
 
 /* ---- control records ---- */
@@ -932,33 +1009,17 @@ static int spool_ctl_slurp(int fd, uint64_t off, uint8_t **data, size_t *len)
 	return 0;
 }
 
-static int spool_ctl_append(void *be, const char *qid, const void *data, size_t len, bool sync,
-			    char *err, size_t errlen)
+/*
+ * spool_append_fd - append len bytes to the file open for appending at fd,
+ * size bytes long before, and fdatasync it if sync.  -1 with errno; a
+ * failed append is cut off again (no torn record left behind while we
+ * can help it).
+ */
+static int spool_append_fd(int fd, uint64_t size, const void *data, size_t len, bool sync)
 {
-	struct spool *sp = be;
-	char msg[SPOOL_PATH];
 	const uint8_t *p = data;
-	uint64_t mlen, size;
-	int fd, e;
+	int e;
 
-	spool_path(msg, "msg", qid);
-	fd = openat(sp->dfd, msg, O_RDWR | O_APPEND | O_CLOEXEC);
-	if (fd < 0) {
-		e = errno;
-		if (e == ENOENT)
-			snprintf(err, errlen, "%s: no such message", qid);
-		else
-			snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(e));
-		errno = e;
-		return -1;
-	}
-	/* Also refuses (most of) an append racing a remove: M is 0 again. */
-	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0) {
-		e = errno;
-		close(fd);
-		errno = e;
-		return -1;
-	}
 	while (len > 0) {
 		ssize_t n = write(fd, p, len);
 
@@ -974,17 +1035,119 @@ static int spool_ctl_append(void *be, const char *qid, const void *data, size_t 
 	}
 	if (sync && fdatasync(fd) < 0)
 		goto fail;
+	return 0;
+fail:
+	e = errno;
+	if (ftruncate(fd, (off_t)size) == 0 && sync)
+		fdatasync(fd);
+	errno = e;
+	return -1;
+}
+
+static int spool_ctl_append(void *be, const char *qid, const void *data, size_t len, bool sync,
+			    char *err, size_t errlen)
+{
+	struct spool *sp = be;
+	char msg[SPOOL_PATH];
+	uint64_t mlen, size;
+	int fd, e;
+
+	spool_path(msg, "msg", qid);
+	fd = openat(sp->dfd, msg, O_RDWR | O_APPEND | O_CLOEXEC);
+	if (fd < 0) {
+		e = errno;
+		if (e == ENOENT)
+			snprintf(err, errlen, "%s: no such message", qid);
+		else
+			snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(e));
+		errno = e;
+		return -1;
+	}
+	/* Also refuses (most of) an append racing a remove: M is 0 again. */
+	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0)
+		goto fail;
+	if (spool_append_fd(fd, size, data, len, sync) < 0) {
+		snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(errno));
+		goto fail;
+	}
 	close(fd);
 	return 0;
 fail:
 	e = errno;
-	snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(e));
-	/* No torn record left behind while we can help it. */
-	if (ftruncate(fd, (off_t)size) == 0 && sync)
-		fdatasync(fd);
 	close(fd);
 	errno = e;
 	return -1;
+}
+
+/*
+ * spool_rd_ctl_append - spool_ctl_append through a reader opened with
+ * QSTORE_APPEND: its header was checked at open, its size is known.
+ */
+static int spool_rd_ctl_append(void *rd, const void *data, size_t len, bool sync, char *err,
+			       size_t errlen)
+{
+	struct spool_reader *r = rd;
+
+	if (!r->append) {
+		snprintf(err, errlen, "%s: not opened for appending", r->qid);
+		errno = EBADF;
+		return -1;
+	}
+	if (spool_append_fd(r->fd, r->size, data, len, sync) < 0) {
+		snprintf(err, errlen, "%s: append: %s", r->qid, strerror(errno));
+		return -1;
+	}
+	r->size += len;
+	return 0;
+}
+
+/*
+ * spool_rd_ctl_read - the control area of a reader's message as of its
+ * open, plus what it appended since: from the bytes read at open as far
+ * as they go (for a small message all of them), the rest from the file.
+ */
+static int spool_rd_ctl_read(void *rd, uint8_t **data, size_t *len, char *err, size_t errlen)
+{
+	struct spool_reader *r = rd;
+	uint64_t off = SPOOL_HDR + r->len;
+	size_t want, got = 0;
+	uint8_t *buf;
+
+	*data = NULL;
+	*len = 0;
+	if (r->size <= off)
+		return 0;
+	if (r->size - off > SPOOL_MAX_CTL) {
+		snprintf(err, errlen, "%s: control record over %d bytes", r->qid, SPOOL_MAX_CTL);
+		return -1;
+	}
+	want = (size_t)(r->size - off);
+	buf = xmalloc(want);
+	if (off < r->nhead) {
+		got = r->nhead - (size_t)off < want ? r->nhead - (size_t)off : want;
+		memcpy(buf, r->head + off, got);
+	}
+	while (got < want) {
+		ssize_t n = pread(r->fd, buf + got, want - got, (off_t)(off + got));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(err, errlen, "%s: read: %s", r->qid, strerror(errno));
+			free(buf);
+			return -1;
+		}
+		if (n == 0)
+			break; /* cut since: what is there */
+		got += (size_t)n;
+	}
+	if (!got) {
+		free(buf);
+		return 0;
+	}
+	*data = buf;
+	*len = got;
+	return 0;
 }
 
 /*
@@ -1330,6 +1493,8 @@ const struct qstore_ops qstore_spool_ops = {
     .read = spool_read,
     .pread = spool_pread,
     .read_close = spool_read_close,
+    .rd_ctl_read = spool_rd_ctl_read,
+    .rd_ctl_append = spool_rd_ctl_append,
     .ctl_append = spool_ctl_append,
     .ctl_truncate = spool_ctl_truncate,
     .ctl_read = spool_ctl_read,

@@ -411,6 +411,87 @@ static void test_ctl_roundtrip(void **state)
 	assert_null(out);
 }
 
+/*
+ * The router's and the scheduler's way in: one reader for the envelope,
+ * the control records and (QSTORE_APPEND) the appends, for messages from
+ * tiny to past the spool's first read, with the end of that read falling
+ * anywhere in the header, the content and the records.
+ */
+static void test_reader_ctl(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__CtlRecord *in[3], **out;
+	size_t sizes[64], nsizes = 0;
+	uint8_t *buf = malloc(100000 + 1);
+
+	test_records(in);
+	sizes[nsizes++] = 0;
+	sizes[nsizes++] = 10;
+	for (size_t len = 16384 - 400; len < 16384 + 60; len += 13)
+		sizes[nsizes++] = len;
+	sizes[nsizes++] = 100000;
+	assert_true(nsizes <= sizeof(sizes) / sizeof(sizes[0]));
+	for (size_t i = 0; i < nsizes; i++) {
+		struct qstore_reader *r;
+		char qid[QID_SIZE];
+		size_t n = 99, got;
+		int e = 0;
+
+		commit_msg(f, sizes[i], 4096, qid);
+		/* No records yet. */
+		r = qstore_read_flags(f->qs, qid, QSTORE_APPEND, &e, f->err, sizeof(f->err));
+		if (!r)
+			fail_msg("size %zu: read: %s", sizes[i], f->err);
+		assert_int_equal(qstore_reader_ctl_load(r, &out, &n, f->err, sizeof(f->err)), 0);
+		assert_int_equal(n, 0);
+		assert_null(out);
+		qstore_reader_free(&r);
+		/* Two records by ID, a third through the reader. */
+		assert_int_equal(qstore_ctl_append_lazy(f->qs, qid, in, 2, f->err, sizeof(f->err)),
+				 0);
+		r = qstore_read_flags(f->qs, qid, QSTORE_APPEND, &e, f->err, sizeof(f->err));
+		if (!r)
+			fail_msg("size %zu: read: %s", sizes[i], f->err);
+		assert_string_equal(qstore_envelope(r)->sender, "s@example.com");
+		assert_int_equal(qstore_reader_ctl_load(r, &out, &n, f->err, sizeof(f->err)), 0);
+		if (n != 2)
+			fail_msg("size %zu: got %zu records, want 2", sizes[i], n);
+		assert_string_equal(out[0]->route->address, "alias@example.org");
+		assert_true(out[1]->routed);
+		qstore_ctl_free(&out, n);
+		assert_int_equal(
+		    qstore_reader_ctl_append_lazy(r, in + 2, 1, f->err, sizeof(f->err)), 0);
+		assert_int_equal(qstore_reader_ctl_append_lazy(r, in, 0, f->err, sizeof(f->err)),
+				 0);
+		assert_int_equal(qstore_reader_ctl_load(r, &out, &n, f->err, sizeof(f->err)), 0);
+		if (n != 3)
+			fail_msg("size %zu: after the append got %zu records, want 3", sizes[i], n);
+		assert_string_equal(out[2]->result->text, "mailbox full");
+		qstore_ctl_free(&out, n);
+		/* The content ends where the records start. */
+		read_all(f, r, 8192, buf, 100000 + 1, &got);
+		if (got != sizes[i])
+			fail_msg("size %zu: got %zu content bytes", sizes[i], got);
+		for (size_t j = 0; j < got; j++)
+			if (buf[j] != content_byte(j))
+				fail_msg("size %zu: byte %zu got %u, want %u", sizes[i], j, buf[j],
+					 content_byte(j));
+		qstore_reader_free(&r);
+		assert_int_equal(ctl_load_n(f, qid), 3);
+		/* Without QSTORE_APPEND a reader does not append. */
+		r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
+		assert_non_null(r);
+		f->err[0] = '\0';
+		assert_int_equal(qstore_reader_ctl_append_lazy(r, in, 1, f->err, sizeof(f->err)),
+				 -1);
+		assert_true(f->err[0] != '\0');
+		qstore_reader_free(&r);
+		assert_int_equal(ctl_load_n(f, qid), 3);
+		assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), 0);
+	}
+	free(buf);
+}
+
 /* A torn last record (any prefix of it) is ignored; earlier ones stay. */
 static void test_ctl_torn(void **state)
 {
@@ -1242,6 +1323,79 @@ static void test_spool_ctl_in_message(void **state)
 	free(buf);
 }
 
+/*
+ * A reader reads and appends the control records through the file it
+ * opened, never by name again: moved away under it (here to corrupt/),
+ * its message still gives its records and takes the append.  Records
+ * someone else appends after the open are not read again: the header,
+ * the envelope and a small message's records come from one read.
+ */
+static void test_spool_reader_one_open(void **state)
+{
+	static const size_t sizes[] = {100, 100000};
+	struct fixture *f = *state;
+	Zfarm__CtlRecord *in[3], **out;
+
+	test_records(in);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		struct qstore_reader *r;
+		char qid[QID_SIZE], path[256];
+		struct stat before, after;
+		size_t n;
+		int e = 0;
+
+		commit_msg(f, sizes[i], 4096, qid);
+		assert_int_equal(qstore_ctl_append(f->qs, qid, in, 2, f->err, sizeof(f->err)), 0);
+		r = qstore_read_flags(f->qs, qid, QSTORE_APPEND, &e, f->err, sizeof(f->err));
+		assert_non_null(r);
+		/* By ID after the open: not seen through the reader. */
+		assert_int_equal(qstore_ctl_append(f->qs, qid, in + 2, 1, f->err, sizeof(f->err)),
+				 0);
+		assert_int_equal(qstore_quarantine(f->qs, qid, f->err, sizeof(f->err)), 0);
+		snprintf(path, sizeof(path), "%s/corrupt/%s", f->dir, qid);
+		assert_int_equal(stat(path, &before), 0);
+		assert_int_equal(qstore_reader_ctl_load(r, &out, &n, f->err, sizeof(f->err)), 0);
+		if (n != 2)
+			fail_msg("size %zu: got %zu records, want the 2 there at the open",
+				 sizes[i], n);
+		qstore_ctl_free(&out, n);
+		assert_int_equal(qstore_reader_ctl_append_lazy(r, in, 1, f->err, sizeof(f->err)),
+				 0);
+		assert_int_equal(stat(path, &after), 0);
+		if (after.st_size <= before.st_size)
+			fail_msg("size %zu: the append did not go to the file opened", sizes[i]);
+		qstore_reader_free(&r);
+	}
+}
+
+/*
+ * A big message's file is emptied when it is removed: a reader still
+ * reading it (a transport the scheduler gave up on) gets an error, not a
+ * message cut short.
+ */
+static void test_spool_reader_cut(void **state)
+{
+	struct fixture *f = *state;
+	struct qstore_reader *r;
+	char qid[QID_SIZE];
+	uint8_t buf[4096];
+	size_t got = 0;
+	ssize_t n;
+	int e = 0;
+
+	commit_msg(f, 200000, 4096, qid);
+	r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
+	assert_non_null(r);
+	assert_true(qstore_content(r, buf, sizeof(buf), f->err, sizeof(f->err)) > 0);
+	assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), 0);
+	while ((n = qstore_content(r, buf, sizeof(buf), f->err, sizeof(f->err))) > 0)
+		got += (size_t)n;
+	if (n != -1)
+		fail_msg("a reader of an emptied file: got %zd after %zu more bytes, want -1", n,
+			 got);
+	qstore_reader_free(&r);
+}
+
 /* A torn append written by hand at the end of the file is ignored. */
 static void test_spool_ctl_torn_by_hand(void **state)
 {
@@ -1595,6 +1749,7 @@ int main(void)
 	    BOTH(test_empty_content),
 	    BOTH(test_read_errors),
 	    BOTH(test_ctl_roundtrip),
+	    BOTH(test_reader_ctl),
 	    BOTH(test_ctl_torn),
 	    BOTH(test_ctl_bad),
 	    BOTH(test_remove),
@@ -1617,6 +1772,8 @@ int main(void)
 	    SPOOL(test_spool_recycle_inode),
 	    SPOOL(test_spool_ctl_in_message),
 	    SPOOL(test_spool_ctl_torn_by_hand),
+	    SPOOL(test_spool_reader_one_open),
+	    SPOOL(test_spool_reader_cut),
 	    SPOOL(test_spool_remove_to_free),
 	    SPOOL(test_spool_concurrent_commits),
 	    SPOOL(test_spool_sweep_free),
