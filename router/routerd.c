@@ -8,7 +8,9 @@
  * uses explicit requests (busy = a message is being routed).
  *
  * One RouteRequest:
- *   1. open the message (qstore_read); gone: PERMFAIL; damaged: quarantine
+ *   1. open the message (qstore_read_flags, once for steps 1 to 3: the
+ *      control record is read and appended through the same reader);
+ *      gone: PERMFAIL; damaged: quarantine
  *   2. its control record already holds a routing set: skip to 4, so
  *      routing again after a crash is idempotent (after a requeue: a set
  *      since the RequeueRecord; routeset.h)
@@ -332,7 +334,8 @@ static Zfarm__Status route_message(struct router *r, const char *qid, unsigned *
 	int errnum = 0;
 	Zfarm__Status st = ZFARM__STATUS__OK;
 
-	rd = qstore_read(r->qs, qid, &errnum, err, sizeof(err));
+	/* One open for the envelope, the records and the append (qstore_read_flags). */
+	rd = qstore_read_flags(r->qs, qid, QSTORE_APPEND, &errnum, err, sizeof(err));
 	if (!rd) {
 		snprintf(why, whylen, "%s", err);
 		if (errnum == EBADMSG) {
@@ -343,7 +346,7 @@ static Zfarm__Status route_message(struct router *r, const char *qid, unsigned *
 							     : ZFARM__STATUS__TEMPFAIL;
 	}
 	env = qstore_envelope(rd);
-	if (qstore_ctl_load(r->qs, qid, &old, &nold, err, sizeof(err)) < 0) {
+	if (qstore_reader_ctl_load(rd, &old, &nold, err, sizeof(err)) < 0) {
 		snprintf(why, whylen, "control record: %s", err);
 		st = ZFARM__STATUS__TEMPFAIL;
 		goto out;
@@ -444,7 +447,7 @@ static Zfarm__Status route_message(struct router *r, const char *qid, unsigned *
 	 * message delivered and removed before any such append loses nothing
 	 * either: its removal was not synced, so it comes back whole.
 	 */
-	if (qstore_ctl_append_lazy(r->qs, qid, recs, total + 1, err, sizeof(err)) < 0) {
+	if (qstore_reader_ctl_append_lazy(rd, recs, total + 1, err, sizeof(err)) < 0) {
 		snprintf(why, whylen, "cannot record the routes: %s", err);
 		st = ZFARM__STATUS__TEMPFAIL;
 	} else {

@@ -4,8 +4,8 @@
  *
  * Called by the scheduler when it takes a message in (from the router or
  * the reinjector) and after every delivery reply.  Pure: no I/O, no
- * logging; the scheduler reads records with qstore_ctl_load() and appends
- * the ones msgstate_result() builds with qstore_ctl_append().
+ * logging; the scheduler reads records with qstore_reader_ctl_load() and
+ * appends the ones msgstate_result() builds with qstore_ctl_append().
  *
  * Loading (msgstate_load):
  *   - The routing set is the `total` RouteRecords right before the first

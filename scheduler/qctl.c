@@ -166,7 +166,7 @@ static const struct msgstate *load_backlog(const struct qctl_view *v, struct qct
 	rd = qstore_read(v->qs, qid, &errnum, err, sizeof(err));
 	if (!rd)
 		return NULL;
-	if (qstore_ctl_load(v->qs, qid, &recs, &n, err, sizeof(err)) < 0) {
+	if (qstore_reader_ctl_load(rd, &recs, &n, err, sizeof(err)) < 0) {
 		qstore_reader_free(&rd);
 		return NULL;
 	}

@@ -723,12 +723,13 @@ static Zfarm__Status schedd_load(struct schedd *d, const char *qid, uint64_t siz
 
 	if (sched_has(d->s, qid))
 		return ZFARM__STATUS__OK;
+	/* One open, and for a small message one read, for envelope and records. */
 	rd = qstore_read(d->qs, qid, &errnum, err, sizeof(err));
 	if (!rd) {
 		snprintf(why, whylen, "%s", err);
 		return errnum == ENOENT ? ZFARM__STATUS__PERMFAIL : ZFARM__STATUS__TEMPFAIL;
 	}
-	if (qstore_ctl_load(d->qs, qid, &recs, &n, err, sizeof(err)) < 0) {
+	if (qstore_reader_ctl_load(rd, &recs, &n, err, sizeof(err)) < 0) {
 		snprintf(why, whylen, "control record: %s", err);
 		qstore_reader_free(&rd);
 		return ZFARM__STATUS__TEMPFAIL;
