@@ -17,6 +17,13 @@
  * of answers wait for a slow reader, no more lines are read.  A connection
  * being closed gets ECHO_CLOSE_TIMEOUT_MS to take its last answers.
  *
+ * With --explicit-requests as the first argument (the rest are the
+ * skeleton's options) every line is one request of
+ * FARM_SERVER_EXPLICIT_REQUESTS: begun when the line is taken, ended when
+ * it is answered (a SLOW line when its "OK" is queued), so "busy" means a
+ * line is being answered and an idle connection is not busy; otherwise
+ * one connection is one request.
+ *
  * Draining (ops->drain): idle sessions are closed at once; a SLOW session
  * is closed right after its "OK".  Idle means answered at least one line
  * and nothing pending: a connection that has not spoken yet is a request
@@ -50,6 +57,7 @@ struct echo_session {
 	struct bufferevent *bev;
 	struct event *slow; /* the pending SLOW answer's timer */
 	bool slow_pending;
+	bool in_request;     /* explicit mode: a request is begun, not ended */
 	bool closing;	     /* no more input; freed once output is written */
 	unsigned long lines; /* lines answered so far */
 	unsigned long id;
@@ -64,6 +72,25 @@ struct echo_farm {
 
 static void echo_session_process(struct echo_session *s);
 
+static bool echo_explicit; /* --explicit-requests */
+
+/* echo_request_begin / end - explicit mode: one line is one request. */
+static void echo_request_begin(struct echo_session *s)
+{
+	if (!echo_explicit)
+		return;
+	s->in_request = true;
+	farm_server_request_begin(s->srv);
+}
+
+static void echo_request_end(struct echo_session *s)
+{
+	if (!s->in_request)
+		return;
+	s->in_request = false;
+	farm_server_request_end(s->srv);
+}
+
 /* echo_session_destroy - release everything; tell the skeleton if asked. */
 static void echo_session_destroy(struct echo_session *s, bool end_session)
 {
@@ -71,6 +98,8 @@ static void echo_session_destroy(struct echo_session *s, bool end_session)
 
 	log_debug("session %lu: closed, listener=%s", s->id, s->listener);
 	LIST_REMOVE(s, entry);
+	if (end_session)
+		echo_request_end(s);
 	if (s->slow)
 		event_free(s->slow);
 	bufferevent_free(s->bev);
@@ -134,6 +163,7 @@ static void echo_on_slow(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	s->slow_pending = false;
 	echo_reply(s, "OK\n");
+	echo_request_end(s);
 	if (farm_server_draining(s->srv)) {
 		echo_session_close(s);
 		return;
@@ -171,6 +201,8 @@ static bool echo_session_line(struct echo_session *s, char *line, size_t len)
 		line[--len] = '\0';
 	if (strcmp(line, "QUIT") == 0)
 		return echo_session_close(s);
+	/* The session is not idle (in_request) should this start a drain. */
+	echo_request_begin(s);
 	if (strcmp(line, "PID") == 0)
 		echo_reply(s, "%ld\n", (long)getpid());
 	else if (strcmp(line, "STRESS") == 0)
@@ -180,6 +212,8 @@ static bool echo_session_line(struct echo_session *s, char *line, size_t len)
 	else if (evbuffer_add(bufferevent_get_output(s->bev), line, len) < 0 ||
 		 evbuffer_add(bufferevent_get_output(s->bev), "\n", 1) < 0)
 		log_fatal("session %lu: out of memory", s->id);
+	if (!s->slow_pending)
+		echo_request_end(s);
 	return false;
 }
 
@@ -276,7 +310,7 @@ static void echo_accept(struct farm_server *srv, int fd, const char *listener)
 /* echo_session_idle - answered before, nothing read or owed now. */
 static bool echo_session_idle(struct echo_session *s)
 {
-	return s->lines > 0 && !s->closing && !s->slow_pending &&
+	return s->lines > 0 && !s->closing && !s->slow_pending && !s->in_request &&
 	       evbuffer_get_length(bufferevent_get_input(s->bev)) == 0;
 }
 
@@ -329,7 +363,22 @@ static const struct farm_server_ops echo_ops = {
     .fini = echo_fini,
 };
 
+static const struct farm_server_ops echo_explicit_ops = {
+    .name = "echo_farm",
+    .flags = FARM_SERVER_EXPLICIT_REQUESTS,
+    .init = echo_init,
+    .accept = echo_accept,
+    .drain = echo_drain,
+    .wakeup = echo_wakeup,
+    .fini = echo_fini,
+};
+
 int main(int argc, char **argv)
 {
+	if (argc > 1 && strcmp(argv[1], "--explicit-requests") == 0) {
+		echo_explicit = true;
+		argv[1] = argv[0];
+		return farm_server_main(argc - 1, argv + 1, &echo_explicit_ops);
+	}
 	return farm_server_main(argc, argv, &echo_ops);
 }
