@@ -43,7 +43,13 @@ struct child {
 	uint64_t generation;
 	struct frame_conn *status;
 	uint64_t born_ms;
-	uint64_t busy_since_ms; /* 0: not busy */
+	/*
+	 * Busy with no request finished since (0: not busy): set by a report
+	 * that is busy when the one before was not or served has moved.  A
+	 * child busy without a pause on many short or overlapping requests
+	 * keeps moving it; one stuck on a request does not (max_processtime).
+	 */
+	uint64_t busy_since_ms;
 	uint64_t idle_since_ms; /* 0: not idle */
 	bool counted_avail;	/* in farm->avail */
 	bool reported;		/* sent at least one valid report */
@@ -276,11 +282,11 @@ static void child_handle_status(struct child *c, const Zfarm__FarmStatus *st)
 	}
 	c->reported = true;
 	c->state = st->state;
-	c->served = st->served;
-	if (st->busy && c->busy_since_ms == 0)
-		c->busy_since_ms = now;
-	else if (!st->busy)
+	if (!st->busy)
 		c->busy_since_ms = 0;
+	else if (c->busy_since_ms == 0 || st->served != c->served)
+		c->busy_since_ms = now;
+	c->served = st->served;
 	if (st->state == ZFARM__FARM_STATUS__STATE__AVAILABLE && st->sessions == 0 && !st->busy) {
 		if (c->idle_since_ms == 0)
 			c->idle_since_ms = now;

@@ -23,8 +23,12 @@
  *     that do not decode, are logged and ignored; a child that has not
  *     reported within startup_timeout, or whose channel closed, is not
  *     counted available;
- *   - max_processtime kills a child busy on one request too long;
- *     max_lifetime drains an old one.
+ *   - max_processtime kills a child busy on one request too long: busy
+ *     in its reports and no request finished (served unchanged) for that
+ *     long, so a child busy without a pause on many short or overlapping
+ *     requests lives on; children report busy and served at most twice
+ *     a second (farm_server.h), so the kill may come up to that much
+ *     later; max_lifetime drains an old one.
  *
  * Kinds: "farm" as above; "single" keeps exactly one process (respawned,
  * throttled the same way); "once" runs one process to completion, again

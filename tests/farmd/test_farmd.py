@@ -839,6 +839,66 @@ class FarmdTest(unittest.TestCase):
         self.assertEqual(ask_once(port, "next"), "next")
         self.assertEqual(self.farm("echo")["throttled_until"], 0)
 
+    def test_13b_max_processtime_spares_continuous_work(self):
+        # One connection is one request; they overlap so the child is busy
+        # for 3 s without a pause, but requests keep finishing: not stuck.
+        port = free_port()
+        self.fd.write_config([echo_farm("echo", port, process_limit=1, process_min_avail=1,
+                                        client_limit=3, max_processtime="1s")])
+        self.fd.start()
+        self.wait_farm("echo", total=1, available=1)
+        prev = Client(port)
+        try:
+            pid = self.echo_pid(prev)
+            n = 0
+            t_end = time.monotonic() + 3.0
+            while time.monotonic() < t_end:
+                c = Client(port)
+                self.assertEqual(self.echo_pid(c), pid, "child replaced after %d requests" % n)
+                prev.close()
+                prev = c
+                n += 1
+                observe(0.01)
+        finally:
+            prev.close()
+        self.assertTrue(alive(pid))
+        self.assertNotRegex(self.fd.log(), r"\(max_processtime\): killed")
+        f = self.farm("echo")
+        self.assertEqual((f["spawned"], f["crashed"]), (1, 0), f)
+
+    def test_13c_max_processtime_explicit_requests(self):
+        # Explicit requests: one stuck beside quick ones on another
+        # connection is spared while those finish, killed once they stop.
+        port = free_port()
+        self.fd.write_config([echo_farm("echo", port, args="--explicit-requests",
+                                        process_limit=1, process_min_avail=1,
+                                        client_limit=2, max_processtime="1s")])
+        self.fd.start()
+        self.wait_farm("echo", total=1, available=1)
+        a, b = Client(port), Client(port)
+        try:
+            pid = self.echo_pid(a)
+            self.assertEqual(self.echo_pid(b), pid)
+            a.send("SLOW 10000")
+            t_end = time.monotonic() + 2.5
+            while time.monotonic() < t_end:
+                self.assertEqual(b.ask("quick"), "quick")
+                observe(0.01)
+            self.assertTrue(alive(pid))
+            self.assertNotRegex(self.fd.log(), r"\(max_processtime\): killed")
+            t1 = time.monotonic()
+            # b stays open but idle: only the stuck request is left.
+            self.fd.wait_log(r"farm echo: pid %d busy on one request for more than 1 s "
+                             r"\(max_processtime\): killed" % pid, 5)
+            took = time.monotonic() - t1
+            self.assertLess(took, 4.0)
+            self.assertIsNone(a.readline(), "the stuck request was answered")
+        finally:
+            a.close()
+            b.close()
+        wait_until(lambda: not alive(pid), 3)
+        self.assertEqual(ask_once(port, "next"), "next")
+
     def test_14_max_requests(self):
         port = free_port()
         self.fd.write_config([echo_farm("echo", port, process_limit=3, process_min_avail=0,
