@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/endpoint.h"
 #include "common/frame.h"
@@ -25,6 +26,12 @@
 
 #define FARM_SERVER_MAX_LISTENERS 64
 #define FARM_SERVER_BACKLOG 511
+/*
+ * At most one report per this many ms for changes of busy, served or
+ * sessions alone (a change of state is reported at once); see
+ * farm_server_report().
+ */
+#define FARM_SERVER_REPORT_INTERVAL_MS 500u
 
 struct farm_listener {
 	int fd;
@@ -58,10 +65,15 @@ struct farm_server {
 	unsigned long served;
 	unsigned in_request; /* explicit requests under way (they may overlap) */
 
-	/* Manager channel. */
+	/* Manager channel and what it was last told. */
 	struct frame_conn *status;
 	int last_state; /* last reported Zfarm__FarmStatus__State, -1 none */
 	bool last_busy;
+	unsigned last_sessions;
+	unsigned long last_served;
+	uint64_t last_report_ms;   /* clock_mono_ms() of the last report */
+	bool reported_work;	   /* a report with busy or served > 0 went out */
+	struct event *report_timer; /* a coalesced report is due */
 
 	bool draining;
 	bool exiting; /* the loop has been told to stop */
@@ -308,17 +320,29 @@ static void farm_server_options(struct farm_server *srv, int argc, char **argv)
 		log_fatal("no listen sockets: run under farmd (LISTEN_FDS) or give -s endpoint");
 }
 
-/* farm_server_report - send FarmStatus when state or busy changed. */
-static void farm_server_report(struct farm_server *srv, int state, bool busy)
+/* farm_server_busy - inside a request (explicit mode) or a session. */
+static bool farm_server_busy(const struct farm_server *srv)
+{
+	if (srv->ops->flags & FARM_SERVER_EXPLICIT_REQUESTS)
+		return srv->in_request > 0;
+	return srv->sessions > 0;
+}
+
+/* farm_server_send_status - one FarmStatus frame with the current counters. */
+static void farm_server_send_status(struct farm_server *srv, int state, bool busy)
 {
 	Zfarm__Frame f;
 	Zfarm__FarmStatus st;
 	char err[256];
 
-	if (state == srv->last_state && busy == srv->last_busy)
-		return;
 	srv->last_state = state;
 	srv->last_busy = busy;
+	srv->last_sessions = srv->sessions;
+	srv->last_served = srv->served;
+	srv->last_report_ms = clock_mono_ms();
+	if (busy || srv->served > 0)
+		srv->reported_work = true;
+	evtimer_del(srv->report_timer);
 	if (srv->status == NULL)
 		return;
 	frame_init(&f, 0);
@@ -333,6 +357,72 @@ static void farm_server_report(struct farm_server *srv, int state, bool busy)
 	f.farm_status = &st;
 	if (frame_conn_send(srv->status, &f, err, sizeof(err)) < 0)
 		log_warn("status report: %s", err);
+}
+
+/* farm_server_report_stale - busy, sessions or served differ from the last report. */
+static bool farm_server_report_stale(const struct farm_server *srv, bool busy)
+{
+	return busy != srv->last_busy || srv->sessions != srv->last_sessions ||
+	       srv->served != srv->last_served;
+}
+
+/*
+ * farm_server_report - tell the manager what changed, cheaply under load.
+ *
+ * A change of state (AVAILABLE/TAKEN/EXITING) goes out at once: farmd's
+ * spawning depends on it.  Changes of busy, sessions and served alone
+ * (with explicit requests, twice per request) are coalesced: at most one
+ * report per FARM_SERVER_REPORT_INTERVAL_MS, sent at once if the last one
+ * is older than that, otherwise by report_timer at the end of the
+ * interval with whatever is current then.  The first report of any work
+ * goes out at once, so farmd counts a child that crashes on its first
+ * request as healthy (it did start work), as before.  farmd reads "busy
+ * and served unchanged" as stuck (max_processtime), so a child busy
+ * without pause still reports its progress once per interval.
+ */
+static void farm_server_report(struct farm_server *srv, int state, bool busy)
+{
+	bool first_work;
+	uint64_t now, due;
+
+	if (state != srv->last_state) {
+		farm_server_send_status(srv, state, busy);
+		return;
+	}
+	if (!farm_server_report_stale(srv, busy))
+		return;
+	first_work = !srv->reported_work && (busy || srv->served > 0);
+	if (!first_work && evtimer_pending(srv->report_timer, NULL))
+		return;
+	now = clock_mono_ms();
+	due = srv->last_report_ms + FARM_SERVER_REPORT_INTERVAL_MS;
+	if (first_work || now >= due) {
+		farm_server_send_status(srv, state, busy);
+	} else {
+		struct timeval tv = {(time_t)((due - now) / 1000),
+				     (suseconds_t)((due - now) % 1000) * 1000};
+
+		evtimer_add(srv->report_timer, &tv);
+	}
+}
+
+/* farm_server_on_report_timer - the coalesced report is due. */
+static void farm_server_on_report_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct farm_server *srv = arg;
+	bool busy = farm_server_busy(srv);
+
+	if (farm_server_report_stale(srv, busy))
+		farm_server_send_status(srv, srv->last_state, busy);
+}
+
+/* farm_server_report_flush - before exit: the last word is the current one. */
+static void farm_server_report_flush(struct farm_server *srv)
+{
+	bool busy = farm_server_busy(srv);
+
+	if (srv->last_state >= 0 && farm_server_report_stale(srv, busy))
+		farm_server_send_status(srv, srv->last_state, busy);
 }
 
 static void farm_server_set_listening(struct farm_server *srv, bool on)
@@ -363,6 +453,7 @@ static void farm_server_exit(struct farm_server *srv)
 		return;
 	srv->exiting = true;
 	log_debug("exiting: accepted=%lu served=%lu", srv->accepted, srv->served);
+	farm_server_report_flush(srv);
 	event_base_loopbreak(srv->base);
 }
 
@@ -403,7 +494,6 @@ static void farm_server_start_drain(struct farm_server *srv, const char *why)
  */
 static void farm_server_update(struct farm_server *srv)
 {
-	bool busy;
 	int state;
 
 	if (!srv->draining && farm_server_used_up(srv)) {
@@ -417,11 +507,7 @@ static void farm_server_update(struct farm_server *srv)
 	else
 		state = ZFARM__FARM_STATUS__STATE__AVAILABLE;
 	farm_server_set_listening(srv, state == ZFARM__FARM_STATUS__STATE__AVAILABLE);
-	if (srv->ops->flags & FARM_SERVER_EXPLICIT_REQUESTS)
-		busy = srv->in_request > 0;
-	else
-		busy = srv->sessions > 0;
-	farm_server_report(srv, state, busy);
+	farm_server_report(srv, state, farm_server_busy(srv));
 
 	if (srv->sessions == 0 && srv->draining) {
 		farm_server_exit(srv);
@@ -533,6 +619,7 @@ static void farm_server_setup_events(struct farm_server *srv)
 				  l);
 	}
 	srv->idle_timer = evtimer_new(srv->base, farm_server_on_idle, srv);
+	srv->report_timer = evtimer_new(srv->base, farm_server_on_report_timer, srv);
 	srv->sigterm_ev = evsignal_new(srv->base, SIGTERM, farm_server_on_sigterm, srv);
 	srv->sigint_ev = evsignal_new(srv->base, SIGINT, farm_server_on_sigterm, srv);
 	event_add(srv->sigterm_ev, NULL);
@@ -544,6 +631,7 @@ static void farm_server_teardown(struct farm_server *srv)
 	farm_server_close_listeners(srv);
 	frame_conn_free(&srv->status);
 	event_free(srv->idle_timer);
+	event_free(srv->report_timer);
 	event_free(srv->sigterm_ev);
 	event_free(srv->sigint_ev);
 	event_base_free(srv->base);

@@ -14,10 +14,14 @@
  *     to ops->accept; the service calls farm_server_session_end() once per
  *     accepted connection when it is finished with it;
  *   - reports to the manager over the status channel ($ZFARM_STATUS_FD, a
- *     stream socket; absent when standalone) a FarmStatus frame with pid,
- *     generation ($ZFARM_GENERATION) and state on every transition:
- *     AVAILABLE (can take one more connection), TAKEN (at client_limit),
- *     EXITING (accepts nothing more), and busy (inside a request);
+ *     stream socket; absent when standalone) FarmStatus frames with pid,
+ *     generation ($ZFARM_GENERATION), state, busy (inside a request),
+ *     sessions and served: at once on every change of state, AVAILABLE
+ *     (can take one more connection), TAKEN (at client_limit), EXITING
+ *     (accepts nothing more); changes of busy, sessions or served alone at
+ *     most once per 500 ms (the first sign of work and the last report
+ *     before exit at once), so a child serving thousands of requests a
+ *     second costs the manager a couple of frames, not thousands;
  *   - stops accepting and exits once its sessions are finished: after
  *     max_requests connections, after max_idle seconds without a session,
  *     on SIGTERM (a second SIGTERM exits at once), and on EOF of the status

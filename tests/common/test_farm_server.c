@@ -332,6 +332,40 @@ static void expect_status_at(struct kid *k, int state, bool busy, int sessions, 
 #define expect_status(k, state, busy, sessions)                                                    \
 	expect_status_at((k), (state), (busy), (sessions), __LINE__)
 
+/*
+ * collect_status - read reports until one is state/busy/sessions/served
+ * (sessions, served -1: any) or timeout_ms pass; returns how many were read,
+ * that one included.
+ */
+static unsigned collect_status_at(struct kid *k, int state, bool busy, int sessions, long served,
+				  int timeout_ms, int line)
+{
+	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+	unsigned n = 0;
+
+	for (;;) {
+		struct pollfd p = {k->status_fd, POLLIN, 0};
+		Zfarm__FarmStatus st;
+		int rc = poll(&p, 1, remaining_ms(deadline));
+
+		if (rc < 0 && errno == EINTR)
+			continue;
+		if (rc == 0)
+			fail_msg("line %d: after %u reports in %d ms: last %s busy=%d sessions=%u, "
+				 "want %s busy=%d sessions=%d served=%ld",
+				 line, n, timeout_ms, state_name(k->last_state), k->last_busy,
+				 k->last_sessions, state_name(state), busy, sessions, served);
+		read_status(k, &st, line);
+		n++;
+		if ((int)st.state == state && st.busy == busy &&
+		    (sessions < 0 || st.sessions == (unsigned)sessions) &&
+		    (served < 0 || st.served == (uint64_t)served))
+			return n;
+	}
+}
+#define collect_status(k, state, busy, sessions, served, timeout_ms)                               \
+	collect_status_at((k), (state), (busy), (sessions), (served), (timeout_ms), __LINE__)
+
 /* drain_status - read whatever reports are there now, without waiting long. */
 static void drain_status(struct kid *k)
 {
@@ -919,6 +953,109 @@ static void test_standalone(void **state)
 	expect_exit(k, 0, EXIT_TIMEOUT_MS);
 }
 
+/*
+ * Changes of busy, sessions and served alone are coalesced: 50 connections
+ * in a row (each a busy/idle pair at AVAILABLE) give a few reports, one per
+ * 500 ms at most, and the last one still says what is true at the end.
+ */
+static void test_busy_reports_coalesced(void **state)
+{
+	struct fixture *fx = *state;
+	struct spawn sp = {.client_limit = "4"};
+	struct kid *k = spawn_kid(fx, &sp);
+	uint64_t t0, t_last, took, late;
+	unsigned frames, most;
+
+	expect_status(k, ST_AVAILABLE, false, 0);
+	t0 = now_ms();
+	for (int n = 0; n < 50; n++) {
+		int c = client_connect(fx);
+
+		client_send(c, "ping\n");
+		expect_line(c, "ping");
+		client_close(fx, c);
+	}
+	t_last = now_ms();
+	frames = collect_status(k, ST_AVAILABLE, false, 0, 50, 5000);
+	late = now_ms() - t_last;
+	took = now_ms() - t0;
+	most = 3 + (unsigned)(took / 500);
+	print_message("50 connections in %llu ms: %u reports\n", (unsigned long long)took, frames);
+	if (frames > most)
+		fail_msg("50 connections in %llu ms: got %u reports, want at most %u (one per 500 ms)",
+			 (unsigned long long)took, frames, most);
+	if (late > 2000)
+		fail_msg("final idle report %llu ms after the last close, want < 2000",
+			 (unsigned long long)late);
+	expect_running(k);
+}
+
+/*
+ * Explicit requests (one line = one request): 100 requests on one
+ * connection give a few reports; a stuck request is reported busy and then
+ * nothing moves (what farmd's max_processtime looks for) until it ends.
+ */
+static void test_explicit_requests_coalesced(void **state)
+{
+	struct fixture *fx = *state;
+	struct spawn sp = {.client_limit = "2", .args = {"--explicit-requests"}};
+	struct kid *k = spawn_kid(fx, &sp);
+	uint64_t t0, took;
+	unsigned frames, most;
+	int c;
+
+	expect_status(k, ST_AVAILABLE, false, 0);
+	c = client_connect(fx);
+	t0 = now_ms();
+	for (int n = 0; n < 100; n++) {
+		client_send(c, "ping\n");
+		expect_line(c, "ping");
+	}
+	/* An open connection between requests is not busy. */
+	frames = collect_status(k, ST_AVAILABLE, false, 1, 100, 5000);
+	took = now_ms() - t0;
+	most = 3 + (unsigned)(took / 500);
+	print_message("100 requests in %llu ms: %u reports\n", (unsigned long long)took, frames);
+	if (frames > most)
+		fail_msg("100 requests in %llu ms: got %u reports, want at most %u (one per 500 ms)",
+			 (unsigned long long)took, frames, most);
+
+	client_send(c, "SLOW 2500\n");
+	collect_status(k, ST_AVAILABLE, true, 1, 100, 2000);
+	/* Stuck: busy and served stand still, so there is nothing to report. */
+	expect_silence(k->status_fd, 800);
+	expect_line(c, "OK");
+	collect_status(k, ST_AVAILABLE, false, 1, 101, 2000);
+	expect_running(k);
+}
+
+/*
+ * Busy without a pause (a stuck request beside quick ones on another
+ * connection): the reports still show served moving while busy.
+ */
+static void test_explicit_progress_while_busy(void **state)
+{
+	struct fixture *fx = *state;
+	struct spawn sp = {.client_limit = "2", .args = {"--explicit-requests"}};
+	struct kid *k = spawn_kid(fx, &sp);
+	int c1, c2;
+
+	expect_status(k, ST_AVAILABLE, false, 0);
+	c1 = client_connect(fx);
+	c2 = client_connect(fx);
+	expect_status(k, ST_TAKEN, false, 2);
+	client_send(c1, "SLOW 4000\n");
+	collect_status(k, ST_TAKEN, true, 2, 0, 2000);
+	for (int n = 0; n < 20; n++) {
+		client_send(c2, "ping\n");
+		expect_line(c2, "ping");
+	}
+	/* Still inside SLOW 4000, and the progress was reported. */
+	collect_status(k, ST_TAKEN, true, 2, 20, 2000);
+	expect_line(c1, "OK");
+	collect_status(k, ST_TAKEN, false, 2, 21, 2000);
+}
+
 /* cpu_ticks - utime + stime of pid from /proc/<pid>/stat. */
 static unsigned long cpu_ticks(pid_t pid)
 {
@@ -1013,6 +1150,9 @@ int main(void)
 	    T(test_stress_mode),
 	    T(test_foreign_listen_pid_refused),
 	    T(test_standalone),
+	    T(test_busy_reports_coalesced),
+	    T(test_explicit_requests_coalesced),
+	    T(test_explicit_progress_while_busy),
 	    T(test_thundering_herd),
 	};
 

@@ -252,6 +252,32 @@ class FarmdTest(unittest.TestCase):
         self.assertRegex(self.fd.log(), r"farm echo: retiring idle pid \d+")
         self.assertEqual(ask_once(port, "still here"), "still here")
 
+    def test_02b_idle_retire_after_coalesced_report(self):
+        # client_limit 2: going idle is a change of busy and sessions only
+        # (the state stays AVAILABLE), which children report coalesced.
+        port = free_port()
+        self.fd.write_config([echo_farm("echo", port, process_limit=3, process_min_avail=1,
+                                        client_limit=2, max_idle="1s")])
+        self.fd.start()
+        self.wait_farm("echo", total=1, available=1)
+        clients = []
+        try:
+            # Two fill the first child (TAKEN); the third starts a second one.
+            for _ in range(3):
+                clients.append(Client(port))
+                self.echo_pid(clients[-1])
+            pids = [self.echo_pid(c) for c in clients]
+            self.assertEqual(len(set(pids)), 2, pids)
+            self.wait_farm("echo", total=2, busy=2)
+        finally:
+            for c in clients:
+                c.close()
+        # Both report idle (coalesced); the surplus one retires after max_idle.
+        self.wait_farm("echo", timeout=3, busy=0)
+        self.wait_farm("echo", timeout=6, total=1, available=1)
+        self.assertRegex(self.fd.log(), r"farm echo: retiring idle pid \d+")
+        self.assertEqual(ask_once(port, "still here"), "still here")
+
     # ------------------------------------------------------------------
     # 3. at process_limit connections wait; one warning per interval
     # ------------------------------------------------------------------
