@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -404,6 +405,7 @@ struct smtp_session {
 	char relay[512];
 	char name[400]; /* "host[addr]" for texts */
 	struct bufferevent *bev;
+	struct evbuffer *stage; /* body bytes on their way to a direct write */
 	struct event *timer;
 	struct event *kick; /* deferred completion of a transaction sent nothing */
 	const char *phase;  /* "sending RCPT TO": what a timeout or EOF interrupts */
@@ -431,9 +433,10 @@ struct smtp_session {
 	bool listed;	     /* on the quitting list */
 	bool connect_failed; /* error already set by a failed connect() */
 	/* TLS */
-	bool tls_on;	   /* the handshake completed: s->bev is the OpenSSL filter */
-	bool tls_setup;	   /* between the STARTTLS reply and READY */
-	size_t discarded;  /* bytes dropped behind the STARTTLS reply */
+	bool filtered;	  /* s->bev is the OpenSSL filter (from STARTTLS's 2xx on) */
+	bool tls_on;	  /* the handshake completed: s->bev is the OpenSSL filter */
+	bool tls_setup;	  /* between the STARTTLS reply and READY */
+	size_t discarded; /* bytes dropped behind the STARTTLS reply */
 	struct tls_info tls;
 };
 
@@ -603,9 +606,75 @@ static void pend_arm(struct smtp_session *s)
 	}
 }
 
+/*
+ * Writing.  libevent's way is to queue the bytes in the bufferevent,
+ * register EV_WRITE (epoll_ctl), write on the next loop turn and
+ * unregister it again (epoll_ctl): three system calls and a loop turn for
+ * every command group and every body.  A server that keeps up takes each
+ * of them at once, so in clear, whenever nothing is queued already, the
+ * bytes go straight to the socket (non-blocking); only what it does not
+ * take (buffer full) is queued behind, for the bufferevent to write when
+ * the socket drains.  A failed direct write queues everything: the
+ * bufferevent's own write fails the same way and reports it from the
+ * loop, as before.  Under TLS the filter does all the writing.
+ */
+
+/* direct_ok - may bytes bypass the bufferevent now (in clear, nothing queued)? */
+static bool direct_ok(const struct smtp_session *s)
+{
+	return !s->filtered && bufferevent_getfd(s->bev) >= 0 &&
+	       evbuffer_get_length(bufferevent_get_output(s->bev)) == 0;
+}
+
+/* direct_send - what the socket takes of data at once (0 on EAGAIN or an error). */
+static size_t direct_send(struct smtp_session *s, const struct iovec *iov, int n)
+{
+	struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+	ssize_t r;
+
+	do
+		r = sendmsg((int)bufferevent_getfd(s->bev), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+	while (r < 0 && errno == EINTR);
+	return r > 0 ? (size_t)r : 0;
+}
+
+/*
+ * direct_flush - b (not the bufferevent's output) to the server: what
+ * the socket takes at once, the rest moved behind into the output.  -1
+ * only when the output cannot take the rest (out of memory).
+ */
+static int direct_flush(struct smtp_session *s, struct evbuffer *b)
+{
+	struct evbuffer_iovec v[16];
+	struct iovec iov[16];
+	int n = evbuffer_peek(b, -1, NULL, v, 16);
+	size_t sent;
+
+	if (n > 16)
+		n = 16; /* the rest goes through the bufferevent */
+	for (int i = 0; i < n; i++) {
+		iov[i].iov_base = v[i].iov_base;
+		iov[i].iov_len = v[i].iov_len;
+	}
+	sent = n > 0 ? direct_send(s, iov, n) : 0;
+	evbuffer_drain(b, sent);
+	if (evbuffer_get_length(b) == 0)
+		return 0;
+	return evbuffer_add_buffer(bufferevent_get_output(s->bev), b);
+}
+
 static int send_text(struct smtp_session *s, const char *data, size_t len)
 {
-	return bufferevent_write(s->bev, data, len);
+	size_t sent = 0;
+
+	if (direct_ok(s)) {
+		struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+
+		sent = direct_send(s, &iov, 1);
+		if (sent == len)
+			return 0;
+	}
+	return bufferevent_write(s->bev, data + sent, len - sent);
 }
 
 static int send_cmd(struct smtp_session *s, enum cmd c, size_t idx, const char *line)
@@ -778,24 +847,44 @@ static void txn_finish(struct smtp_session *s)
 static void body_more(struct smtp_session *s)
 {
 	struct evbuffer *out = bufferevent_get_output(s->bev);
+	/* in clear with nothing queued: encoded into the stage, written at once */
+	bool direct = direct_ok(s);
+	struct evbuffer *dst = direct ? s->stage : out;
 	char err[256];
 	int r;
 
 	if (evbuffer_get_length(out) >= SMTP_BODY_CHUNK)
 		return;
-	r = body_pump(s->m->content, &s->enc, out, SMTP_BODY_CHUNK, err, sizeof(err));
+	r = body_pump(s->m->content, &s->enc, dst, SMTP_BODY_CHUNK, err, sizeof(err));
 	if (r < 0) {
-		/* never end a partial message with "." */
+		/* never end a partial message with "." (nor send the bad chunk) */
+		evbuffer_drain(s->stage, evbuffer_get_length(s->stage));
 		err_set(&s->error, 0, "4.3.0", "cannot read the queued message: %s", err);
 		session_broken(s);
 		return;
 	}
-	timer_arm(s, s->cfg.data_xfer_ms, "sending message body");
-	if (r > 0)
-		return;
-	if (body_enc_finish(&s->enc, out) < 0) {
+	if (r == 0 && body_enc_finish(&s->enc, dst) < 0) {
+		evbuffer_drain(s->stage, evbuffer_get_length(s->stage));
 		err_set(&s->error, 0, "4.3.0", "out of memory finishing the message");
 		session_broken(s);
+		return;
+	}
+	if (direct && direct_flush(s, s->stage) < 0) {
+		evbuffer_drain(s->stage, evbuffer_get_length(s->stage));
+		err_set(&s->error, 0, "4.3.0", "out of memory sending the message");
+		session_broken(s);
+		return;
+	}
+	timer_arm(s, s->cfg.data_xfer_ms, "sending message body");
+	if (r > 0) {
+		/*
+		 * More to come.  Queued output calls write_cb when it drains
+		 * below the low-water mark; a chunk the socket took whole
+		 * leaves nothing queued, so the next one is asked for from the
+		 * loop (other sessions get their turn in between).
+		 */
+		if (evbuffer_get_length(out) == 0)
+			bufferevent_trigger(s->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
 		return;
 	}
 	s->state = S_TXN;
@@ -1072,6 +1161,7 @@ static void starttls_begin(struct smtp_session *s)
 	if (s->discarded)
 		evbuffer_drain(in, s->discarded);
 	s->tls_setup = true;
+	s->filtered = true; /* from here on every byte goes through the filter */
 	ssl = tls_client_ssl(s->cfg.tls, s->cfg.tls_level, s->peer.port ? s->peer.host : "", err,
 			     sizeof(err));
 	if (!ssl) {
@@ -1425,8 +1515,9 @@ struct smtp_session *smtp_session_new(struct event_base *base, const struct smtp
 	smtp_reply_init(&s->reply);
 	s->timer = evtimer_new(base, timer_cb, s);
 	s->kick = event_new(base, -1, 0, kick_cb, s);
+	s->stage = evbuffer_new();
 	s->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (!s->timer || !s->kick || !s->bev) {
+	if (!s->timer || !s->kick || !s->stage || !s->bev) {
 		snprintf(err, errlen, "cannot make a socket for %s: out of memory", s->relay);
 		session_really_free(s);
 		return NULL;
@@ -1561,7 +1652,13 @@ int smtp_session_start(struct smtp_session *s, struct smtp_msg *m, smtp_session_
 		}
 		strbuf_release(&sb);
 	}
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/*
+	 * EV_WRITE stays enabled from the connect on (the bufferevent
+	 * registers it only while output is queued); enabling it again
+	 * would register it now, for nothing, when the commands went out
+	 * at once.
+	 */
+	bufferevent_enable(s->bev, EV_READ);
 	pend_arm(s);
 	return 0;
 }
@@ -1641,6 +1738,8 @@ static void session_really_free(struct smtp_session *s)
 		event_free(s->timer);
 	if (s->kick)
 		event_free(s->kick);
+	if (s->stage)
+		evbuffer_free(s->stage);
 	smtp_reply_release(&s->reply);
 	free(s->pend);
 	free(s->line);
@@ -1684,7 +1783,7 @@ void smtp_session_quit(struct smtp_session **sp)
 		smtp_session_free(&s);
 		return;
 	}
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	bufferevent_enable(s->bev, EV_READ); /* EV_WRITE: see smtp_session_start */
 	pend_arm(s);
 	s->listed = true;
 	s->next = quitting;

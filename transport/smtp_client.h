@@ -19,6 +19,11 @@
  *     SMTP_REPLY_MAX_BYTES bytes.  Every wait for a reply has the
  *     phase's timeout (Postfix names: connect, helo, mail, rcpt,
  *     data_init, data_xfer per write progress, data_done, rset, quit).
+ *     In clear, whatever is written while nothing is queued goes to
+ *     the socket at once (non-blocking): a server that keeps up costs
+ *     one write per command group and per body chunk (a small message
+ *     and its final dot: one), with no EV_WRITE registration; what the
+ *     socket does not take waits in the bufferevent, in order.
  *
  * Per transaction the caller gives a struct smtp_msg (envelope, recipients,
  * the content reader) and gets every recipient's result filled in:

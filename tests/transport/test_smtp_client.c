@@ -1,9 +1,11 @@
 /*
  * Tests for transport/smtp_client.c (the pure parts: reply parser,
  * enhanced codes, one-line format, EHLO capabilities, xtext, MAIL/RCPT
- * building) and transport/conncache.c (keys, eviction, expiry on a real
- * event base, driven with a deadline).  The session engine is driven
- * against scripted servers by tests/transport/test_smtp.py.
+ * building; and how a session writes: at once when the socket takes it,
+ * through the bufferevent when it is full) and transport/conncache.c
+ * (keys, eviction, expiry on a real event base, driven with a deadline).
+ * The session engine's protocol is driven against scripted servers by
+ * tests/transport/test_smtp.py.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,15 +13,23 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <event2/event.h>
 
 #include "common/clock.h"
+#include "common/qstore.h"
 #include "common/strbuf.h"
+#include "common/xalloc.h"
 #include "transport/conncache.h"
 #include "transport/smtp_client.h"
 
@@ -412,13 +422,349 @@ static void test_conncache_expiry(void **state)
 	event_base_free(base);
 }
 
+/* ---- sessions: how the engine writes ---- */
+
+/*
+ * A scripted server on loopback, driven by hand: the test reads what the
+ * client sent (running the client's event loop in between, or not, to
+ * tell a write made at once from one left for the loop) and answers.
+ */
+struct srv {
+	int lfd, fd;
+	struct sockaddr_in sin;
+	char *buf; /* everything read so far */
+	size_t len, cap;
+};
+
+/* What a session reported to its owner. */
+struct seen {
+	unsigned ready, done, failed, other;
+};
+
+static void on_event(void *arg, struct smtp_session *s, enum smtp_event ev)
+{
+	struct seen *w = arg;
+
+	(void)s;
+	if (ev == SMTP_EV_READY)
+		w->ready++;
+	else if (ev == SMTP_EV_TXN_DONE)
+		w->done++;
+	else if (ev == SMTP_EV_FAILED)
+		w->failed++;
+	else
+		w->other++;
+}
+
+/* srv_listen - 127.0.0.1, a port of the kernel's choice; rcvbuf > 0: that SO_RCVBUF */
+static void srv_listen(struct srv *v, int rcvbuf)
+{
+	socklen_t sl = sizeof(v->sin);
+	int one = 1;
+
+	memset(v, 0, sizeof(*v));
+	v->fd = -1;
+	v->lfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(v->lfd >= 0);
+	setsockopt(v->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (rcvbuf > 0)
+		setsockopt(v->lfd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	v->sin.sin_family = AF_INET;
+	v->sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(v->lfd, (struct sockaddr *)&v->sin, sizeof(v->sin)), 0);
+	assert_int_equal(listen(v->lfd, 4), 0);
+	assert_int_equal(getsockname(v->lfd, (struct sockaddr *)&v->sin, &sl), 0);
+}
+
+static void srv_close(struct srv *v)
+{
+	if (v->fd >= 0)
+		close(v->fd);
+	close(v->lfd);
+	free(v->buf);
+}
+
+static void srv_say(struct srv *v, const char *text)
+{
+	size_t n = strlen(text);
+
+	assert_int_equal(write(v->fd, text, n), (ssize_t)n);
+}
+
+/* srv_take - append what can be read now; the bytes read */
+static size_t srv_take(struct srv *v)
+{
+	size_t got = 0;
+
+	for (;;) {
+		ssize_t r;
+
+		if (v->cap - v->len < 65536) {
+			v->cap = v->cap ? v->cap * 2 : 131072;
+			v->buf = xrealloc(v->buf, v->cap);
+		}
+		r = recv(v->fd, v->buf + v->len, v->cap - v->len - 1, MSG_DONTWAIT);
+		if (r <= 0)
+			break;
+		v->len += (size_t)r;
+		got += (size_t)r;
+	}
+	v->buf[v->len] = '\0';
+	return got;
+}
+
+/* srv_has - the bytes read so far end with tail */
+static bool srv_has(const struct srv *v, const char *tail)
+{
+	size_t n = strlen(tail);
+
+	return v->len >= n && memcmp(v->buf + v->len - n, tail, n) == 0;
+}
+
+/*
+ * srv_wait - read until what was read ends with tail, within 5 s;
+ * with loop, the client's event loop runs meanwhile, else it does not
+ * (the bytes must already be on their way).
+ */
+static void srv_wait(struct srv *v, struct event_base *base, bool loop, const char *tail)
+{
+	uint64_t deadline = clock_mono_ms() + 5000;
+	struct pollfd p = {.fd = v->fd, .events = POLLIN};
+
+	while (srv_take(v), !srv_has(v, tail)) {
+		if (clock_mono_ms() > deadline)
+			fail_msg("server: got \"%.200s\" (%zu bytes), want it to end with \"%s\"%s",
+				 v->len > 200 ? v->buf + v->len - 200 : v->buf, v->len, tail,
+				 loop ? "" : " without the client's loop running");
+		if (loop)
+			event_base_loop(base, EVLOOP_NONBLOCK);
+		(void)poll(&p, 1, loop ? 1 : 50);
+	}
+}
+
+/* loop_until - run the client's loop until *flag is set, within 5 s */
+static void loop_until(struct event_base *base, const unsigned *flag, const char *what)
+{
+	uint64_t deadline = clock_mono_ms() + 5000;
+	struct timeval tick = {0, 10000};
+
+	while (*flag == 0) {
+		if (clock_mono_ms() > deadline)
+			fail_msg("client: no %s within 5 s", what);
+		event_base_loopexit(base, &tick);
+		event_base_dispatch(base);
+	}
+}
+
+/* session_ready - a session to v, through the greeting and EHLO (PIPELINING) */
+static struct smtp_session *session_ready(struct event_base *base, struct srv *v, struct seen *w)
+{
+	struct smtp_client_config cfg = {
+	    .helo_name = "client.test",
+	    .line_limit = 2048,
+	    .connect_ms = 5000,
+	    .helo_ms = 5000,
+	    .mail_ms = 5000,
+	    .rcpt_ms = 5000,
+	    .data_init_ms = 5000,
+	    .data_xfer_ms = 5000,
+	    .data_done_ms = 5000,
+	    .rset_ms = 5000,
+	    .quit_ms = 5000,
+	};
+	struct smtp_peer peer = {0};
+	struct smtp_session *s;
+	char err[256];
+
+	memcpy(&peer.ss, &v->sin, sizeof(v->sin));
+	peer.len = sizeof(v->sin);
+	snprintf(peer.host, sizeof(peer.host), "srv.test");
+	snprintf(peer.addr, sizeof(peer.addr), "127.0.0.1");
+	peer.port = ntohs(v->sin.sin_port);
+	s = smtp_session_new(base, &cfg, &peer, on_event, w, err, sizeof(err));
+	if (!s)
+		fail_msg("smtp_session_new: %s", err);
+	v->fd = accept(v->lfd, NULL, NULL);
+	assert_true(v->fd >= 0);
+	srv_say(v, "220 srv.test ESMTP\r\n");
+	srv_wait(v, base, true, "EHLO client.test\r\n");
+	srv_say(v, "250-srv.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n");
+	loop_until(base, &w->ready, "READY");
+	v->len = 0;
+	return s;
+}
+
+static char msg_qid[QID_SIZE];
+
+/* ram_message - a ram queue holding one message with this content (msg_qid) */
+static struct qstore *ram_message(const char *content, size_t len)
+{
+	char err[256];
+	int errnum = 0;
+	struct qstore *qs = qstore_open("ram", NULL, err, sizeof(err));
+	Zfarm__Envelope env = ZFARM__ENVELOPE__INIT;
+	struct qstore_writer *w;
+
+	assert_non_null(qs);
+	env.sender = "s@example.test";
+	w = qstore_create(qs, &env, &errnum, err, sizeof(err));
+	assert_non_null(w);
+	assert_int_equal(qstore_append(w, content, len, &errnum, err, sizeof(err)), 0);
+	assert_int_equal(qstore_commit(&w, msg_qid, &errnum, err, sizeof(err)), 0);
+	return qs;
+}
+
+static void msg_init(struct smtp_msg *m, struct smtp_rcpt *r, struct qstore_reader *rd,
+		     uint64_t size)
+{
+	memset(m, 0, sizeof(*m));
+	memset(r, 0, sizeof(*r));
+	r->address = "r@example.test";
+	m->sender = "s@example.test";
+	m->size = size;
+	m->content = rd;
+	m->nrcpt = 1;
+	m->rcpt = r;
+}
+
+/*
+ * A server that keeps up takes every write at once, so the engine writes
+ * at once: the MAIL/RCPT/DATA group is on the wire when
+ * smtp_session_start() returns, the body with its final dot in the loop
+ * turn that read the 354, QUIT when smtp_session_quit() returns.  None
+ * waits a loop turn for an EV_WRITE registration.
+ */
+static void test_session_writes_at_once(void **state)
+{
+	static const char content[] = "Subject: t\r\n\r\n.dot line\r\nend\r\n";
+	static const char cmds[] =
+	    "MAIL FROM:<s@example.test>\r\nRCPT TO:<r@example.test>\r\nDATA\r\n";
+	struct event_base *base = event_base_new();
+	struct qstore *qs = ram_message(content, sizeof(content) - 1);
+	struct qstore_reader *rd;
+	struct srv v;
+	struct seen w = {0};
+	struct smtp_session *s;
+	struct smtp_msg m;
+	struct smtp_rcpt r;
+	char err[256];
+	int errnum = 0;
+
+	(void)state;
+	srv_listen(&v, 0);
+	s = session_ready(base, &v, &w);
+	rd = qstore_read(qs, msg_qid, &errnum, err, sizeof(err));
+	assert_non_null(rd);
+	msg_init(&m, &r, rd, sizeof(content) - 1);
+	assert_int_equal(smtp_session_start(s, &m, on_event, &w, err, sizeof(err)), 0);
+	srv_wait(&v, base, false, cmds);
+	assert_string_equal(v.buf, cmds);
+	v.len = 0;
+	srv_say(&v, "250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n");
+	/* one turn reads the 354; the body goes out inside it */
+	event_base_loop(base, EVLOOP_ONCE);
+	srv_wait(&v, base, false, "Subject: t\r\n\r\n..dot line\r\nend\r\n.\r\n");
+	assert_string_equal(v.buf, "Subject: t\r\n\r\n..dot line\r\nend\r\n.\r\n");
+	v.len = 0;
+	srv_say(&v, "250 2.0.0 queued as X\r\n");
+	loop_until(base, &w.done, "TXN_DONE");
+	assert_int_equal(r.status, SMTP_OK);
+	assert_int_equal(r.code, 250);
+	assert_true(smtp_session_reusable(s));
+	assert_int_equal(w.failed + w.other, 0);
+	smtp_session_quit(&s);
+	srv_wait(&v, base, false, "QUIT\r\n");
+	srv_say(&v, "221 bye\r\n");
+	smtp_client_shutdown();
+	qstore_reader_free(&rd);
+	qstore_close(&qs);
+	srv_close(&v);
+	event_base_free(base);
+}
+
+/*
+ * A body far larger than the socket buffers while the server reads
+ * nothing: what the socket does not take is queued and written as it
+ * drains, in order, every byte once, the final dot last.
+ */
+static void test_session_socket_full(void **state)
+{
+	enum { LINES = 400000 };
+	static const char cmds[] =
+	    "MAIL FROM:<s@example.test>\r\nRCPT TO:<r@example.test>\r\nDATA\r\n";
+	struct event_base *base = event_base_new();
+	struct strbuf in, want;
+	struct qstore *qs;
+	struct qstore_reader *rd;
+	struct srv v;
+	struct seen w = {0};
+	struct smtp_session *s;
+	struct smtp_msg m;
+	struct smtp_rcpt r;
+	char err[256];
+	int errnum = 0;
+
+	(void)state;
+	strbuf_init(&in, 0);
+	strbuf_init(&want, 0);
+	for (unsigned i = 0; i < LINES; i++) {
+		strbuf_printf(&in, "%sline %u\r\n", i % 5 == 0 ? "." : "", i);
+		strbuf_printf(&want, "%sline %u\r\n", i % 5 == 0 ? ".." : "", i);
+	}
+	strbuf_append_str(&want, ".\r\n");
+	qs = ram_message(in.data, in.len);
+	srv_listen(&v, 4096);
+	s = session_ready(base, &v, &w);
+	rd = qstore_read(qs, msg_qid, &errnum, err, sizeof(err));
+	assert_non_null(rd);
+	msg_init(&m, &r, rd, in.len);
+	assert_int_equal(smtp_session_start(s, &m, on_event, &w, err, sizeof(err)), 0);
+	srv_wait(&v, base, false, cmds);
+	v.len = 0;
+	srv_say(&v, "250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n");
+	/* the server reads nothing for a while: the socket fills */
+	for (int i = 0; i < 50; i++) {
+		struct timeval tick = {0, 2000};
+
+		event_base_loopexit(base, &tick);
+		event_base_dispatch(base);
+	}
+	assert_true(want.len > 4 * 1024 * 1024); /* more than the buffers hold */
+	srv_wait(&v, base, true, "\r\n.\r\n");
+	if (v.len != want.len || memcmp(v.buf, want.data, want.len) != 0) {
+		size_t i = 0;
+
+		while (i < v.len && i < want.len && v.buf[i] == want.data[i])
+			i++;
+		fail_msg("server: got %zu bytes, want %zu; first difference at byte %zu", v.len,
+			 want.len, i);
+	}
+	srv_say(&v, "250 2.0.0 queued as Y\r\n");
+	loop_until(base, &w.done, "TXN_DONE");
+	assert_int_equal(r.status, SMTP_OK);
+	assert_true(smtp_session_reusable(s));
+	smtp_session_free(&s);
+	qstore_reader_free(&rd);
+	qstore_close(&qs);
+	strbuf_release(&in);
+	strbuf_release(&want);
+	srv_close(&v);
+	event_base_free(base);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_reply_parse),	   cmocka_unit_test(test_reply_limits),
-	    cmocka_unit_test(test_caps),	   cmocka_unit_test(test_xtext),
-	    cmocka_unit_test(test_build_mail),	   cmocka_unit_test(test_build_rcpt),
-	    cmocka_unit_test(test_conncache_keys), cmocka_unit_test(test_conncache_expiry),
+	    cmocka_unit_test(test_reply_parse),
+	    cmocka_unit_test(test_reply_limits),
+	    cmocka_unit_test(test_caps),
+	    cmocka_unit_test(test_xtext),
+	    cmocka_unit_test(test_build_mail),
+	    cmocka_unit_test(test_build_rcpt),
+	    cmocka_unit_test(test_conncache_keys),
+	    cmocka_unit_test(test_conncache_expiry),
+	    cmocka_unit_test(test_session_writes_at_once),
+	    cmocka_unit_test(test_session_socket_full),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
