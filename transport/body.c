@@ -213,10 +213,17 @@ int body_enc_finish(struct body_enc *e, struct evbuffer *out)
 	return 0;
 }
 
+/*
+ * Content bytes read per system call: as much as every caller pumps at a
+ * time (64 KB), so a chunk is one read, not four; on the stack (the
+ * transports are single-threaded event loops).
+ */
+#define BODY_READ_MAX 65536
+
 int body_pump(struct qstore_reader *r, struct body_enc *e, struct evbuffer *out, size_t max,
 	      char *err, size_t errlen)
 {
-	char buf[16384];
+	char buf[BODY_READ_MAX];
 	size_t done = 0;
 
 	while (done < max) {
