@@ -406,6 +406,7 @@ struct smtp_session {
 	char name[400]; /* "host[addr]" for texts */
 	struct bufferevent *bev;
 	struct evbuffer *stage; /* body bytes on their way to a direct write */
+	struct event *rev;	/* in clear, once connected: our read event on the socket */
 	struct event *timer;
 	struct event *kick; /* deferred completion of a transaction sent nothing */
 	const char *phase;  /* "sending RCPT TO": what a timeout or EOF interrupts */
@@ -462,6 +463,30 @@ static void notify(struct smtp_session *s, enum smtp_event ev)
 {
 	if (s->cb && !s->freeing)
 		s->cb(s->arg, s, ev);
+}
+
+/*
+ * Reading.  In clear the session reads its socket itself (sock_read_cb
+ * on s->rev) into the bufferevent's input, where read_cb finds the
+ * lines as before: libevent's own read asks the kernel how much is
+ * waiting (ioctl FIONREAD) before every read, a system call per reply
+ * for nothing.  The bufferevent keeps doing the connect and the queued
+ * writes; under TLS the filter does all the reading.
+ */
+static void reading_on(struct smtp_session *s)
+{
+	if (s->filtered)
+		bufferevent_enable(s->bev, EV_READ);
+	else if (s->rev && !event_pending(s->rev, EV_READ, NULL))
+		event_add(s->rev, NULL);
+}
+
+static void io_off(struct smtp_session *s)
+{
+	if (s->rev)
+		event_del(s->rev);
+	if (s->bev)
+		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 }
 
 static unsigned ms_or_1(unsigned ms)
@@ -765,8 +790,7 @@ static void session_broken(struct smtp_session *s)
 	timer_stop(s);
 	s->clean = false;
 	s->state = S_DEAD;
-	if (s->bev)
-		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+	io_off(s);
 	/* under may, a TLS set-up that broke down may be retried in clear */
 	if (s->tls_setup && s->cfg.tls_level == TLS_LEV_MAY)
 		s->error.tls_fallback = true;
@@ -966,7 +990,7 @@ static void txn_reply(struct smtp_session *s)
 		s->clean = false;
 		s->state = S_DEAD;
 		timer_stop(s);
-		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+		io_off(s);
 		s->m = NULL;
 		notify(s, SMTP_EV_TXN_LOST);
 		return;
@@ -1161,7 +1185,12 @@ static void starttls_begin(struct smtp_session *s)
 	if (s->discarded)
 		evbuffer_drain(in, s->discarded);
 	s->tls_setup = true;
-	s->filtered = true; /* from here on every byte goes through the filter */
+	/* from here on every byte goes through the filter, which reads the socket bufferevent */
+	s->filtered = true;
+	if (s->rev) {
+		event_free(s->rev);
+		s->rev = NULL;
+	}
 	ssl = tls_client_ssl(s->cfg.tls, s->cfg.tls_level, s->peer.port ? s->peer.host : "", err,
 			     sizeof(err));
 	if (!ssl) {
@@ -1387,6 +1416,56 @@ static void read_cb(struct bufferevent *bev, void *arg)
 	leave(s);
 }
 
+/*
+ * sock_read_cb - the socket is readable (in clear): what is there, up to
+ * the input's bound, into the bufferevent's input for read_cb; EOF and
+ * errors to event_cb as the bufferevent would report them.
+ */
+static void sock_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	size_t bound = s->cfg.line_limit + 1024, have = evbuffer_get_length(in);
+	struct evbuffer_iovec v;
+	ssize_t n;
+	int e;
+
+	(void)what;
+	/* at the bound read_cb fails the session (a line that long is an error) */
+	if (have >= bound || evbuffer_reserve_space(in, (ev_ssize_t)(bound - have), &v, 1) < 1) {
+		read_cb(s->bev, s);
+		return;
+	}
+	if (v.iov_len > bound - have)
+		v.iov_len = bound - have;
+	do
+		n = recv((int)fd, v.iov_base, v.iov_len, 0);
+	while (n < 0 && errno == EINTR);
+	if (n > 0) {
+		v.iov_len = (size_t)n;
+		evbuffer_commit_space(in, &v, 1);
+		read_cb(s->bev, s); /* s may be gone after this */
+		return;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return;
+	e = errno;
+	event_del(s->rev);
+	errno = e; /* event_cb reads it */
+	event_cb(s->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), s);
+}
+
+/* sock_reading - connected in clear: start reading with s->rev; -1 out of memory */
+static int sock_reading(struct smtp_session *s)
+{
+	s->rev =
+	    event_new(s->base, bufferevent_getfd(s->bev), EV_READ | EV_PERSIST, sock_read_cb, s);
+	if (!s->rev)
+		return -1;
+	event_add(s->rev, NULL);
+	return 0;
+}
+
 static void write_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtp_session *s = arg;
@@ -1407,7 +1486,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 	if (bev != s->bev) {
 		/* an event of the socket bufferevent the TLS filter replaced */
 	} else if (what & BEV_EVENT_CONNECTED) {
-		if (s->state == S_CONNECTING) {
+		if (s->state == S_CONNECTING && sock_reading(s) < 0) {
+			err_set(&s->error, 0, "4.4.1", "connect to %s: out of memory", s->relay);
+			session_broken(s);
+		} else if (s->state == S_CONNECTING) {
 			s->state = S_GREETING;
 			pend_push(s, C_GREETING, 0);
 			pend_arm(s);
@@ -1525,7 +1607,8 @@ struct smtp_session *smtp_session_new(struct event_base *base, const struct smtp
 	bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
 	/* bounded input: a line longer than the limit is an error, never buffered whole */
 	bufferevent_setwatermark(s->bev, EV_READ, 0, s->cfg.line_limit + 1024);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/* the bufferevent connects and writes; reading is s->rev's (see reading_on) */
+	bufferevent_enable(s->bev, EV_WRITE);
 	s->state = S_CONNECTING;
 	s->phase = "connecting";
 	timer_arm(s, s->cfg.connect_ms, "connecting");
@@ -1658,7 +1741,7 @@ int smtp_session_start(struct smtp_session *s, struct smtp_msg *m, smtp_session_
 	 * would register it now, for nothing, when the commands went out
 	 * at once.
 	 */
-	bufferevent_enable(s->bev, EV_READ);
+	reading_on(s);
 	pend_arm(s);
 	return 0;
 }
@@ -1669,7 +1752,7 @@ void smtp_session_idle(struct smtp_session *s, smtp_session_cb cb, void *arg)
 	s->arg = arg;
 	s->state = S_IDLE;
 	timer_stop(s);
-	bufferevent_enable(s->bev, EV_READ);
+	reading_on(s);
 	/* bytes may be waiting already (a 421 sent right after the reply) */
 	if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
 		bufferevent_trigger(s->bev, EV_READ,
@@ -1740,6 +1823,8 @@ static void session_really_free(struct smtp_session *s)
 		event_free(s->kick);
 	if (s->stage)
 		evbuffer_free(s->stage);
+	if (s->rev)
+		event_free(s->rev);
 	smtp_reply_release(&s->reply);
 	free(s->pend);
 	free(s->line);
@@ -1757,8 +1842,7 @@ void smtp_session_free(struct smtp_session **sp)
 	s->cb = NULL;
 	if (s->depth > 0) {
 		s->freeing = true;
-		if (s->bev)
-			bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+		io_off(s);
 		timer_stop(s);
 		return;
 	}
@@ -1783,7 +1867,7 @@ void smtp_session_quit(struct smtp_session **sp)
 		smtp_session_free(&s);
 		return;
 	}
-	bufferevent_enable(s->bev, EV_READ); /* EV_WRITE: see smtp_session_start */
+	reading_on(s); /* EV_WRITE: see smtp_session_start */
 	pend_arm(s);
 	s->listed = true;
 	s->next = quitting;

@@ -23,7 +23,8 @@
  *     the socket at once (non-blocking): a server that keeps up costs
  *     one write per command group and per body chunk (a small message
  *     and its final dot: one), with no EV_WRITE registration; what the
- *     socket does not take waits in the bufferevent, in order.
+ *     socket does not take waits in the bufferevent, in order.  Replies
+ *     are read with one recv each (no FIONREAD before it).
  *
  * Per transaction the caller gives a struct smtp_msg (envelope, recipients,
  * the content reader) and gets every recipient's result filled in:

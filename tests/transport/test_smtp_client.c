@@ -752,6 +752,84 @@ static void test_session_socket_full(void **state)
 	event_base_free(base);
 }
 
+/*
+ * The session reads its socket itself in clear: a reply that arrives a
+ * byte at a time is put together; a reply line over the limit ends the
+ * session without buffering more than the bound; EOF inside a reply is
+ * a lost connection.
+ */
+static void test_session_reads(void **state)
+{
+	static const char cmds[] =
+	    "MAIL FROM:<s@example.test>\r\nRCPT TO:<r@example.test>\r\nDATA\r\n";
+	struct event_base *base = event_base_new();
+	struct qstore *qs = ram_message("x\r\n", 3);
+	struct qstore_reader *rd;
+	struct srv v;
+	struct smtp_session *s;
+	struct smtp_msg m;
+	struct smtp_rcpt r;
+	char err[256], *flood = xmalloc(8192);
+	int errnum = 0;
+
+	(void)state;
+	rd = qstore_read(qs, msg_qid, &errnum, err, sizeof(err));
+	assert_non_null(rd);
+	for (int round = 0; round < 3; round++) {
+		static const char *const want[] = {
+		    NULL,
+		    "protocol error with srv.test[127.0.0.1] while sending MAIL FROM: reply line "
+		    "too long",
+		    "lost connection with srv.test[127.0.0.1] while sending RCPT TO",
+		};
+		struct seen w = {0};
+
+		srv_listen(&v, 0);
+		s = session_ready(base, &v, &w);
+		msg_init(&m, &r, rd, 3);
+		assert_int_equal(qstore_rewind(rd), 0);
+		assert_int_equal(smtp_session_start(s, &m, on_event, &w, err, sizeof(err)), 0);
+		srv_wait(&v, base, true, cmds);
+		v.len = 0;
+		if (round == 0) {
+			/* byte by byte, the loop running between the bytes */
+			static const char reply[] = "250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n";
+
+			for (size_t i = 0; i < sizeof(reply) - 1; i++) {
+				char one[2] = {reply[i], '\0'};
+
+				srv_say(&v, one);
+				event_base_loop(base, EVLOOP_NONBLOCK);
+			}
+			srv_wait(&v, base, true, "x\r\n.\r\n");
+			srv_say(&v, "250 2.0.0 ok\r\n");
+		} else if (round == 1) {
+			memset(flood, 'a', 8191);
+			flood[0] = '2', flood[1] = '5', flood[2] = '0', flood[3] = '-';
+			flood[8191] = '\0';
+			srv_say(&v, flood);
+		} else {
+			srv_say(&v, "250 2.1.0 ok\r\n250-partial");
+			shutdown(v.fd, SHUT_WR);
+		}
+		loop_until(base, &w.done, "TXN_DONE");
+		if (want[round]) {
+			assert_int_equal(r.status, SMTP_TEMPFAIL);
+			assert_string_equal(r.text, want[round]);
+			assert_false(smtp_session_reusable(s));
+		} else {
+			assert_int_equal(r.status, SMTP_OK);
+			assert_true(smtp_session_reusable(s));
+		}
+		smtp_session_free(&s);
+		srv_close(&v);
+	}
+	free(flood);
+	qstore_reader_free(&rd);
+	qstore_close(&qs);
+	event_base_free(base);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -765,6 +843,7 @@ int main(void)
 	    cmocka_unit_test(test_conncache_expiry),
 	    cmocka_unit_test(test_session_writes_at_once),
 	    cmocka_unit_test(test_session_socket_full),
+	    cmocka_unit_test(test_session_reads),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
