@@ -407,6 +407,7 @@ struct smtp_session {
 	struct bufferevent *bev;
 	struct evbuffer *stage; /* body bytes on their way to a direct write */
 	struct event *rev;	/* in clear, once connected: our read event on the socket */
+	char *rbuf;		/* what one recv may take: cfg.line_limit + 1024 bytes */
 	struct event *timer;
 	struct event *kick; /* deferred completion of a transaction sent nothing */
 	const char *phase;  /* "sending RCPT TO": what a timeout or EOF interrupts */
@@ -1426,24 +1427,26 @@ static void sock_read_cb(evutil_socket_t fd, short what, void *arg)
 	struct smtp_session *s = arg;
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	size_t bound = s->cfg.line_limit + 1024, have = evbuffer_get_length(in);
-	struct evbuffer_iovec v;
 	ssize_t n;
 	int e;
 
 	(void)what;
 	/* at the bound read_cb fails the session (a line that long is an error) */
-	if (have >= bound || evbuffer_reserve_space(in, (ev_ssize_t)(bound - have), &v, 1) < 1) {
+	if (have >= bound) {
 		read_cb(s->bev, s);
 		return;
 	}
-	if (v.iov_len > bound - have)
-		v.iov_len = bound - have;
+	/*
+	 * Into s->rbuf, then added: the input gets a chain the size of the
+	 * reply (small ones come from malloc's per-thread cache), not one
+	 * the size of the bound, allocated and freed for every reply.
+	 */
 	do
-		n = recv((int)fd, v.iov_base, v.iov_len, 0);
+		n = recv((int)fd, s->rbuf, bound - have, 0);
 	while (n < 0 && errno == EINTR);
 	if (n > 0) {
-		v.iov_len = (size_t)n;
-		evbuffer_commit_space(in, &v, 1);
+		if (evbuffer_add(in, s->rbuf, (size_t)n) < 0)
+			abort(); /* out of memory: xalloc's policy */
 		read_cb(s->bev, s); /* s may be gone after this */
 		return;
 	}
@@ -1594,6 +1597,7 @@ struct smtp_session *smtp_session_new(struct event_base *base, const struct smtp
 	s->cb = cb;
 	s->arg = arg;
 	s->line = xmalloc(s->cfg.line_limit + 1);
+	s->rbuf = xmalloc(s->cfg.line_limit + 1024);
 	smtp_reply_init(&s->reply);
 	s->timer = evtimer_new(base, timer_cb, s);
 	s->kick = event_new(base, -1, 0, kick_cb, s);
@@ -1828,6 +1832,7 @@ static void session_really_free(struct smtp_session *s)
 	smtp_reply_release(&s->reply);
 	free(s->pend);
 	free(s->line);
+	free(s->rbuf);
 	free(s->helo_name);
 	free(s);
 }
