@@ -99,6 +99,21 @@ static size_t mbox_start(struct body_enc *e, const unsigned char *p, size_t n,
 	return i; /* still undecided at the end of this chunk */
 }
 
+/* high_bit - a byte >= 0x80 in p[0..n): an OR over eight bytes at a time */
+static bool high_bit(const unsigned char *p, size_t n)
+{
+	uint64_t acc = 0, w;
+	size_t k = 0;
+
+	for (; k + 8 <= n; k += 8) {
+		memcpy(&w, p + k, 8);
+		acc |= w;
+	}
+	for (; k < n; k++)
+		acc |= p[k];
+	return (acc & 0x8080808080808080ull) != 0;
+}
+
 /*
  * enc_run - the end of the run of ordinary bytes from j (the next CR or
  * LF, or len), noting 8-bit bytes: memchr and an OR over the run, not
@@ -109,16 +124,11 @@ static size_t enc_run(struct body_enc *e, const unsigned char *p, size_t j, size
 	const unsigned char *cr = memchr(p + j, '\r', len - j);
 	size_t end = cr ? (size_t)(cr - p) : len;
 	const unsigned char *lf = memchr(p + j, '\n', end - j);
-	unsigned char acc = 0;
 
 	if (lf)
 		end = (size_t)(lf - p);
-	if (!e->eightbit) {
-		for (size_t k = j; k < end; k++)
-			acc |= p[k];
-		if (acc & 0x80)
-			e->eightbit = true;
-	}
+	if (!e->eightbit && high_bit(p + j, end - j))
+		e->eightbit = true;
 	return end;
 }
 

@@ -125,6 +125,25 @@ static void test_body_eightbit(void **state)
 	got = encode(BODY_SMTP, "caf\xc3\xa9\r\n", 7, 3, false, &glen, &e);
 	assert_true(e.eightbit);
 	free(got);
+	/* runs of any length, the 8-bit byte at every place in them (the scan goes 8 bytes at a time) */
+	for (size_t len = 1; len <= 41; len++) {
+		char line[64];
+
+		memset(line, 0x7f, len); /* the highest 7-bit byte */
+		memcpy(line + len, "\r\n", 2);
+		got = encode(BODY_CRLF, line, len + 2, len + 2, false, &glen, &e);
+		if (e.eightbit)
+			fail_msg("%zu bytes of 0x7f: got eightbit, want none", len);
+		free(got);
+		for (size_t at = 0; at < len; at++) {
+			line[at] = (char)0x80;
+			got = encode(BODY_CRLF, line, len + 2, len + 2, false, &glen, &e);
+			if (!e.eightbit)
+				fail_msg("0x80 at %zu of %zu bytes: got no eightbit, want it", at, len);
+			free(got);
+			line[at] = 0x7f;
+		}
+	}
 }
 
 /* A 1 MB body of lines starting with dots: one more byte per line. */
