@@ -38,12 +38,13 @@
 #include <event2/event.h>
 #include <event2/util.h>
 
+#include "common/sockstream.h"
 #include "common/xalloc.h"
 
 struct frame_conn {
 	struct bufferevent *bev;
-	struct event *kick; /* zero-delay work: after resume, flush already done */
-	struct event *push; /* own_fd: write the queued frames before the loop waits */
+	struct sockstream *ss; /* a plain socket from frame_conn_new(): its I/O */
+	struct event *kick;    /* zero-delay work: after resume, flush already done */
 	size_t max_frame;
 	frame_recv_fn *on_recv;
 	frame_close_fn *on_close;
@@ -54,8 +55,6 @@ struct frame_conn {
 	bool paused;	      /* frame_conn_pause(): deliver nothing */
 	bool flushing;	      /* frame_conn_close_after_flush(): read nothing */
 	bool eof;	      /* peer is done; report it once the input is used up */
-	bool own_fd;	      /* a plain socket from frame_conn_new() */
-	bool writing;	      /* own_fd: output left over, the bufferevent writes it */
 };
 
 /* frame_limit - 0 means the default; nothing goes above the hard ceiling. */
@@ -366,6 +365,17 @@ static bool frame_conn_live(const struct frame_conn *conn)
 	return !conn->closed && !conn->freeing;
 }
 
+/* frame_conn_reading - want input or not, from whichever reads the socket. */
+static void frame_conn_reading(struct frame_conn *conn, bool on)
+{
+	if (conn->ss)
+		sockstream_read(conn->ss, on);
+	else if (on)
+		bufferevent_enable(conn->bev, EV_READ);
+	else
+		bufferevent_disable(conn->bev, EV_READ);
+}
+
 /*
  * frame_conn_flush_now - one non-blocking send of the queued output, on
  * our own sockets only (a TLS bufferevent must do its own writing).
@@ -378,7 +388,7 @@ static void frame_conn_flush_now(struct frame_conn *conn)
 	struct msghdr msg = {.msg_iov = iov};
 	int n;
 
-	if (!conn->own_fd || evbuffer_get_length(out) == 0)
+	if (conn->ss == NULL || evbuffer_get_length(out) == 0)
 		return;
 	n = evbuffer_peek(out, -1, NULL, v, 16);
 	for (int i = 0; i < n && i < 16; i++) {
@@ -393,7 +403,7 @@ static void frame_conn_destroy(struct frame_conn *conn)
 {
 	frame_conn_flush_now(conn);
 	event_free(conn->kick);
-	event_free(conn->push);
+	sockstream_free(&conn->ss);
 	bufferevent_free(conn->bev);
 	free(conn);
 }
@@ -416,7 +426,7 @@ static void frame_conn_finish(struct frame_conn *conn, const char *reason)
 	if (!frame_conn_live(conn))
 		return;
 	conn->closed = true;
-	bufferevent_disable(conn->bev, EV_READ);
+	frame_conn_reading(conn, false);
 	if (conn->on_close)
 		conn->on_close(conn, reason, conn->arg);
 }
@@ -495,42 +505,9 @@ static void frame_conn_on_write(struct bufferevent *bev, void *arg)
 	struct frame_conn *conn = arg;
 
 	(void)bev;
-	if (conn->writing) {
-		/* Drained: back to writing directly (frame_conn_on_push). */
-		conn->writing = false;
-		bufferevent_disable(conn->bev, EV_WRITE);
-	}
 	frame_conn_enter(conn);
 	frame_conn_check_flushed(conn);
 	frame_conn_leave(conn);
-}
-
-/*
- * frame_conn_on_push - the frames queued during this loop turn go out in
- * one writev, without registering for writability: a socket that takes
- * them at once (the usual case) costs no epoll_ctl.  What the socket does
- * not take, and any write error, is left to the bufferevent, which writes
- * the rest when it can or reports the error through frame_conn_on_event.
- */
-static void frame_conn_on_push(evutil_socket_t fd, short what, void *arg)
-{
-	struct frame_conn *conn = arg;
-	struct evbuffer *out = bufferevent_get_output(conn->bev);
-
-	(void)fd;
-	(void)what;
-	if (conn->writing || evbuffer_get_length(out) == 0)
-		return;
-	/* A socket bufferevent keeps its output's front frozen except while it writes. */
-	evbuffer_unfreeze(out, 1);
-	(void)evbuffer_write(out, bufferevent_getfd(conn->bev));
-	evbuffer_freeze(out, 1);
-	if (evbuffer_get_length(out) == 0) {
-		frame_conn_on_write(conn->bev, conn);
-		return;
-	}
-	conn->writing = true;
-	bufferevent_enable(conn->bev, EV_WRITE);
 }
 
 static void frame_conn_on_event(struct bufferevent *bev, short what, void *arg)
@@ -582,12 +559,7 @@ static struct frame_conn *frame_conn_alloc(struct event_base *base, size_t max_f
 	struct frame_conn *conn = xcalloc(1, sizeof(*conn));
 
 	conn->kick = event_new(base, -1, 0, frame_conn_on_kick, conn);
-	conn->push = event_new(base, -1, 0, frame_conn_on_push, conn);
-	if (conn->kick == NULL || conn->push == NULL) {
-		if (conn->kick)
-			event_free(conn->kick);
-		if (conn->push)
-			event_free(conn->push);
+	if (conn->kick == NULL) {
 		free(conn);
 		return NULL;
 	}
@@ -598,19 +570,14 @@ static struct frame_conn *frame_conn_alloc(struct event_base *base, size_t max_f
 	return conn;
 }
 
+/* frame_conn_attach - a bufferevent someone else made (TLS, a pair) does its own I/O. */
 static struct frame_conn *frame_conn_attach(struct frame_conn *conn, struct bufferevent *bev)
 {
 	conn->bev = bev;
 	bufferevent_setcb(bev, frame_conn_on_read, frame_conn_on_write, frame_conn_on_event, conn);
 	bufferevent_setwatermark(bev, EV_READ, 0, FRAME_HEADER_SIZE + conn->max_frame);
 	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-	/*
-	 * Our own socket is written by frame_conn_on_push (a new socket
-	 * bufferevent has EV_WRITE on: off); another bufferevent writes itself.
-	 */
-	if (conn->own_fd)
-		bufferevent_disable(bev, EV_WRITE);
-	bufferevent_enable(bev, conn->own_fd ? EV_READ : EV_READ | EV_WRITE);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	return conn;
 }
 
@@ -625,14 +592,23 @@ struct frame_conn *frame_conn_new(struct event_base *base, int fd, size_t max_fr
 	bev = NULL;
 	if (evutil_make_socket_nonblocking(fd) == 0)
 		bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (bev == NULL) {
+	/* Our own socket: a sockstream does the I/O (end-of-turn writes, large reads). */
+	if (bev)
+		conn->ss = sockstream_new(bev, FRAME_HEADER_SIZE + conn->max_frame,
+					  frame_conn_on_read, frame_conn_on_write,
+					  frame_conn_on_event, conn);
+	if (conn->ss == NULL) {
+		if (bev) {
+			bufferevent_setfd(bev, -1); /* on failure the fd stays the caller's */
+			bufferevent_free(bev);
+		}
 		event_free(conn->kick);
-		event_free(conn->push);
 		free(conn);
 		return NULL;
 	}
-	conn->own_fd = true;
-	return frame_conn_attach(conn, bev);
+	conn->bev = bev;
+	sockstream_read(conn->ss, true);
+	return conn;
 }
 
 struct frame_conn *frame_conn_new_bev(struct bufferevent *bev, size_t max_frame,
@@ -668,8 +644,6 @@ int frame_conn_send(struct frame_conn *conn, const Zfarm__Frame *f, char *err, s
 		err_printf(err, errlen, "cannot queue %zu bytes", FRAME_HEADER_SIZE + n);
 		return -1;
 	}
-	if (conn->own_fd && !conn->writing)
-		event_active(conn->push, EV_WRITE, 0);
 	return 0;
 }
 
@@ -678,7 +652,10 @@ void frame_conn_set_timeouts(struct frame_conn *conn, unsigned read_ms, unsigned
 	struct timeval r = {.tv_sec = read_ms / 1000, .tv_usec = (read_ms % 1000) * 1000};
 	struct timeval w = {.tv_sec = write_ms / 1000, .tv_usec = (write_ms % 1000) * 1000};
 
-	bufferevent_set_timeouts(conn->bev, read_ms ? &r : NULL, write_ms ? &w : NULL);
+	if (conn->ss)
+		sockstream_set_timeouts(conn->ss, read_ms ? &r : NULL, write_ms ? &w : NULL);
+	else
+		bufferevent_set_timeouts(conn->bev, read_ms ? &r : NULL, write_ms ? &w : NULL);
 }
 
 /*
@@ -688,7 +665,7 @@ void frame_conn_set_timeouts(struct frame_conn *conn, unsigned read_ms, unsigned
 void frame_conn_pause(struct frame_conn *conn)
 {
 	conn->paused = true;
-	bufferevent_disable(conn->bev, EV_READ);
+	frame_conn_reading(conn, false);
 }
 
 /* frame_conn_resume - frames already buffered go out from the event loop. */
@@ -700,7 +677,7 @@ void frame_conn_resume(struct frame_conn *conn)
 	if (!frame_conn_live(conn) || conn->flushing)
 		return;
 	if (!conn->eof)
-		bufferevent_enable(conn->bev, EV_READ);
+		frame_conn_reading(conn, true);
 	event_active(conn->kick, EV_TIMEOUT, 0);
 }
 
@@ -724,7 +701,7 @@ void frame_conn_close_after_flush(struct frame_conn *conn)
 	if (!frame_conn_live(conn) || conn->flushing)
 		return;
 	conn->flushing = true;
-	bufferevent_disable(conn->bev, EV_READ);
+	frame_conn_reading(conn, false);
 	/* The write callback sees the output drain; if it already has, kick. */
 	if (frame_conn_output_pending(conn) == 0)
 		event_active(conn->kick, EV_TIMEOUT, 0);
@@ -740,7 +717,10 @@ void frame_conn_free(struct frame_conn **connp)
 	*connp = NULL;
 	if (conn->in_callback > 0) {
 		conn->freeing = true;
-		bufferevent_disable(conn->bev, EV_READ | EV_WRITE);
+		if (conn->ss)
+			sockstream_stop(conn->ss);
+		else
+			bufferevent_disable(conn->bev, EV_READ | EV_WRITE);
 		return;
 	}
 	frame_conn_destroy(conn);

@@ -18,6 +18,7 @@ libzfarm_a_SOURCES = \
 	common/qstore.c common/qstore.h \
 	common/qstore_ram.c common/qstore_ram.h \
 	common/qstore_spool.c \
+	common/sockstream.c common/sockstream.h \
 	common/strbuf.c common/strbuf.h \
 	common/table.c common/table.h \
 	common/workq.c common/workq.h \

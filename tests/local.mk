@@ -17,6 +17,7 @@ ZF_UNIT_TESTS = \
 	tests/common/test_params \
 	tests/common/test_qid \
 	tests/common/test_qstore \
+	tests/common/test_sockstream \
 	tests/common/test_strbuf \
 	tests/router/test_route \
 	tests/router/test_routeset \
@@ -63,9 +64,12 @@ tests_common_test_endpoint_LDADD = $(ZF_TEST_LIBS)
 tests_common_test_farm_server_SOURCES = tests/common/test_farm_server.c
 tests_common_test_farm_server_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_farm_server_LDADD = $(ZF_TEST_LIBS)
-tests_common_test_frame_SOURCES = tests/common/test_frame.c
+tests_common_test_frame_SOURCES = tests/common/test_frame.c tests/common/evtest.h
 tests_common_test_frame_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_frame_LDADD = $(ZF_TEST_LIBS)
+tests_common_test_sockstream_SOURCES = tests/common/test_sockstream.c tests/common/evtest.h
+tests_common_test_sockstream_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_common_test_sockstream_LDADD = $(ZF_TEST_LIBS)
 tests_common_test_frame_client_SOURCES = tests/common/test_frame_client.c
 tests_common_test_frame_client_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_frame_client_LDADD = $(ZF_TEST_LIBS)
@@ -126,7 +130,7 @@ tests_smtpserver_test_tls_server_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $
 tests_smtpserver_test_relay_SOURCES = tests/smtpserver/test_relay.c
 tests_smtpserver_test_relay_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_smtpserver_test_relay_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $(LIBCRYPT_LIBS)
-tests_smtpserver_test_session_SOURCES = tests/smtpserver/test_session.c
+tests_smtpserver_test_session_SOURCES = tests/smtpserver/test_session.c tests/common/evtest.h
 tests_smtpserver_test_session_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_smtpserver_test_session_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $(LIBCRYPT_LIBS)
 tests_smtpserver_test_smtp_body_SOURCES = tests/smtpserver/test_smtp_body.c

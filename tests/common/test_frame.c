@@ -25,6 +25,7 @@
 #include <event2/event.h>
 
 #include "common/frame.h"
+#include "tests/common/evtest.h"
 #include "common/xalloc.h"
 
 #define NROWS(a)	 (sizeof(a) / sizeof((a)[0]))
@@ -1222,13 +1223,6 @@ static void test_conn_bulk_both_ways(void **state)
 	event_base_free(base);
 }
 
-/* Events registered with the base (added, not merely made active). */
-static int registered(struct event_base *base)
-{
-	return event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED) -
-	       event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE);
-}
-
 /*
  * Frames queued in one loop turn leave in one write at the end of that
  * turn, and a socket with room costs no registration for writability: the
@@ -1249,19 +1243,19 @@ static void test_conn_direct_write(void **state)
 	(void)state;
 	make_pair(sv);
 	rx_open(&rx, base, sv[0], 0);
-	added = registered(base);
+	added = evtest_registered(base);
 	for (unsigned i = 1; i <= 3; i++) {
 		ping_frame(&f, &p, i, "direct");
 		assert_int_equal(frame_conn_send(rx.conn, &f, err, sizeof(err)), 0);
 	}
-	assert_int_equal(registered(base), added);
+	assert_int_equal(evtest_registered(base), added);
 	/* Nothing is written before the loop runs ... */
 	assert_int_equal(recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT), -1);
 	assert_int_equal(errno, EAGAIN);
 	/* ... and all of it after one turn (no second turn to find the socket writable). */
 	assert_int_equal(event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK), 0);
 	assert_int_equal(frame_conn_output_pending(rx.conn), 0);
-	assert_int_equal(registered(base), added);
+	assert_int_equal(evtest_registered(base), added);
 	n = recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT);
 	assert_true(n > 0);
 	for (unsigned i = 1; i <= 3; i++) {
