@@ -37,6 +37,7 @@
 #include "common/frame_client.h"
 #include "common/log.h"
 #include "common/qstore.h"
+#include "common/sockstream.h"
 #include "common/xalloc.h"
 #include "proto/qfile.pb-c.h"
 #include "smtpserver/auth.h"
@@ -117,10 +118,7 @@ struct session {
 	const struct smtpd_config *cfg;
 	struct bufferevent *bev;
 	int fd;
-	struct event *push; /* plain socket: write the replies before the loop waits */
-	bool writing;	    /* plain socket: output left over, the bufferevent writes it */
-	struct event *rd;   /* plain socket: readable, or the read timeout */
-	bool reading;	    /* plain socket: rd wanted (it may wait for the input to drain) */
+	struct sockstream *ss; /* plain socket: its I/O (replies out at the end of the turn) */
 	enum session_state state;
 	char listener[32];
 	bool unix_client;
@@ -168,9 +166,6 @@ struct session {
 };
 
 static void session_process(struct session *s);
-static void session_on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
-static void session_on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
-static void session_on_readable(evutil_socket_t fd, short what, void *arg);
 static void session_read(struct session *s, bool on);
 
 /* ---- replies ---- */
@@ -256,10 +251,6 @@ static void session_free(struct session *s)
 		auth_cancel(env->auth, s);
 	if (s->auth_timer)
 		event_free(s->auth_timer);
-	if (s->push)
-		event_free(s->push);
-	if (s->rd)
-		event_free(s->rd);
 	sasl_clear(&s->sasl);
 	session_log_disconnect(s);
 	transaction_reset(s);
@@ -269,8 +260,7 @@ static void session_free(struct session *s)
 		/* Say goodbye properly (close_notify) if it can go out at once. */
 		if (ssl && SSL_is_init_finished(ssl))
 			SSL_shutdown(ssl);
-		else if (!s->tls)
-			evbuffer_remove_cb(bufferevent_get_output(s->bev), session_on_output, s);
+		sockstream_free(&s->ss);
 		bufferevent_free(s->bev);
 	}
 	/* A TLS bufferevent closes the socket itself; a plain one leaves it to us. */
@@ -288,6 +278,8 @@ static void session_close(struct session *s)
 
 	if (s->state == SESSION_COMMIT) {
 		s->commit_gone = true; /* freed when the committer calls back */
+		if (s->ss)
+			sockstream_stop(s->ss);
 		return;
 	}
 	s->state = SESSION_CLOSING;
@@ -297,7 +289,10 @@ static void session_close(struct session *s)
 		return;
 	}
 	/* A client that does not read gets a short grace, then the door. */
-	bufferevent_set_timeouts(s->bev, NULL, &tv);
+	if (s->ss)
+		sockstream_set_timeouts(s->ss, NULL, &tv);
+	else
+		bufferevent_set_timeouts(s->bev, NULL, &tv);
 }
 
 static void session_error(struct session *s)
@@ -1025,15 +1020,13 @@ static void do_starttls(struct session *s, const struct smtp_cmd *c)
  * Whatever the client sent after STARTTLS and before its handshake is
  * read by OpenSSL as TLS, so plaintext commands cannot get in.
  */
-static void session_bev_setup(struct session *s);
+static bool session_bev_setup(struct session *s);
 
 static void session_tls_begin(struct session *s)
 {
 	char warn[700], err[700];
 
-	session_read(s, false);
-	event_free(s->rd);
-	s->rd = NULL;
+	sockstream_free(&s->ss);
 	bufferevent_free(s->bev);
 	s->tls = true; /* the socket belongs to the TLS bufferevent from here */
 	s->state = SESSION_HANDSHAKE;
@@ -1047,7 +1040,7 @@ static void session_tls_begin(struct session *s)
 		session_free(s);
 		return;
 	}
-	session_bev_setup(s);
+	(void)session_bev_setup(s); /* a TLS bufferevent: cannot fail */
 }
 
 /* session_tls_done - the handshake is done. */
@@ -1485,11 +1478,6 @@ static void session_on_write(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
 
-	if (s->writing) {
-		/* Drained: back to writing directly (session_on_push). */
-		s->writing = false;
-		bufferevent_disable(s->bev, EV_WRITE);
-	}
 	/*
 	 * A TLS bufferevent may run this callback late (deferred), when more
 	 * output has been queued since: only an empty buffer means sent.
@@ -1560,44 +1548,14 @@ static void session_on_event(struct bufferevent *bev, short what, void *arg)
 		log_info("lost connection after %s from %s", s->last_verb, s->peer);
 	if (s->state == SESSION_COMMIT) {
 		s->commit_gone = true;
-		session_read(s, false);
-		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+		if (s->ss)
+			sockstream_stop(s->ss);
+		else
+			bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 		return;
 	}
 	s->state = SESSION_CLOSING;
 	session_free(s);
-}
-
-/*
- * session_on_push - the replies queued during this loop turn go out in
- * one writev, without registering for writability: a client that reads
- * (the usual case) costs no epoll_ctl per reply.  What the socket does
- * not take, and any write error, is left to the bufferevent, which writes
- * the rest when it can (under the write timeout) or reports the error.
- * Plain sockets only: a TLS bufferevent does its own writing.
- */
-static void session_on_push(evutil_socket_t fd, short what, void *arg)
-{
-	struct session *s = arg;
-	struct evbuffer *out;
-
-	(void)fd;
-	(void)what;
-	if (s->tls || s->writing || s->commit_gone)
-		return;
-	out = bufferevent_get_output(s->bev);
-	if (evbuffer_get_length(out) == 0)
-		return;
-	/* A socket bufferevent keeps its output's front frozen except while it writes. */
-	evbuffer_unfreeze(out, 1);
-	(void)evbuffer_write(out, s->fd);
-	evbuffer_freeze(out, 1);
-	if (evbuffer_get_length(out) == 0) {
-		session_on_write(s->bev, s);
-		return;
-	}
-	s->writing = true;
-	bufferevent_enable(s->bev, EV_WRITE);
 }
 
 /* The most input held: room for a whole command line at the limit, so a full buffer holds an LF. */
@@ -1606,105 +1564,15 @@ static size_t session_in_high(const struct session *s)
 	return SESSION_IN_HIGH + s->cfg->command_line_limit;
 }
 
-/*
- * session_read - want input or not.  A TLS bufferevent reads itself; on a
- * plain socket rd is registered only while input is wanted and the input
- * buffer has room (session_on_input registers it again once it drains).
- */
+/* session_read - want input or not (a sockstream bounds the input it reads). */
 static void session_read(struct session *s, bool on)
 {
-	struct timeval tv = {s->timeout, 0};
-
-	if (s->tls) {
-		if (on)
-			bufferevent_enable(s->bev, EV_READ);
-		else
-			bufferevent_disable(s->bev, EV_READ);
-		return;
-	}
-	s->reading = on;
-	if (on && evbuffer_get_length(bufferevent_get_input(s->bev)) < session_in_high(s))
-		event_add(s->rd, &tv);
+	if (s->ss)
+		sockstream_read(s->ss, on);
+	else if (on)
+		bufferevent_enable(s->bev, EV_READ);
 	else
-		event_del(s->rd);
-}
-
-/* session_on_input - input was used up: read again if it waited for room. */
-static void session_on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-	struct session *s = arg;
-
-	if (info->n_deleted && s->reading && !event_pending(s->rd, EV_READ, NULL) &&
-	    evbuffer_get_length(buf) < session_in_high(s))
-		session_read(s, true);
-}
-
-/*
- * session_on_readable - one read of what the socket has (up to the input
- * limit; libevent's own reads take 4096 octets at most and ask FIONREAD
- * first), then the session runs; or the read timeout.  End of file and
- * errors go where the bufferevent would have sent them.
- */
-static void session_on_readable(evutil_socket_t fd, short what, void *arg)
-{
-	struct session *s = arg;
-	struct evbuffer *in = bufferevent_get_input(s->bev);
-	size_t len = evbuffer_get_length(in), high = session_in_high(s);
-	struct evbuffer_iovec v[2];
-	struct iovec iov[2];
-	ssize_t n;
-	int nv, e;
-
-	if (what & EV_TIMEOUT) {
-		session_on_event(s->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, s);
-		return;
-	}
-	if (len >= high) {
-		session_read(s, s->reading); /* waits for session_on_input */
-		return;
-	}
-	/* A socket bufferevent keeps its input's end frozen except while it reads. */
-	evbuffer_unfreeze(in, 0);
-	nv = evbuffer_reserve_space(in, (ev_ssize_t)(high - len), v, 2);
-	for (int i = 0; i < nv; i++) {
-		iov[i].iov_base = v[i].iov_base;
-		iov[i].iov_len = v[i].iov_len;
-	}
-	n = nv > 0 ? readv(fd, iov, nv) : -1;
-	e = errno;
-	if (n > 0) {
-		size_t left = (size_t)n;
-
-		for (int i = 0; i < nv; i++) {
-			if (v[i].iov_len > left)
-				v[i].iov_len = left;
-			left -= v[i].iov_len;
-		}
-		evbuffer_commit_space(in, v, nv);
-	}
-	evbuffer_freeze(in, 0);
-	if (n == 0) {
-		session_on_event(s->bev, BEV_EVENT_READING | BEV_EVENT_EOF, s);
-		return;
-	}
-	if (n < 0) {
-		if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR)
-			return;
-		errno = e;
-		session_on_event(s->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, s);
-		return;
-	}
-	session_process(s);
-}
-
-/* session_on_output - a reply was queued: write it at the end of this turn. */
-static void session_on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-	struct session *s = arg;
-
-	(void)buf;
-	if (info->n_added && !s->writing)
-		event_active(s->push, EV_WRITE, 0);
+		bufferevent_disable(s->bev, EV_READ);
 }
 
 /* ---- start ---- */
@@ -1746,30 +1614,30 @@ static void session_peer(struct session *s, int fd)
 			  sizeof(s->local_addr));
 }
 
-/* Callbacks, the read high-water mark and the timeouts, on a new bufferevent too. */
-static void session_bev_setup(struct session *s)
+/*
+ * session_bev_setup - callbacks, the input bound and the timeouts, on a
+ * new bufferevent too; false if out of memory.
+ */
+static bool session_bev_setup(struct session *s)
 {
 	struct timeval tv = {s->timeout, 0};
 
-	bufferevent_setcb(s->bev, session_on_read, session_on_write, session_on_event, s);
-	/* Room for a whole command line at the limit, so a full buffer always holds an LF. */
-	bufferevent_setwatermark(s->bev, EV_READ, 0,
-				 SESSION_IN_HIGH + s->cfg->command_line_limit);
-	bufferevent_set_timeouts(s->bev, &tv, &tv);
 	if (s->tls) {
+		bufferevent_setcb(s->bev, session_on_read, session_on_write, session_on_event, s);
+		/* Room for a whole command line at the limit, so a full buffer always holds an LF. */
+		bufferevent_setwatermark(s->bev, EV_READ, 0, session_in_high(s));
+		bufferevent_set_timeouts(s->bev, &tv, &tv);
 		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-		return;
+		return true;
 	}
-	/*
-	 * Replies are written by session_on_push, requests read by
-	 * session_on_readable: the bufferevent only holds the buffers and
-	 * writes what the socket did not take (a new socket bufferevent has
-	 * EV_WRITE on).
-	 */
-	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
-	evbuffer_add_cb(bufferevent_get_output(s->bev), session_on_output, s);
-	evbuffer_add_cb(bufferevent_get_input(s->bev), session_on_input, s);
+	/* In clear a sockstream does the I/O: replies leave at the end of the turn. */
+	s->ss = sockstream_new(s->bev, session_in_high(s), session_on_read, session_on_write,
+			       session_on_event, s);
+	if (!s->ss)
+		return false;
+	sockstream_set_timeouts(s->ss, &tv, &tv);
 	session_read(s, true);
+	return true;
 }
 
 void session_start(struct session_env *env, int fd, const char *listener)
@@ -1804,15 +1672,7 @@ void session_start(struct session_env *env, int fd, const char *listener)
 	s->wrapper = !s->unix_client &&
 		     smtpd_listener_in(env->cfg->tls_wrappermode_listeners, s->listener);
 	s->stage = xmalloc(SESSION_STAGE);
-	s->push = event_new(env->base, -1, 0, session_on_push, s);
-	s->rd = event_new(env->base, fd, EV_READ | EV_PERSIST, session_on_readable, s);
 	log_info("connect from %s", s->peer);
-	if (!s->push || !s->rd) {
-		log_error("cannot set up a session for %s: cannot make an event", s->peer);
-		s->state = SESSION_CLOSING;
-		session_free(s);
-		return;
-	}
 	if (s->wrapper) {
 		/* Implicit TLS (RFC 8314): the handshake first, then the greeting. */
 		if (!session_tls_ready(s)) {
@@ -1835,13 +1695,14 @@ void session_start(struct session_env *env, int fd, const char *listener)
 		if (!s->bev)
 			snprintf(err, sizeof(err), "cannot make a bufferevent");
 	}
-	if (!s->bev) {
+	if (s->bev && !session_bev_setup(s))
+		snprintf(err, sizeof(err), "cannot make an event");
+	if (!s->bev || (!s->tls && !s->ss)) {
 		log_error("cannot set up a session for %s: %s", s->peer, err);
 		s->state = SESSION_CLOSING;
 		session_free(s);
 		return;
 	}
-	session_bev_setup(s);
 	if (!s->wrapper)
 		session_reply(s, 220, NULL, "%s", env->cfg->banner);
 }

@@ -43,6 +43,7 @@
 #include "smtpserver/committer.h"
 #include "smtpserver/session.h"
 #include "smtpserver/smtpd_config.h"
+#include "tests/common/evtest.h"
 
 /* clang-format off */
 
@@ -516,13 +517,6 @@ static void test_auth_long_line(void **state)
 	free(in);
 }
 
-/* Events registered with the base (added, not merely made active). */
-static int registered(struct event_base *base)
-{
-	return event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED) -
-	       event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE);
-}
-
 /*
  * A reply leaves in the loop turn that made it, and a client that reads
  * costs the session no registration for writability: one read event is
@@ -542,14 +536,14 @@ static void test_replies_in_the_turn(void **state)
 	(void)state;
 	harness_open(&h, &r, &c, false);
 	/* What the base holds besides the session (the committer's wakeup, if any). */
-	base_events = registered(h.base) - 1;
+	base_events = evtest_registered(h.base) - 1;
 	assert_int_equal(write(c, in, strlen(in)), (ssize_t)strlen(in));
 	/* The client's bytes are on the server's socket before the turn starts. */
 	p = (struct pollfd){h.sfd, POLLIN, 0};
 	assert_int_equal(poll(&p, 1, 5000), 1);
 	assert_int_equal(event_base_loop(h.base, EVLOOP_ONCE | EVLOOP_NONBLOCK), 0);
 	/* The session's read event only: no write event waits. */
-	assert_int_equal(registered(h.base), base_events + 1);
+	assert_int_equal(evtest_registered(h.base), base_events + 1);
 	while ((k = read(c, buf + got, sizeof(buf) - 1 - got)) > 0)
 		got += (size_t)k;
 	buf[got] = '\0';
