@@ -28,6 +28,7 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
+#include "common/sockstream.h"
 #include "common/xalloc.h"
 #include "transport/body.h"
 #include "transport/smtp_client.h"
@@ -405,9 +406,7 @@ struct smtp_session {
 	char relay[512];
 	char name[400]; /* "host[addr]" for texts */
 	struct bufferevent *bev;
-	struct evbuffer *stage; /* body bytes on their way to a direct write */
-	struct event *rev;	/* in clear, once connected: our read event on the socket */
-	char *rbuf;		/* what one recv may take: cfg.line_limit + 1024 bytes */
+	struct sockstream *ss; /* in clear, once connected: the socket's I/O */
 	struct event *timer;
 	struct event *kick; /* deferred completion of a transaction sent nothing */
 	const char *phase;  /* "sending RCPT TO": what a timeout or EOF interrupts */
@@ -467,26 +466,25 @@ static void notify(struct smtp_session *s, enum smtp_event ev)
 }
 
 /*
- * Reading.  In clear the session reads its socket itself (sock_read_cb
- * on s->rev) into the bufferevent's input, where read_cb finds the
- * lines as before: libevent's own read asks the kernel how much is
- * waiting (ioctl FIONREAD) before every read, a system call per reply
- * for nothing.  The bufferevent keeps doing the connect and the queued
- * writes; under TLS the filter does all the reading.
+ * I/O.  The bufferevent connects; from then on, in clear, a sockstream
+ * does the socket's I/O: commands and body leave at the end of the loop
+ * turn in one write (EV_WRITE registered only for what the socket does
+ * not take) and replies are read without libevent's FIONREAD before
+ * every read.  Under TLS the filter does all of it.
  */
 static void reading_on(struct smtp_session *s)
 {
-	if (s->filtered)
+	if (s->ss)
+		sockstream_read(s->ss, true);
+	else if (s->filtered)
 		bufferevent_enable(s->bev, EV_READ);
-	else if (s->rev && !event_pending(s->rev, EV_READ, NULL))
-		event_add(s->rev, NULL);
 }
 
 static void io_off(struct smtp_session *s)
 {
-	if (s->rev)
-		event_del(s->rev);
-	if (s->bev)
+	if (s->ss)
+		sockstream_stop(s->ss);
+	else if (s->bev)
 		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 }
 
@@ -632,75 +630,9 @@ static void pend_arm(struct smtp_session *s)
 	}
 }
 
-/*
- * Writing.  libevent's way is to queue the bytes in the bufferevent,
- * register EV_WRITE (epoll_ctl), write on the next loop turn and
- * unregister it again (epoll_ctl): three system calls and a loop turn for
- * every command group and every body.  A server that keeps up takes each
- * of them at once, so in clear, whenever nothing is queued already, the
- * bytes go straight to the socket (non-blocking); only what it does not
- * take (buffer full) is queued behind, for the bufferevent to write when
- * the socket drains.  A failed direct write queues everything: the
- * bufferevent's own write fails the same way and reports it from the
- * loop, as before.  Under TLS the filter does all the writing.
- */
-
-/* direct_ok - may bytes bypass the bufferevent now (in clear, nothing queued)? */
-static bool direct_ok(const struct smtp_session *s)
-{
-	return !s->filtered && bufferevent_getfd(s->bev) >= 0 &&
-	       evbuffer_get_length(bufferevent_get_output(s->bev)) == 0;
-}
-
-/* direct_send - what the socket takes of data at once (0 on EAGAIN or an error). */
-static size_t direct_send(struct smtp_session *s, const struct iovec *iov, int n)
-{
-	struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
-	ssize_t r;
-
-	do
-		r = sendmsg((int)bufferevent_getfd(s->bev), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-	while (r < 0 && errno == EINTR);
-	return r > 0 ? (size_t)r : 0;
-}
-
-/*
- * direct_flush - b (not the bufferevent's output) to the server: what
- * the socket takes at once, the rest moved behind into the output.  -1
- * only when the output cannot take the rest (out of memory).
- */
-static int direct_flush(struct smtp_session *s, struct evbuffer *b)
-{
-	struct evbuffer_iovec v[16];
-	struct iovec iov[16];
-	int n = evbuffer_peek(b, -1, NULL, v, 16);
-	size_t sent;
-
-	if (n > 16)
-		n = 16; /* the rest goes through the bufferevent */
-	for (int i = 0; i < n; i++) {
-		iov[i].iov_base = v[i].iov_base;
-		iov[i].iov_len = v[i].iov_len;
-	}
-	sent = n > 0 ? direct_send(s, iov, n) : 0;
-	evbuffer_drain(b, sent);
-	if (evbuffer_get_length(b) == 0)
-		return 0;
-	return evbuffer_add_buffer(bufferevent_get_output(s->bev), b);
-}
-
 static int send_text(struct smtp_session *s, const char *data, size_t len)
 {
-	size_t sent = 0;
-
-	if (direct_ok(s)) {
-		struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
-
-		sent = direct_send(s, &iov, 1);
-		if (sent == len)
-			return 0;
-	}
-	return bufferevent_write(s->bev, data + sent, len - sent);
+	return bufferevent_write(s->bev, data, len);
 }
 
 static int send_cmd(struct smtp_session *s, enum cmd c, size_t idx, const char *line)
@@ -872,31 +804,20 @@ static void txn_finish(struct smtp_session *s)
 static void body_more(struct smtp_session *s)
 {
 	struct evbuffer *out = bufferevent_get_output(s->bev);
-	/* in clear with nothing queued: encoded into the stage, written at once */
-	bool direct = direct_ok(s);
-	struct evbuffer *dst = direct ? s->stage : out;
 	char err[256];
 	int r;
 
 	if (evbuffer_get_length(out) >= SMTP_BODY_CHUNK)
 		return;
-	r = body_pump(s->m->content, &s->enc, dst, SMTP_BODY_CHUNK, err, sizeof(err));
+	r = body_pump(s->m->content, &s->enc, out, SMTP_BODY_CHUNK, err, sizeof(err));
 	if (r < 0) {
-		/* never end a partial message with "." (nor send the bad chunk) */
-		evbuffer_drain(s->stage, evbuffer_get_length(s->stage));
+		/* never end a partial message with "." (the connection is dropped) */
 		err_set(&s->error, 0, "4.3.0", "cannot read the queued message: %s", err);
 		session_broken(s);
 		return;
 	}
-	if (r == 0 && body_enc_finish(&s->enc, dst) < 0) {
-		evbuffer_drain(s->stage, evbuffer_get_length(s->stage));
+	if (r == 0 && body_enc_finish(&s->enc, out) < 0) {
 		err_set(&s->error, 0, "4.3.0", "out of memory finishing the message");
-		session_broken(s);
-		return;
-	}
-	if (direct && direct_flush(s, s->stage) < 0) {
-		evbuffer_drain(s->stage, evbuffer_get_length(s->stage));
-		err_set(&s->error, 0, "4.3.0", "out of memory sending the message");
 		session_broken(s);
 		return;
 	}
@@ -1188,10 +1109,7 @@ static void starttls_begin(struct smtp_session *s)
 	s->tls_setup = true;
 	/* from here on every byte goes through the filter, which reads the socket bufferevent */
 	s->filtered = true;
-	if (s->rev) {
-		event_free(s->rev);
-		s->rev = NULL;
-	}
+	sockstream_free(&s->ss);
 	ssl = tls_client_ssl(s->cfg.tls, s->cfg.tls_level, s->peer.port ? s->peer.host : "", err,
 			     sizeof(err));
 	if (!ssl) {
@@ -1417,55 +1335,13 @@ static void read_cb(struct bufferevent *bev, void *arg)
 	leave(s);
 }
 
-/*
- * sock_read_cb - the socket is readable (in clear): what is there, up to
- * the input's bound, into the bufferevent's input for read_cb; EOF and
- * errors to event_cb as the bufferevent would report them.
- */
-static void sock_read_cb(evutil_socket_t fd, short what, void *arg)
+/* sock_stream - connected in clear: a sockstream takes the socket's I/O over; -1 out of memory */
+static int sock_stream(struct smtp_session *s)
 {
-	struct smtp_session *s = arg;
-	struct evbuffer *in = bufferevent_get_input(s->bev);
-	size_t bound = s->cfg.line_limit + 1024, have = evbuffer_get_length(in);
-	ssize_t n;
-	int e;
-
-	(void)what;
-	/* at the bound read_cb fails the session (a line that long is an error) */
-	if (have >= bound) {
-		read_cb(s->bev, s);
-		return;
-	}
-	/*
-	 * Into s->rbuf, then added: the input gets a chain the size of the
-	 * reply (small ones come from malloc's per-thread cache), not one
-	 * the size of the bound, allocated and freed for every reply.
-	 */
-	do
-		n = recv((int)fd, s->rbuf, bound - have, 0);
-	while (n < 0 && errno == EINTR);
-	if (n > 0) {
-		if (evbuffer_add(in, s->rbuf, (size_t)n) < 0)
-			abort(); /* out of memory: xalloc's policy */
-		read_cb(s->bev, s); /* s may be gone after this */
-		return;
-	}
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-		return;
-	e = errno;
-	event_del(s->rev);
-	errno = e; /* event_cb reads it */
-	event_cb(s->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), s);
-}
-
-/* sock_reading - connected in clear: start reading with s->rev; -1 out of memory */
-static int sock_reading(struct smtp_session *s)
-{
-	s->rev =
-	    event_new(s->base, bufferevent_getfd(s->bev), EV_READ | EV_PERSIST, sock_read_cb, s);
-	if (!s->rev)
+	s->ss = sockstream_new(s->bev, s->cfg.line_limit + 1024, read_cb, write_cb, event_cb, s);
+	if (!s->ss)
 		return -1;
-	event_add(s->rev, NULL);
+	sockstream_read(s->ss, true);
 	return 0;
 }
 
@@ -1489,7 +1365,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 	if (bev != s->bev) {
 		/* an event of the socket bufferevent the TLS filter replaced */
 	} else if (what & BEV_EVENT_CONNECTED) {
-		if (s->state == S_CONNECTING && sock_reading(s) < 0) {
+		if (s->state == S_CONNECTING && sock_stream(s) < 0) {
 			err_set(&s->error, 0, "4.4.1", "connect to %s: out of memory", s->relay);
 			session_broken(s);
 		} else if (s->state == S_CONNECTING) {
@@ -1597,13 +1473,11 @@ struct smtp_session *smtp_session_new(struct event_base *base, const struct smtp
 	s->cb = cb;
 	s->arg = arg;
 	s->line = xmalloc(s->cfg.line_limit + 1);
-	s->rbuf = xmalloc(s->cfg.line_limit + 1024);
 	smtp_reply_init(&s->reply);
 	s->timer = evtimer_new(base, timer_cb, s);
 	s->kick = event_new(base, -1, 0, kick_cb, s);
-	s->stage = evbuffer_new();
 	s->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (!s->timer || !s->kick || !s->stage || !s->bev) {
+	if (!s->timer || !s->kick || !s->bev) {
 		snprintf(err, errlen, "cannot make a socket for %s: out of memory", s->relay);
 		session_really_free(s);
 		return NULL;
@@ -1611,7 +1485,7 @@ struct smtp_session *smtp_session_new(struct event_base *base, const struct smtp
 	bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
 	/* bounded input: a line longer than the limit is an error, never buffered whole */
 	bufferevent_setwatermark(s->bev, EV_READ, 0, s->cfg.line_limit + 1024);
-	/* the bufferevent connects and writes; reading is s->rev's (see reading_on) */
+	/* the bufferevent connects; then a sockstream does the I/O (see sock_stream) */
 	bufferevent_enable(s->bev, EV_WRITE);
 	s->state = S_CONNECTING;
 	s->phase = "connecting";
@@ -1739,12 +1613,6 @@ int smtp_session_start(struct smtp_session *s, struct smtp_msg *m, smtp_session_
 		}
 		strbuf_release(&sb);
 	}
-	/*
-	 * EV_WRITE stays enabled from the connect on (the bufferevent
-	 * registers it only while output is queued); enabling it again
-	 * would register it now, for nothing, when the commands went out
-	 * at once.
-	 */
 	reading_on(s);
 	pend_arm(s);
 	return 0;
@@ -1819,20 +1687,16 @@ static void session_really_free(struct smtp_session *s)
 		if (s->next)
 			s->next->prev = s->prev;
 	}
+	sockstream_free(&s->ss);
 	if (s->bev)
 		bufferevent_free(s->bev);
 	if (s->timer)
 		event_free(s->timer);
 	if (s->kick)
 		event_free(s->kick);
-	if (s->stage)
-		evbuffer_free(s->stage);
-	if (s->rev)
-		event_free(s->rev);
 	smtp_reply_release(&s->reply);
 	free(s->pend);
 	free(s->line);
-	free(s->rbuf);
 	free(s->helo_name);
 	free(s);
 }
@@ -1872,7 +1736,7 @@ void smtp_session_quit(struct smtp_session **sp)
 		smtp_session_free(&s);
 		return;
 	}
-	reading_on(s); /* EV_WRITE: see smtp_session_start */
+	reading_on(s);
 	pend_arm(s);
 	s->listed = true;
 	s->next = quitting;

@@ -32,6 +32,7 @@
 #include "common/xalloc.h"
 #include "transport/conncache.h"
 #include "transport/smtp_client.h"
+#include "tests/common/evtest.h"
 
 /* feed - every line of text ("\n"-separated) into r; the last feed's result */
 static int feed(struct smtp_reply *r, const char *text, char *err, size_t errlen)
@@ -629,10 +630,11 @@ static void msg_init(struct smtp_msg *m, struct smtp_rcpt *r, struct qstore_read
 
 /*
  * A server that keeps up takes every write at once, so the engine writes
- * at once: the MAIL/RCPT/DATA group is on the wire when
- * smtp_session_start() returns, the body with its final dot in the loop
- * turn that read the 354, QUIT when smtp_session_quit() returns.  None
- * waits a loop turn for an EV_WRITE registration.
+ * in the loop turn that queued it, with nothing registered for
+ * writability: the MAIL/RCPT/DATA group is on the wire after one
+ * non-blocking turn following smtp_session_start(), the body with its
+ * final dot in the turn that read the 354, QUIT after one turn following
+ * smtp_session_quit().  None waits a turn for an EV_WRITE registration.
  */
 static void test_session_writes_at_once(void **state)
 {
@@ -648,7 +650,7 @@ static void test_session_writes_at_once(void **state)
 	struct smtp_msg m;
 	struct smtp_rcpt r;
 	char err[256];
-	int errnum = 0;
+	int errnum = 0, registered;
 
 	(void)state;
 	srv_listen(&v, 0);
@@ -656,7 +658,10 @@ static void test_session_writes_at_once(void **state)
 	rd = qstore_read(qs, msg_qid, &errnum, err, sizeof(err));
 	assert_non_null(rd);
 	msg_init(&m, &r, rd, sizeof(content) - 1);
+	registered = evtest_registered(base);
 	assert_int_equal(smtp_session_start(s, &m, on_event, &w, err, sizeof(err)), 0);
+	event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	assert_int_equal(evtest_registered(base), registered + 1); /* the reply timer */
 	srv_wait(&v, base, false, cmds);
 	assert_string_equal(v.buf, cmds);
 	v.len = 0;
@@ -673,6 +678,7 @@ static void test_session_writes_at_once(void **state)
 	assert_true(smtp_session_reusable(s));
 	assert_int_equal(w.failed + w.other, 0);
 	smtp_session_quit(&s);
+	event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 	srv_wait(&v, base, false, "QUIT\r\n");
 	srv_say(&v, "221 bye\r\n");
 	smtp_client_shutdown();
@@ -719,6 +725,7 @@ static void test_session_socket_full(void **state)
 	assert_non_null(rd);
 	msg_init(&m, &r, rd, in.len);
 	assert_int_equal(smtp_session_start(s, &m, on_event, &w, err, sizeof(err)), 0);
+	event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 	srv_wait(&v, base, false, cmds);
 	v.len = 0;
 	srv_say(&v, "250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n");
