@@ -17,6 +17,8 @@
  * CPU (the allocator skips them one by one).  An MTA deletes one file per
  * message, so instead remove() parks the file in free/ and create() takes
  * it back with a rename: the steady state allocates and frees no inodes.
+ * Processes sharing free/ claim names of their own slice of it first and
+ * read it afresh when names they hold turn out taken (spool_pool_refill).
  * A small file is parked with its bytes and blocks (create overwrites
  * them and cuts the rest at commit: freeing blocks costs a device discard
  * on file systems mounted with it, ~30% of the scheduler's time); a file
@@ -103,6 +105,12 @@ extern const struct qstore_ops qstore_spool_ops;
 #define SPOOL_FREE_MAX 4096
 /* Names of free/ held in memory; a refill reads at most this many. */
 #define SPOOL_POOL_MAX 256
+/*
+ * free/ names fall into this many slices (FNV-1a of the name); a process
+ * claims names of its own slice (its pid modulo SPOOL_SLICES) first, so
+ * processes that share free/ rarely race for the same name.
+ */
+#define SPOOL_SLICES 16
 /* After a refill that found nothing, wait this long or this many creates. */
 #define SPOOL_REFILL_MS	     1000
 #define SPOOL_REFILL_CREATES 256
@@ -111,9 +119,11 @@ struct spool {
 	int dfd; /* the queue directory */
 	char *dir;
 	unsigned long tmp_seq;
-	/* Names in free/ to claim, newest last (LIFO: its pages are warm). */
+	/* Names in free/ to claim, from the end: this process's slice last (claimed first). */
 	char pool[SPOOL_POOL_MAX][SPOOL_NAME];
 	size_t npool;
+	char other[SPOOL_POOL_MAX][SPOOL_NAME]; /* a refill's names of other slices */
+	unsigned seed;				/* shuffles them, per process */
 	bool refill_wait; /* the last refill found nothing */
 	uint64_t refill_at_ms;
 	unsigned refill_creates;
@@ -529,14 +539,34 @@ static void spool_pool_push(struct spool *sp, const char *name)
 		memcpy(sp->pool[sp->npool++], name, strlen(name) + 1);
 }
 
+/* spool_slice - the slice of a free/ name (see SPOOL_SLICES). */
+static unsigned spool_slice(const char *name)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *name; name++) {
+		h ^= (unsigned char)*name;
+		h *= 16777619u;
+	}
+	return h % SPOOL_SLICES;
+}
+
 /*
- * spool_pool_refill - read names from free/ into the empty list.  After a
+ * spool_pool_refill - read names from free/ into the empty list: this
+ * process's slice up to SPOOL_POOL_MAX names, claimed first; room left is
+ * filled with names of other slices in an order of this process's own,
+ * claimed last.  Every process reads free/ in the same order: without
+ * slices and the shuffle all of them would try the same names, and all but
+ * one would fail each rename (measured: one failed rename per message with
+ * 2 smtpserver processes, ten with 6; see also spool_pool_claim).  After a
  * refill that found nothing, free/ is not read again before
  * SPOOL_REFILL_MS or SPOOL_REFILL_CREATES creates: no directory scan per
  * message while the pool is dry.
  */
 static void spool_pool_refill(struct spool *sp)
 {
+	unsigned mine = (unsigned)getpid() % SPOOL_SLICES;
+	size_t nother = 0, take;
 	struct dirent *de;
 	DIR *d;
 	int fd;
@@ -547,15 +577,37 @@ static void spool_pool_refill(struct spool *sp)
 	fd = openat(sp->dfd, "free", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd >= 0 && (d = fdopendir(fd))) {
 		while (sp->npool < SPOOL_POOL_MAX && (de = readdir(d))) {
-			if (de->d_name[0] == '.')
+			size_t len = strlen(de->d_name);
+
+			if (de->d_name[0] == '.' || len >= SPOOL_NAME)
 				continue;
 			if (de->d_type != DT_REG && de->d_type != DT_UNKNOWN)
 				continue;
-			spool_pool_push(sp, de->d_name);
+			if (spool_slice(de->d_name) == mine)
+				spool_pool_push(sp, de->d_name);
+			else if (nother < SPOOL_POOL_MAX)
+				memcpy(sp->other[nother++], de->d_name, len + 1);
 		}
 		closedir(d);
 	} else if (fd >= 0) {
 		close(fd);
+	}
+	/* Other slices' names below ours, shuffled: tried only when ours are used up. */
+	if (sp->seed == 0)
+		sp->seed = ((unsigned)getpid() * 2654435761u ^ (unsigned)clock_mono_ms()) | 1u;
+	for (size_t i = nother; i > 1; i--) {
+		size_t j = (size_t)rand_r(&sp->seed) % i;
+		char t[SPOOL_NAME];
+
+		memcpy(t, sp->other[i - 1], SPOOL_NAME);
+		memcpy(sp->other[i - 1], sp->other[j], SPOOL_NAME);
+		memcpy(sp->other[j], t, SPOOL_NAME);
+	}
+	take = SPOOL_POOL_MAX - sp->npool < nother ? SPOOL_POOL_MAX - sp->npool : nother;
+	if (take > 0) {
+		memmove(sp->pool[take], sp->pool[0], sp->npool * sizeof(sp->pool[0]));
+		memcpy(sp->pool[0], sp->other[0], take * sizeof(sp->pool[0]));
+		sp->npool += take;
 	}
 	sp->refill_wait = sp->npool == 0;
 	sp->refill_at_ms = clock_mono_ms() + SPOOL_REFILL_MS;
@@ -566,11 +618,15 @@ static void spool_pool_refill(struct spool *sp)
  * spool_pool_claim - move a pooled inode to the fresh name w->tmp, empty
  * and open for writing; -1 if the pool has none (create one then).  A
  * rename is atomic: ENOENT means another process took that one first.
- * At most one refill per call, so names that keep failing cannot loop.
+ * Two such misses in a row mean the pool is stale (other processes have
+ * used free/ since the refill): it is read afresh instead of trying every
+ * name.  At most one refill per call, so names that keep failing cannot
+ * loop.
  */
 static int spool_pool_claim(struct spool *sp, struct spool_writer *w)
 {
 	bool refilled = false;
+	unsigned misses = 0;
 
 	sp->refill_creates++;
 	for (;;) {
@@ -588,8 +644,11 @@ static int spool_pool_claim(struct spool *sp, struct spool_writer *w)
 		}
 		snprintf(from, sizeof(from), "free/%s", sp->pool[--sp->npool]);
 		spool_tmp_name(sp, w->tmp);
-		if (renameat(sp->dfd, from, sp->dfd, w->tmp) < 0)
+		if (renameat(sp->dfd, from, sp->dfd, w->tmp) < 0) {
+			if (errno == ENOENT && ++misses >= 2 && !refilled)
+				sp->npool = 0; /* stale: refill */
 			continue;
+		}
 		/*
 		 * No O_TRUNC: the removed message's bytes are overwritten and
 		 * the rest cut at commit, so its blocks are reused instead of

@@ -33,6 +33,23 @@
 #include "common/qstore.h"
 #include "common/qstore_ram.h"
 
+/*
+ * renameat is wrapped (-Wl,--wrap=renameat in tests/local.mk) to count the
+ * claims from free/ that another process won (ENOENT).
+ */
+int __real_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
+int __wrap_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
+static unsigned renameat_enoent;
+
+int __wrap_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath)
+{
+	int r = __real_renameat(olddirfd, oldpath, newdirfd, newpath);
+
+	if (r < 0 && errno == ENOENT)
+		renameat_enoent++;
+	return r;
+}
+
 struct fixture {
 	const char *backend;
 	char top[64];  /* mkdtemp'ed */
@@ -1698,6 +1715,97 @@ static void test_spool_refill_limited(void **state)
 	assert_int_equal(dir_count(f, "free"), 0);
 }
 
+/* free_slice - the slice of a free/ name, as qstore_spool.c documents it: FNV-1a mod 16. */
+static unsigned free_slice(const char *name)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *name; name++) {
+		h ^= (unsigned char)*name;
+		h *= 16777619u;
+	}
+	return h % 16;
+}
+
+/*
+ * Processes sharing free/ claim from different slices of it: this one
+ * takes every free/ name of its own slice (pid mod 16) before any other,
+ * then the others, so two processes do not race for the same names.
+ */
+static void test_spool_slices(void **state)
+{
+	struct fixture *f = *state;
+	unsigned mine = (unsigned)getpid() % 16, per[16] = {0}, n = 0, own;
+	char names[200][16], qid[QID_SIZE], path[256];
+	bool gone[200] = {false};
+
+	/* names until every slice has at least two */
+	for (unsigned covered = 0; covered < 16 && n < 200; n++) {
+		snprintf(names[n], sizeof(names[n]), "s%u", n);
+		snprintf(path, sizeof(path), "free/s%u", n);
+		plant(f, path, "x", 1);
+		if (++per[free_slice(names[n])] == 2)
+			covered++;
+	}
+	assert_true(per[mine] >= 2);
+	own = per[mine];
+	for (unsigned claim = 0; claim <= own; claim++) {
+		int found = -1;
+
+		commit_msg(f, 10, 10, qid);
+		for (unsigned i = 0; i < n; i++) {
+			snprintf(path, sizeof(path), "%s/free/s%u", f->dir, i);
+			if (!gone[i] && access(path, F_OK) < 0) {
+				assert_int_equal(found, -1); /* one name per create */
+				found = (int)i;
+				gone[i] = true;
+			}
+		}
+		assert_true(found >= 0);
+		if (claim < own && free_slice(names[found]) != mine)
+			fail_msg("claim %u: got %s of slice %u, want slice %u (own names left)",
+				 claim, names[found], free_slice(names[found]), mine);
+		if (claim == own)
+			assert_int_not_equal(free_slice(names[found]), mine); /* then the others */
+	}
+}
+
+/*
+ * Another process used free/ after this one read it: after two names
+ * that are gone, the pool is read afresh instead of trying every stale
+ * name (with many smtpserver processes that was ten failed renames per
+ * message).
+ */
+static void test_spool_stale_pool(void **state)
+{
+	struct fixture *f = *state;
+	struct qstore *a = f->qs, *b;
+	char qid[QID_SIZE], rel[64];
+
+	for (int i = 0; i < 20; i++) {
+		snprintf(rel, sizeof(rel), "free/p%d", i);
+		plant(f, rel, "x", 1);
+	}
+	commit_msg(f, 10, 10, qid); /* a reads 20 names, takes one */
+	b = qstore_open("spool", f->dir, f->err, sizeof(f->err));
+	assert_non_null(b);
+	f->qs = b;
+	for (int i = 0; i < 19; i++)
+		commit_msg(f, 10, 10, qid); /* b takes the other 19 */
+	f->qs = a;
+	assert_int_equal(dir_count(f, "free"), 0);
+	for (int i = 0; i < 5; i++) {
+		snprintf(rel, sizeof(rel), "free/q%d", i);
+		plant(f, rel, "x", 1);
+	}
+	renameat_enoent = 0;
+	commit_msg(f, 10, 10, qid); /* a's 19 names are all gone */
+	if (renameat_enoent > 2)
+		fail_msg("a stale pool: got %u failed claims, want at most 2", renameat_enoent);
+	assert_int_equal(dir_count(f, "free"), 4);
+	qstore_close(&b);
+}
+
 /* Not a check: the system CPU of a create+commit+remove cycle, printed. */
 static void test_spool_cycle_cost(void **state)
 {
@@ -1781,6 +1889,8 @@ int main(void)
 	    SPOOL(test_spool_wrong_envelope),
 	    SPOOL(test_spool_cycles),
 	    SPOOL(test_spool_refill_limited),
+	    SPOOL(test_spool_slices),
+	    SPOOL(test_spool_stale_pool),
 	    SPOOL(test_spool_cycle_cost),
 	};
 
