@@ -368,12 +368,7 @@ static bool frame_conn_live(const struct frame_conn *conn)
 /* frame_conn_reading - want input or not, from whichever reads the socket. */
 static void frame_conn_reading(struct frame_conn *conn, bool on)
 {
-	if (conn->ss)
-		sockstream_read(conn->ss, on);
-	else if (on)
-		bufferevent_enable(conn->bev, EV_READ);
-	else
-		bufferevent_disable(conn->bev, EV_READ);
+	sockstream_read_either(conn->ss, conn->bev, on);
 }
 
 /*

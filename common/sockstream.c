@@ -276,6 +276,16 @@ void sockstream_read(struct sockstream *ss, bool on)
 	sockstream_arm(ss, true);
 }
 
+void sockstream_read_either(struct sockstream *ss, struct bufferevent *bev, bool on)
+{
+	if (ss)
+		sockstream_read(ss, on);
+	else if (on)
+		bufferevent_enable(bev, EV_READ);
+	else
+		bufferevent_disable(bev, EV_READ);
+}
+
 bool sockstream_reading(const struct sockstream *ss)
 {
 	return ss->reading;

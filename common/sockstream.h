@@ -70,6 +70,12 @@ void sockstream_free(struct sockstream **ssp);
 /* sockstream_read - want input or not (bounded as above). */
 void sockstream_read(struct sockstream *ss, bool on);
 
+/*
+ * sockstream_read_either - want input from whichever reads bev's socket:
+ * ss if there is one (plain sockets), else bev itself (TLS, a pair).
+ */
+void sockstream_read_either(struct sockstream *ss, struct bufferevent *bev, bool on);
+
 /* sockstream_reading - the owner wants input (sockstream_read(on) and no EOF, error or stop since). */
 bool sockstream_reading(const struct sockstream *ss);
 

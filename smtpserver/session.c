@@ -1567,12 +1567,7 @@ static size_t session_in_high(const struct session *s)
 /* session_read - want input or not (a sockstream bounds the input it reads). */
 static void session_read(struct session *s, bool on)
 {
-	if (s->ss)
-		sockstream_read(s->ss, on);
-	else if (on)
-		bufferevent_enable(s->bev, EV_READ);
-	else
-		bufferevent_disable(s->bev, EV_READ);
+	sockstream_read_either(s->ss, s->bev, on);
 }
 
 /* ---- start ---- */
