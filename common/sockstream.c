@@ -41,9 +41,6 @@ struct sockstream {
 	bool stopped;
 };
 
-/* One read's landing place, per loop thread: input chains are only as big as what came. */
-static _Thread_local char sockstream_scratch[SOCKSTREAM_READ_MAX];
-
 /* sockstream_arm - rd registered exactly when input is wanted and has room. */
 static void sockstream_arm(struct sockstream *ss, bool reset_timeout)
 {
@@ -70,8 +67,16 @@ static void sockstream_read_end(struct sockstream *ss, short what)
 	ss->eventcb(ss->bev, (short)(BEV_EVENT_READING | what), ss->arg);
 }
 
+/*
+ * sockstream_on_readable - one recv into a buffer on the stack, then added
+ * to the input: its chains are only as big as what came (a read into
+ * reserved space would allocate a chain of the whole bound), and only the
+ * stack pages a read touches become resident (a thread-local buffer would
+ * cost 64 KB in every thread of every process).
+ */
 static void sockstream_on_readable(evutil_socket_t fd, short what, void *arg)
 {
+	char buf[SOCKSTREAM_READ_MAX];
 	struct sockstream *ss = arg;
 	struct evbuffer *in = bufferevent_get_input(ss->bev);
 	size_t have = evbuffer_get_length(in), want;
@@ -88,9 +93,9 @@ static void sockstream_on_readable(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	want = ss->in_bound - have;
-	if (want > sizeof(sockstream_scratch))
-		want = sizeof(sockstream_scratch);
-	n = recv(fd, sockstream_scratch, want, 0);
+	if (want > sizeof(buf))
+		want = sizeof(buf);
+	n = recv(fd, buf, want, 0);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return;
 	if (n < 0) {
@@ -103,7 +108,7 @@ static void sockstream_on_readable(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	evbuffer_unfreeze(in, 0);
-	r = evbuffer_add(in, sockstream_scratch, (size_t)n);
+	r = evbuffer_add(in, buf, (size_t)n);
 	evbuffer_freeze(in, 0);
 	if (r < 0)
 		abort(); /* out of memory: xalloc's policy */

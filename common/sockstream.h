@@ -34,8 +34,8 @@
  *
  * Users: frame_conn on its own sockets (common/frame.c), the smtpserver
  * session in clear (smtpserver/session.c) and the smtp/lmtp client once
- * connected in clear (transport/smtp_client.c).  One loop thread
- * per sockstream: reads go through a per-thread buffer.
+ * connected in clear (transport/smtp_client.c).  A sockstream belongs to
+ * the thread running its event loop.
  */
 #ifndef ZFARM_SOCKSTREAM_H
 #define ZFARM_SOCKSTREAM_H
