@@ -15,10 +15,10 @@ transport_local_LDADD = transport/libtransport.a $(ZF_LIBS)
 ZF_MAILBOX_UNIT_TESTS = tests/transport/test_maildir tests/transport/test_mbox
 check_PROGRAMS += $(ZF_MAILBOX_UNIT_TESTS)
 TESTS += $(ZF_MAILBOX_UNIT_TESTS)
-tests_transport_test_maildir_SOURCES = tests/transport/test_maildir.c
+tests_transport_test_maildir_SOURCES = tests/transport/test_maildir.c tests/transport/mailbox_src.h
 tests_transport_test_maildir_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_transport_test_maildir_LDADD = transport/libtransport.a $(ZF_TEST_LIBS)
-tests_transport_test_mbox_SOURCES = tests/transport/test_mbox.c
+tests_transport_test_mbox_SOURCES = tests/transport/test_mbox.c tests/transport/mailbox_src.h
 tests_transport_test_mbox_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_transport_test_mbox_LDADD = transport/libtransport.a $(ZF_TEST_LIBS)
 

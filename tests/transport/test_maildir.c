@@ -25,44 +25,9 @@
 #include <event2/buffer.h>
 
 #include "transport/maildir.h"
+#include "tests/transport/mailbox_src.h"
 
 /* ---- helpers ---- */
-
-/* A message made of n chunks of one repeated line; fails at chunk fail_at (0: never). */
-struct src {
-	const char *line;
-	unsigned chunks, done, fail_at;
-};
-
-static int src_fill(void *arg, struct evbuffer *out, char *err, size_t errlen)
-{
-	struct src *s = arg;
-
-	if (s->fail_at && s->done + 1 == s->fail_at) {
-		snprintf(err, errlen, "the queue file went away");
-		return -1;
-	}
-	evbuffer_add(out, s->line, strlen(s->line));
-	s->done++;
-	return s->done < s->chunks ? 1 : 0;
-}
-
-static char *tmpdir(void)
-{
-	char tmpl[] = "/tmp/zf-maildir-XXXXXX";
-	char *d = mkdtemp(tmpl);
-
-	assert_non_null(d);
-	return strdup(d);
-}
-
-static void rm_rf(const char *path)
-{
-	char cmd[4200];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
-	assert_int_equal(system(cmd), 0);
-}
 
 /* The names in dir (at most 8), count returned. */
 static int list(const char *dir, char names[8][300])
@@ -244,7 +209,7 @@ static void test_fill_failure(void **state)
 	assert_int_equal(
 	    maildir_deliver(md, "h", src_fill, &s, NULL, 0, NULL, &errnum, err, sizeof(err)), -1);
 	assert_int_equal(errnum, 0);
-	assert_string_equal(err, "the queue file went away");
+	assert_string_equal(err, "read error");
 	snprintf(sub, sizeof(sub), "%s/new", md);
 	assert_int_equal(list(sub, names), 0);
 	snprintf(sub, sizeof(sub), "%s/tmp", md);

@@ -27,43 +27,9 @@
 #include <event2/buffer.h>
 
 #include "transport/mbox.h"
+#include "tests/transport/mailbox_src.h"
 
 /* ---- helpers ---- */
-
-struct src {
-	const char *line;
-	unsigned chunks, done, fail_at;
-};
-
-static int src_fill(void *arg, struct evbuffer *out, char *err, size_t errlen)
-{
-	struct src *s = arg;
-
-	if (s->fail_at && s->done + 1 == s->fail_at) {
-		snprintf(err, errlen, "read error");
-		return -1;
-	}
-	evbuffer_add(out, s->line, strlen(s->line));
-	s->done++;
-	return s->done < s->chunks ? 1 : 0;
-}
-
-static char *tmpdir(void)
-{
-	char tmpl[] = "/tmp/zf-mbox-XXXXXX";
-	char *d = mkdtemp(tmpl);
-
-	assert_non_null(d);
-	return strdup(d);
-}
-
-static void rm_rf(const char *path)
-{
-	char cmd[4200];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
-	assert_int_equal(system(cmd), 0);
-}
 
 static int entries(const char *dir)
 {
