@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP_SRCDIR = os.path.abspath(os.environ.get("top_srcdir") or os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(TOP_SRCDIR, "tests", "smtpserver"))
 import smtplib_helpers as H  # noqa: E402
-from smtplib_helpers import Raw, Queue, farmlib, qid_of, wait_until  # noqa: E402
+from smtplib_helpers import Raw, farmlib, qid_of, wait_until  # noqa: E402
 import zfproto as P  # noqa: E402
 
 ROUTER = H.ROUTER
@@ -71,15 +71,7 @@ def setUpModule():
         f.write(channels)
     os.makedirs(os.path.join(FD.run, "private"), mode=0o700, exist_ok=True)
     SCHED = H.FakeScheduler(os.path.join(FD.run, "private", "scheduler"))
-    try:
-        FD.start()
-        wait_until(lambda: farmlib.can_connect(PORT) and farmlib.can_connect(NOVERIFY), 10,
-                   what="smtpserver")
-    except Exception:
-        sys.stderr.write(FD.log())
-        FD.cleanup()
-        raise
-    QUEUE = Queue(os.path.join(FD.run, "queue"))
+    QUEUE = H.start_instance(FD, [PORT, NOVERIFY])
 
 
 def tearDownModule():

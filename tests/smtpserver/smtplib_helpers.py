@@ -59,6 +59,25 @@ def smtp_farm(name, port, extra_listen=None, **params):
     return farmlib.farm_section(name, **p)
 
 
+def start_instance(fd, ports, sockets=()):
+    """Start the farmd instance fd (its config written) and wait, 10 s
+    each, until every TCP port in ports accepts and every socket name in
+    sockets exists under private/; on failure print farmd's log, clean up
+    and re-raise.  Returns the instance's Queue."""
+    try:
+        fd.start()
+        wait_until(lambda: all(farmlib.can_connect(p) for p in ports), 10,
+                   what="smtpserver")
+        for name in sockets:
+            path = os.path.join(fd.run, "private", name)
+            wait_until(lambda: os.path.exists(path), 10, what="the %s socket" % name)
+    except Exception:
+        sys.stderr.write(fd.log())
+        fd.cleanup()
+        raise
+    return Queue(os.path.join(fd.run, "queue"))
+
+
 # ---- the queue ----
 
 class Queue:

@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP_SRCDIR = os.path.abspath(os.environ.get("top_srcdir") or os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(TOP_SRCDIR, "tests", "smtpserver"))
 import smtplib_helpers as H  # noqa: E402
-from smtplib_helpers import Raw, Queue, farmlib, qid_of, wait_until  # noqa: E402
+from smtplib_helpers import Raw, farmlib, qid_of, wait_until  # noqa: E402
 import zfproto as P  # noqa: E402
 
 BOUNCE = os.path.join(H.TOP_BUILDDIR, "transport", "bounce")
@@ -71,16 +71,7 @@ def setUpModule():
     ], g)
     os.makedirs(os.path.join(FD.run, "private"), mode=0o700, exist_ok=True)
     ROUTER = FakeRouter(os.path.join(FD.run, "private", "router"))
-    try:
-        FD.start()
-        wait_until(lambda: farmlib.can_connect(PORT), 10, what="smtpserver")
-        wait_until(lambda: os.path.exists(os.path.join(FD.run, "private", "bounce")), 10,
-                   what="the bounce socket")
-    except Exception:
-        sys.stderr.write(FD.log())
-        FD.cleanup()
-        raise
-    QUEUE = Queue(os.path.join(FD.run, "queue"))
+    QUEUE = H.start_instance(FD, [PORT], ["bounce"])
 
 
 def tearDownModule():

@@ -20,7 +20,7 @@ TOP_SRCDIR = os.path.abspath(os.environ.get("top_srcdir") or os.path.join(HERE, 
 sys.path.insert(0, os.path.join(TOP_SRCDIR, "tests", "smtpserver"))
 sys.path.insert(0, HERE)
 import smtplib_helpers as H  # noqa: E402
-from smtplib_helpers import Raw, Queue, farmlib, qid_of, wait_until  # noqa: E402
+from smtplib_helpers import Raw, farmlib, qid_of  # noqa: E402
 import zfproto as P  # noqa: E402
 import smtp_peers as SP  # noqa: E402
 from smtp_peers import Peer, OK, TEMPFAIL, PERMFAIL  # noqa: E402
@@ -48,16 +48,7 @@ def setUpModule():
         farmlib.farm_section("lmtp", listen="unix:private/lmtp", program=LMTP,
                              process_limit=1, client_limit=20, args="-v"),
     ], g)
-    try:
-        FD.start()
-        wait_until(lambda: farmlib.can_connect(PORT), 10, what="smtpserver")
-        wait_until(lambda: os.path.exists(os.path.join(FD.run, "private", "lmtp")), 10,
-                   what="the lmtp socket")
-    except Exception:
-        sys.stderr.write(FD.log())
-        FD.cleanup()
-        raise
-    QUEUE = Queue(os.path.join(FD.run, "queue"))
+    QUEUE = H.start_instance(FD, [PORT], ["lmtp"])
 
 
 def tearDownModule():

@@ -36,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP_SRCDIR = os.path.abspath(os.environ.get("top_srcdir") or os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(TOP_SRCDIR, "tests", "smtpserver"))
 import smtplib_helpers as H  # noqa: E402
-from smtplib_helpers import Raw, farmlib, qid_of, wait_until  # noqa: E402
+from smtplib_helpers import Raw, farmlib, qid_of  # noqa: E402
 import zfproto as P  # noqa: E402
 
 LOCAL = os.path.join(H.TOP_BUILDDIR, "transport", "local")
@@ -88,15 +88,7 @@ def setUpModule():
         local_farm("localmbox", "-o home_mailbox=Mail/inbox"),
         local_farm("localnoowner", "-o local_virtual_owner="),
     ], g)
-    try:
-        FD.start()
-        wait_until(lambda: farmlib.can_connect(PORT), 10, what="smtpserver")
-        for f in ("local", "localmbox", "localnoowner"):
-            wait_until(lambda: os.path.exists(sock(f)), 10, what="the %s socket" % f)
-    except Exception:
-        sys.stderr.write(FD.log())
-        FD.cleanup()
-        raise
+    H.start_instance(FD, [PORT], ["local", "localmbox", "localnoowner"])
 
 
 def tearDownModule():
