@@ -17,7 +17,7 @@ transport_lmtp_LDADD = transport/libtransport.a $(ZF_DNS_LIBS) $(ZF_LIBS)
 
 check_PROGRAMS += tests/transport/test_smtp_client
 TESTS += tests/transport/test_smtp_client
-tests_transport_test_smtp_client_SOURCES = tests/transport/test_smtp_client.c tests/common/evtest.h
+tests_transport_test_smtp_client_SOURCES = tests/transport/test_smtp_client.c tests/common/evtest.h tests/transport/ram_message.h
 tests_transport_test_smtp_client_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_transport_test_smtp_client_LDADD = transport/libtransport.a $(ZF_TEST_LIBS)
 

@@ -954,6 +954,21 @@ static void test_standalone(void **state)
 }
 
 /*
+ * expect_coalesced - what happened since t0 (ms) gave at most one status
+ * report per 500 ms, plus the leading edge and the final report.
+ */
+static void expect_coalesced(const char *what, uint64_t t0, unsigned frames)
+{
+	uint64_t took = now_ms() - t0;
+	unsigned most = 3 + (unsigned)(took / 500);
+
+	print_message("%s in %llu ms: %u reports\n", what, (unsigned long long)took, frames);
+	if (frames > most)
+		fail_msg("%s in %llu ms: got %u reports, want at most %u (one per 500 ms)", what,
+			 (unsigned long long)took, frames, most);
+}
+
+/*
  * Changes of busy, sessions and served alone are coalesced: 50 connections
  * in a row (each a busy/idle pair at AVAILABLE) give a few reports, one per
  * 500 ms at most, and the last one still says what is true at the end.
@@ -963,8 +978,8 @@ static void test_busy_reports_coalesced(void **state)
 	struct fixture *fx = *state;
 	struct spawn sp = {.client_limit = "4"};
 	struct kid *k = spawn_kid(fx, &sp);
-	uint64_t t0, t_last, took, late;
-	unsigned frames, most;
+	uint64_t t0, t_last, late;
+	unsigned frames;
 
 	expect_status(k, ST_AVAILABLE, false, 0);
 	t0 = now_ms();
@@ -978,12 +993,7 @@ static void test_busy_reports_coalesced(void **state)
 	t_last = now_ms();
 	frames = collect_status(k, ST_AVAILABLE, false, 0, 50, 5000);
 	late = now_ms() - t_last;
-	took = now_ms() - t0;
-	most = 3 + (unsigned)(took / 500);
-	print_message("50 connections in %llu ms: %u reports\n", (unsigned long long)took, frames);
-	if (frames > most)
-		fail_msg("50 connections in %llu ms: got %u reports, want at most %u (one per 500 ms)",
-			 (unsigned long long)took, frames, most);
+	expect_coalesced("50 connections", t0, frames);
 	if (late > 2000)
 		fail_msg("final idle report %llu ms after the last close, want < 2000",
 			 (unsigned long long)late);
@@ -1000,8 +1010,8 @@ static void test_explicit_requests_coalesced(void **state)
 	struct fixture *fx = *state;
 	struct spawn sp = {.client_limit = "2", .args = {"--explicit-requests"}};
 	struct kid *k = spawn_kid(fx, &sp);
-	uint64_t t0, took;
-	unsigned frames, most;
+	uint64_t t0;
+	unsigned frames;
 	int c;
 
 	expect_status(k, ST_AVAILABLE, false, 0);
@@ -1013,12 +1023,7 @@ static void test_explicit_requests_coalesced(void **state)
 	}
 	/* An open connection between requests is not busy. */
 	frames = collect_status(k, ST_AVAILABLE, false, 1, 100, 5000);
-	took = now_ms() - t0;
-	most = 3 + (unsigned)(took / 500);
-	print_message("100 requests in %llu ms: %u reports\n", (unsigned long long)took, frames);
-	if (frames > most)
-		fail_msg("100 requests in %llu ms: got %u reports, want at most %u (one per 500 ms)",
-			 (unsigned long long)took, frames, most);
+	expect_coalesced("100 requests", t0, frames);
 
 	client_send(c, "SLOW 2500\n");
 	collect_status(k, ST_AVAILABLE, true, 1, 100, 2000);

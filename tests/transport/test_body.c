@@ -20,6 +20,7 @@
 
 #include "common/qstore.h"
 #include "transport/body.h"
+#include "tests/transport/ram_message.h"
 
 struct body_case {
 	enum body_form form;
@@ -166,28 +167,12 @@ static void test_body_large(void **state)
 
 static char qid_of[QID_SIZE];
 
-static struct qstore *ram_message(const char *content)
-{
-	char err[256];
-	int errnum = 0;
-	struct qstore *qs = qstore_open("ram", NULL, err, sizeof(err));
-	Zfarm__Envelope env = ZFARM__ENVELOPE__INIT;
-	struct qstore_writer *w;
-
-	assert_non_null(qs);
-	env.sender = "s@example.test";
-	w = qstore_create(qs, &env, &errnum, err, sizeof(err));
-	assert_non_null(w);
-	assert_int_equal(qstore_append(w, content, strlen(content), &errnum, err, sizeof(err)), 0);
-	assert_int_equal(qstore_commit(&w, qid_of, &errnum, err, sizeof(err)), 0);
-	return qs;
-}
-
 static void test_body_pump(void **state)
 {
 	char err[256];
 	int errnum = 0, rc;
-	struct qstore *qs = ram_message("Subject: x\r\n\r\n.dot\r\nend");
+	static const char msg[] = "Subject: x\r\n\r\n.dot\r\nend";
+	struct qstore *qs = ram_message(msg, sizeof(msg) - 1, qid_of);
 	struct qstore_reader *r = qstore_read(qs, qid_of, &errnum, err, sizeof(err));
 	struct evbuffer *out = evbuffer_new();
 	struct body_enc e;
@@ -214,12 +199,13 @@ static void test_body_header_scan(void **state)
 {
 	char err[256], buf[64];
 	int errnum = 0;
-	struct qstore *qs = ram_message("Received: x\r\n"
-					"Delivered-To:  Bob+x@Example.test \r\n"
-					"X-Long: a\r\n"
-					" Delivered-To: carol@example.test\r\n"
-					"\r\n"
-					"Delivered-To: dave@example.test\r\n");
+	static const char msg[] = "Received: x\r\n"
+				  "Delivered-To:  Bob+x@Example.test \r\n"
+				  "X-Long: a\r\n"
+				  " Delivered-To: carol@example.test\r\n"
+				  "\r\n"
+				  "Delivered-To: dave@example.test\r\n";
+	struct qstore *qs = ram_message(msg, sizeof(msg) - 1, qid_of);
 	struct qstore_reader *r = qstore_read(qs, qid_of, &errnum, err, sizeof(err));
 
 	(void)state;

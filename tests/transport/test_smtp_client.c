@@ -33,6 +33,7 @@
 #include "transport/conncache.h"
 #include "transport/smtp_client.h"
 #include "tests/common/evtest.h"
+#include "tests/transport/ram_message.h"
 
 /* feed - every line of text ("\n"-separated) into r; the last feed's result */
 static int feed(struct smtp_reply *r, const char *text, char *err, size_t errlen)
@@ -597,24 +598,6 @@ static struct smtp_session *session_ready(struct event_base *base, struct srv *v
 
 static char msg_qid[QID_SIZE];
 
-/* ram_message - a ram queue holding one message with this content (msg_qid) */
-static struct qstore *ram_message(const char *content, size_t len)
-{
-	char err[256];
-	int errnum = 0;
-	struct qstore *qs = qstore_open("ram", NULL, err, sizeof(err));
-	Zfarm__Envelope env = ZFARM__ENVELOPE__INIT;
-	struct qstore_writer *w;
-
-	assert_non_null(qs);
-	env.sender = "s@example.test";
-	w = qstore_create(qs, &env, &errnum, err, sizeof(err));
-	assert_non_null(w);
-	assert_int_equal(qstore_append(w, content, len, &errnum, err, sizeof(err)), 0);
-	assert_int_equal(qstore_commit(&w, msg_qid, &errnum, err, sizeof(err)), 0);
-	return qs;
-}
-
 static void msg_init(struct smtp_msg *m, struct smtp_rcpt *r, struct qstore_reader *rd,
 		     uint64_t size)
 {
@@ -642,7 +625,7 @@ static void test_session_writes_at_once(void **state)
 	static const char cmds[] =
 	    "MAIL FROM:<s@example.test>\r\nRCPT TO:<r@example.test>\r\nDATA\r\n";
 	struct event_base *base = event_base_new();
-	struct qstore *qs = ram_message(content, sizeof(content) - 1);
+	struct qstore *qs = ram_message(content, sizeof(content) - 1, msg_qid);
 	struct qstore_reader *rd;
 	struct srv v;
 	struct seen w = {0};
@@ -718,7 +701,7 @@ static void test_session_socket_full(void **state)
 		strbuf_printf(&want, "%sline %u\r\n", i % 5 == 0 ? ".." : "", i);
 	}
 	strbuf_append_str(&want, ".\r\n");
-	qs = ram_message(in.data, in.len);
+	qs = ram_message(in.data, in.len, msg_qid);
 	srv_listen(&v, 4096);
 	s = session_ready(base, &v, &w);
 	rd = qstore_read(qs, msg_qid, &errnum, err, sizeof(err));
@@ -770,7 +753,7 @@ static void test_session_reads(void **state)
 	static const char cmds[] =
 	    "MAIL FROM:<s@example.test>\r\nRCPT TO:<r@example.test>\r\nDATA\r\n";
 	struct event_base *base = event_base_new();
-	struct qstore *qs = ram_message("x\r\n", 3);
+	struct qstore *qs = ram_message("x\r\n", 3, msg_qid);
 	struct qstore_reader *rd;
 	struct srv v;
 	struct smtp_session *s;
