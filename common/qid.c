@@ -40,7 +40,8 @@ void qid_format(char out[QID_SIZE], uint64_t time_us, uint32_t pid)
 	out[QID_LEN] = '\0';
 }
 
-void qid_generate(char out[QID_SIZE])
+/* qid_next_us - this process's next microsecond: never one issued before. */
+static uint64_t qid_next_us(void)
 {
 	pid_t pid = getpid();
 	uint64_t now = clock_now_us();
@@ -55,7 +56,31 @@ void qid_generate(char out[QID_SIZE])
 		now = qid_last_us + 1;
 	qid_last_us = now;
 	pthread_mutex_unlock(&qid_lock);
-	qid_format(out, now, (uint32_t)pid);
+	return now;
+}
+
+void qid_generate(char out[QID_SIZE])
+{
+	qid_format(out, qid_next_us(), (uint32_t)getpid());
+}
+
+void qid_generate_slot(char out[QID_SIZE], uint32_t slot)
+{
+	qid_format(out, qid_next_us(), QID_SLOT_FLAG | (slot & (QID_SLOT_FLAG - 1)));
+}
+
+bool qid_is_slot(const char *qid)
+{
+	return qid_digit(qid[QID_TIME_CHARS]) >= 16;
+}
+
+uint32_t qid_tail(const char *qid)
+{
+	uint32_t v = 0;
+
+	for (int i = QID_TIME_CHARS; i < QID_LEN; i++)
+		v = (v << 5) | (uint32_t)qid_digit(qid[i]);
+	return v;
 }
 
 bool qid_valid(const char *s)

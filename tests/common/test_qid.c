@@ -170,6 +170,35 @@ static void test_unique_across_processes(void **state)
 	free(all);
 }
 
+/*
+ * Slot IDs (the spool's): the tail holds QID_SLOT_FLAG | slot, so its
+ * first character is G or later, never a pid's; qid_tail gives it back,
+ * and the time is this process's clock like qid_generate's, never repeated.
+ */
+static void test_slot_ids(void **state)
+{
+	char a[QID_SIZE], b[QID_SIZE], p[QID_SIZE];
+
+	(void)state;
+	qid_generate_slot(a, 0);
+	qid_generate_slot(b, (16383u << 10) | 1023u);
+	qid_generate(p);
+	assert_true(qid_valid(a) && qid_valid(b));
+	assert_string_equal(a + QID_LEN - 5, "G0000");
+	assert_string_equal(b + QID_LEN - 5, "ZZZZZ");
+	assert_true(qid_is_slot(a) && qid_is_slot(b));
+	assert_false(qid_is_slot(p));
+	assert_int_equal(qid_tail(a), QID_SLOT_FLAG);
+	assert_int_equal(qid_tail(b), QID_SLOT_FLAG | (16383u << 10) | 1023u);
+	assert_int_equal(qid_tail(p), (uint32_t)getpid());
+	/* One clock for both kinds: strictly increasing. */
+	assert_true(qid_time_us(a) < qid_time_us(b));
+	assert_true(qid_time_us(b) < qid_time_us(p));
+	/* The largest pid Linux allows (2^22) is no slot. */
+	qid_format(p, 1, 1u << 22);
+	assert_false(qid_is_slot(p));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -179,6 +208,7 @@ int main(void)
 		cmocka_unit_test(test_sorted_by_time),
 		cmocka_unit_test(test_same_microsecond_steps_forward),
 		cmocka_unit_test(test_unique_across_processes),
+		cmocka_unit_test(test_slot_ids),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
