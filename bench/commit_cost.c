@@ -11,13 +11,18 @@
  * DIR must be on the file system to measure (a real disk, not tmpfs);
  * commit_cost makes DIR/commit_cost.PID and removes it afterwards.
  *
- *   spool      qstore_create + qstore_append + qstore_commit ("spool"
- *              backend: claim from free/, write, cut, link, fsync)
- *   remove     qstore_remove of those messages (park in free/, no sync)
+ *   files      qstore_create + qstore_append + qstore_commit ("spool"
+ *              backend, ZFARM_SPOOL_SLOTS=0: claim from free/, write,
+ *              cut, link, fsync)
+ *   slot       the same in slots (the default: write, cut, fdatasync)
+ *   remove     qstore_remove of those messages (files: park in free/;
+ *              slot: mark the header free; no sync)
+ *   (/new: the first round, which makes the files; then they are reused)
  *   overwrite  pwrite SIZE at offset 0 of a preallocated file + fdatasync
  *   direct     the same through O_DIRECT | O_DSYNC (no page cache)
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -72,15 +77,24 @@ static void die(const char *what, const char *err)
 	exit(1);
 }
 
-/* bench_spool - n create/append/commit, then n removes, twice: the second round recycles. */
-static void bench_spool(const char *dir, int n, size_t size)
+/*
+ * bench_spool - n create/append/commit, then n removes, twice: the second
+ * round recycles.  slots: new messages in slots, else the tmp/ + msg/XX
+ * way (ZFARM_SPOOL_SLOTS=0).
+ */
+static void bench_spool(const char *dir, int n, size_t size, bool slots)
 {
 	char err[512], (*qids)[QID_SIZE] = calloc((size_t)n, QID_SIZE);
 	char *body = malloc(size);
 	Zfarm__Envelope env = ZFARM__ENVELOPE__INIT;
-	struct qstore *qs = qstore_open("spool", dir, err, sizeof(err));
+	struct qstore *qs;
 	struct mark a, b;
 	int errnum;
+
+	if (!slots)
+		setenv("ZFARM_SPOOL_SLOTS", "0", 1);
+	qs = qstore_open("spool", dir, err, sizeof(err));
+	unsetenv("ZFARM_SPOOL_SLOTS");
 
 	if (!qs || !qids || !body)
 		die("spool", qs ? "out of memory" : err);
@@ -97,7 +111,8 @@ static void bench_spool(const char *dir, int n, size_t size)
 				die("spool", err);
 		}
 		b = mark_now();
-		mark_print(round ? "spool" : "spool/new", a, b, n);
+		mark_print(round ? (slots ? "slot" : "files") : (slots ? "slot/new" : "files/new"),
+			   a, b, n);
 		a = mark_now();
 		for (int i = 0; i < n; i++)
 			if (qstore_remove(qs, qids[i], err, sizeof(err)) < 0)
@@ -163,7 +178,8 @@ int main(int argc, char **argv)
 	if (mkdir(dir, 0700) < 0)
 		die(dir, strerror(errno));
 	printf("%d commits of %zu bytes in %s\n", n, size, dir);
-	bench_spool(dir, n, size);
+	bench_spool(dir, n, size, false);
+	bench_spool(dir, n, size, true);
 	bench_overwrite(dir, n, size, false);
 	bench_overwrite(dir, n, size, true);
 	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);

@@ -156,11 +156,14 @@ struct qstore_writer *qstore_create(struct qstore *qs, const Zfarm__Envelope *en
 		free(w);
 		return NULL;
 	}
-	w->wr = qs->ops->create(qs->be, errnum, err, errlen);
+	/* The backend may choose the ID (the spool's slots: qid.h). */
+	w->wr = qs->ops->create(qs->be, w->qid, errnum, err, errlen);
 	if (!w->wr) {
 		free(w);
 		return NULL;
 	}
+	copy.arrival_us = (int64_t)qid_time_us(w->qid);
+	len = zfarm__envelope__get_packed_size(&copy);
 	buf = xmalloc(QSTORE_HDR + len);
 	memcpy(buf, QSTORE_MAGIC, 4);
 	qstore_put_be32(buf + 4, (uint32_t)len);

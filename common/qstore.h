@@ -13,6 +13,11 @@
  * the message's control record, an append-only list of CtlRecords.
  *
  * Spool layout under the queue directory (one file, one inode per message):
+ *   slot/RRR/NN       new messages: a slot file named by the last five
+ *                     characters of the ID (qid.h), overwritten in place
+ *                     for every message it holds; header "ZSL1", the ID's
+ *                     time (8 bytes) and M (4 bytes), or "ZSL0" when free
+ *                     (qstore_spool.c, "Slots"); then as msg/XX/ID
  *   tmp/NAME          being received (or a crash leftover); moved to free/
  *                     at start by qstore_sweep()
  *   msg/XX/ID         committed messages; XX = last two characters of ID.
@@ -26,7 +31,11 @@
  *   corrupt/ID        quarantined, never read again automatically
  * A ctl/ directory left by older versions is ignored.
  *
- * Durability (spool): qstore_commit() writes the envelope and content to
+ * Durability (spool, slot): qstore_commit() sets the slot header and
+ * fdatasyncs the slot file (a new one: also its range where the file
+ * system's fsync does not cover a new name); only then does it return 0.
+ * Durability (spool, tmp/ way: no slot to be had, or ZFARM_SPOOL_SLOTS=0
+ * in the environment): qstore_commit() writes the envelope and content to
  * tmp/, sets M, links it into msg/XX/ (exclusively: an existing ID is a
  * collision, the message gets a new ID), removes the tmp name and fsyncs
  * the file.  On ext4, xfs and tmpfs that fsync also makes the new name
@@ -257,7 +266,8 @@ struct qstore_ops {
 	void *(*open)(const char *dir, char *err, size_t errlen);
 	void (*close)(void *be);
 	long long (*free_bytes)(void *be);
-	void *(*create)(void *be, int *errnum, char *err, size_t errlen);
+	/* create: qid holds a fresh qid_generate() ID; the backend may replace it. */
+	void *(*create)(void *be, char qid[QID_SIZE], int *errnum, char *err, size_t errlen);
 	int (*write)(void *wr, const void *data, size_t len, int *errnum, char *err,
 		     size_t errlen);
 	int (*commit)(void *wr, const char *qid, int *errnum, char *err, size_t errlen);

@@ -176,7 +176,7 @@ static long long ram_free_bytes(void *be)
 	return ram_capacity ? (long long)(ram_capacity - st->used) : -1;
 }
 
-static void *ram_create(void *be, int *errnum, char *err, size_t errlen)
+static void *ram_create(void *be, char qid[QID_SIZE], int *errnum, char *err, size_t errlen)
 {
 	struct ram_store *st = be;
 	struct ram_writer *w = xcalloc(1, sizeof(*w));
@@ -391,6 +391,7 @@ static int ram_take(struct ram_store *st, const char *qid, char *err, size_t err
 
 	if (!found && !c) {
 		snprintf(err, errlen, "%s: no such message", qid);
+		errno = ENOENT;
 		return -1;
 	}
 	if (found) {
@@ -411,6 +412,7 @@ static int ram_remove(void *be, const char *qid, char *err, size_t errlen)
 
 	if (rc == 1) {
 		snprintf(err, errlen, "%s: no such message", qid);
+		errno = ENOENT; /* qstore.h */
 		return -1;
 	}
 	return rc;

@@ -33,7 +33,30 @@
  * a reader that outlives a removal notices the inode became another
  * message (the end of the content is only reported after that check).
  *
- * Reading: a reader opens msg/XX/ID once and reads SPOOL_READ_AHEAD bytes
+ * Slots (the default for new messages): slot/RRR/NN, a file whose name
+ * is the last five characters of the queue ID (qid.h: QID_SLOT_FLAG, the
+ * range RRR, the slot NN), so a message needs no directory change at all:
+ * create claims a free slot and overwrites it in place, commit writes the
+ * slot header ("ZSL1", the ID's time as 8 bytes and M as 4, big endian),
+ * cuts what a bigger old message left and fdatasyncs (no new name, so the
+ * data and, when the size changed, the inode: two device writes less than
+ * the link into msg/XX, bench/commit_cost), remove writes a free header
+ * ("ZSL0"; a big file is emptied first).  Slots are looked up from the ID,
+ * and the header's time must be the ID's: a slot free, being received or
+ * holding a later message is ENOENT for the old ID.  A range (slot/RRR,
+ * SPOOL_SLOTS slots) belongs to one process at a time, by flock of its
+ * directory, released however the process ends; only the holder creates
+ * in it, so a slot it finds free stays free, and its own writers' slots
+ * are marked busy in memory.  A claim looks at SPOOL_PROBES slots from
+ * the range's cursor, which goes round a window that doubles when they
+ * were all taken (so a process reuses few files, each kept with its
+ * blocks), then at the next range held, then holds one more (at most
+ * SPOOL_RANGES_MAX); with none to be had, create takes the tmp/ way
+ * below.  A process killed while receiving leaves a free header: nothing
+ * to sweep.  Messages of the tmp/ way (older versions, or made with
+ * ZFARM_SPOOL_SLOTS=0) are read, appended to and removed as before.
+ *
+ * Reading: a reader opens msg/XX/ID (or the slot) once and reads SPOOL_READ_AHEAD bytes
  * from the start with one pread.  For a small message that is the whole
  * file (the short read says where it ends, no fstat needed): header,
  * envelope, content and control records are served from that buffer, and
@@ -76,6 +99,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/statvfs.h>
@@ -111,12 +135,46 @@ extern const struct qstore_ops qstore_spool_ops;
  * processes that share free/ rarely race for the same name.
  */
 #define SPOOL_SLICES 16
+/*
+ * Slots (see "Slots" above): a range is slot/RRR with SPOOL_SLOTS files;
+ * a process holds at most SPOOL_RANGES_MAX ranges and looks at most
+ * SPOOL_PROBES slots of one range per create before it tries the next.
+ */
+#define SPOOL_SLOTS	 1024
+#define SPOOL_RANGES	 16384 /* ranges there can be: 14 bits */
+#define SPOOL_RANGES_MAX 16
+#define SPOOL_PROBES	 8
+#define SPOOL_WINDOW	 32 /* a range's first window (see struct spool_range) */
+#define SPOOL_SLOT_MAGIC "ZSL1" /* a committed slot */
+#define SPOOL_SLOT_FREE	 "ZSL0" /* being received or removed */
 /* After a refill that found nothing, wait this long or this many creates. */
 #define SPOOL_REFILL_MS	     1000
 #define SPOOL_REFILL_CREATES 256
 
+/* A range of slots this process holds (flock of its directory). */
+struct spool_range {
+	int fd;	    /* slot/RRR */
+	unsigned r; /* 0..SPOOL_RANGES-1 */
+	char name[SPOOL_PATH]; /* "slot/RRR" */
+	unsigned cursor; /* the next slot to look at */
+	/*
+	 * Slots in use: the cursor goes round the first `window` ones,
+	 * doubled (up to SPOOL_SLOTS) when SPOOL_PROBES in a row were taken,
+	 * so a process reuses few files (a new one costs an inode) and still
+	 * finds a free slot in O(1) when many messages wait in its range.
+	 */
+	unsigned window;
+	/* Slots of writers of ours not committed yet (look free on disk). */
+	_Atomic uint32_t busy[SPOOL_SLOTS / 32];
+};
+
 struct spool {
 	int dfd; /* the queue directory */
+	bool slots;		/* create in slots (else tmp/ + link into msg/) */
+	struct spool_range ranges[SPOOL_RANGES_MAX];
+	size_t nranges;
+	size_t cur;		/* the range of the last claim */
+	unsigned range_next;	/* where to look for a range to adopt */
 	char *dir;
 	unsigned long tmp_seq;
 	/* Names in free/ to claim, from the end: this process's slice last (claimed first). */
@@ -157,7 +215,11 @@ struct spool {
 struct spool_writer {
 	struct spool *sp;
 	int fd;
-	char tmp[SPOOL_PATH];
+	char tmp[SPOOL_PATH];	  /* tmp/NAME, or a slot's slot/RRR/NN */
+	struct spool_range *range; /* a slot's range, else NULL */
+	unsigned slot;		  /* within the range */
+	bool created;		  /* the slot's file is new */
+	bool failed_enospc;	  /* a write failed for want of space */
 	uint64_t len; /* message bytes after the spool header */
 	bool failed;
 };
@@ -173,7 +235,7 @@ struct spool_reader {
 	char qid[QID_SIZE];
 };
 
-static const char *const spool_subdirs[] = {"tmp", "msg", "free", "corrupt"};
+static const char *const spool_subdirs[] = {"tmp", "msg", "free", "corrupt", "slot"};
 static const char spool_digits[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 static void spool_errnum(int *errnum, int e)
@@ -234,6 +296,37 @@ static uint64_t spool_get_be64(const uint8_t *p)
 static void spool_path(char out[SPOOL_PATH], const char *top, const char *qid)
 {
 	snprintf(out, SPOOL_PATH, "%s/%s/%s", top, qid + QID_LEN - 2, qid);
+}
+
+/*
+ * spool_msg_path - where a committed message lives: slot/RRR/NN for an ID
+ * of a slot (qid.h: its last five characters), msg/XX/ID for the others.
+ */
+static void spool_msg_path(char out[SPOOL_PATH], const char *qid)
+{
+	if (qid_is_slot(qid))
+		snprintf(out, SPOOL_PATH, "slot/%.3s/%.2s", qid + QID_LEN - 5, qid + QID_LEN - 2);
+	else
+		spool_path(out, "msg", qid);
+}
+
+/* spool_slot_name - "slot/RRR" of range r, "slot/RRR/NN" of its slot n (n < 0: the range). */
+static void spool_slot_name(char out[SPOOL_PATH], unsigned r, int n)
+{
+	char tail[QID_SIZE];
+
+	/* The slot's ID tail, QID_SLOT_FLAG | r << 10 | n, as qid.c writes it. */
+	qid_format(tail, 0, QID_SLOT_FLAG | r << 10 | (n < 0 ? 0u : (unsigned)n));
+	if (n < 0)
+		snprintf(out, SPOOL_PATH, "slot/%.3s", tail + QID_LEN - 5);
+	else
+		snprintf(out, SPOOL_PATH, "slot/%.3s/%.2s", tail + QID_LEN - 5, tail + QID_LEN - 2);
+}
+
+/* spool_slot_committed - hdr (SPOOL_HDR bytes) is a committed slot's: its M, else 0. */
+static uint64_t spool_slot_committed(const uint8_t *hdr)
+{
+	return memcmp(hdr, SPOOL_SLOT_MAGIC, 4) == 0 ? spool_get_be32(hdr + 12) : 0;
 }
 
 /* spool_tmp_name - a fresh name under tmp/: unique per process and call. */
@@ -367,6 +460,22 @@ static void spool_xx_forget(struct spool *sp, const char *qid)
 static int spool_header_check(const uint8_t *hdr, size_t n, uint64_t size, const char *qid,
 			      uint64_t *len, char *err, size_t errlen)
 {
+	if (qid_is_slot(qid)) {
+		/* A slot free, being received or holding another message: not this one. */
+		if (n < SPOOL_HDR || !(*len = spool_slot_committed(hdr)) ||
+		    spool_get_be64(hdr + 4) != qid_time_us(qid)) {
+			snprintf(err, errlen, "%s: no such message (its slot holds another or none)",
+				 qid);
+			errno = ENOENT;
+			return -1;
+		}
+		if (*len > size - SPOOL_HDR) {
+			snprintf(err, errlen, "%s: message length %llu does not fit file size %llu",
+				 qid, (unsigned long long)*len, (unsigned long long)size);
+			goto bad;
+		}
+		return 0;
+	}
 	if (n < SPOOL_HDR || size < SPOOL_HDR) {
 		snprintf(err, errlen, "%s: shorter than its spool header (%zu bytes)", qid,
 			 n < size ? n : (size_t)size);
@@ -497,6 +606,8 @@ static void *spool_open(const char *dir, char *err, size_t errlen)
 	pthread_mutex_init(&sp->ds_lock, NULL);
 	pthread_cond_init(&sp->ds_done, NULL);
 	/* ZFARM_SPOOL_DIRSYNC=1: the directory fsync per link everywhere. */
+	/* ZFARM_SPOOL_SLOTS=0: new messages the tmp/ way (tests of it). */
+	sp->slots = !(getenv("ZFARM_SPOOL_SLOTS") && strcmp(getenv("ZFARM_SPOOL_SLOTS"), "0") == 0);
 	sp->fsync_names = !(getenv("ZFARM_SPOOL_DIRSYNC") &&
 			    strcmp(getenv("ZFARM_SPOOL_DIRSYNC"), "1") == 0) &&
 			  spool_fs_syncs_names(dfd);
@@ -507,6 +618,8 @@ static void spool_close(void *be)
 {
 	struct spool *sp = be;
 
+	for (size_t i = 0; i < sp->nranges; i++)
+		close(sp->ranges[i].fd); /* and its flock: another process may take it */
 	close(sp->dfd);
 	pthread_mutex_destroy(&sp->ds_lock);
 	pthread_cond_destroy(&sp->ds_done);
@@ -518,6 +631,10 @@ static const char *spool_commit_mode(void *be)
 {
 	const struct spool *sp = be;
 
+	if (sp->slots)
+		return sp->fsync_names ? "slot fdatasync (tmp/ way: file fsync)"
+				       : "slot fdatasync, range fsync for a new slot "
+					 "(tmp/ way: file and directory fsync)";
 	return sp->fsync_names ? "file fsync" : "file and directory fsync";
 }
 
@@ -670,6 +787,321 @@ static int spool_pool_claim(struct spool *sp, struct spool_writer *w)
 	}
 }
 
+/* ---- slots ---- */
+
+/*
+ * spool_range_adopt - hold one more range: the lowest-numbered slot/RRR no
+ * other process holds (flock, released when the holder exits however it
+ * exits), made if missing.  NULL when this process holds SPOOL_RANGES_MAX
+ * already or none can be had: creates then take the tmp/ way.
+ */
+static struct spool_range *spool_range_adopt(struct spool *sp)
+{
+	if (sp->nranges == SPOOL_RANGES_MAX)
+		return NULL;
+	for (; sp->range_next < SPOOL_RANGES; sp->range_next++) {
+		struct spool_range *rg = &sp->ranges[sp->nranges];
+		char name[SPOOL_PATH];
+		bool made;
+		int fd;
+
+		spool_slot_name(name, sp->range_next, -1);
+		made = mkdirat(sp->dfd, name, 0700) == 0;
+		if (!made && errno != EEXIST)
+			return NULL;
+		/* A new range is durable before any message goes into it. */
+		if (made && spool_fsync_dir(sp, "slot") < 0)
+			return NULL;
+		fd = openat(sp->dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			close(fd);
+			continue;
+		}
+		memset(rg, 0, sizeof(*rg));
+		rg->fd = fd;
+		rg->r = sp->range_next++;
+		rg->window = SPOOL_WINDOW;
+		snprintf(rg->name, sizeof(rg->name), "%s", name);
+		return &sp->ranges[sp->nranges++];
+	}
+	return NULL;
+}
+
+static bool spool_slot_busy(struct spool_range *rg, unsigned n)
+{
+	return atomic_load_explicit(&rg->busy[n / 32], memory_order_acquire) & (1u << (n % 32));
+}
+
+static void spool_slot_set_busy(struct spool_range *rg, unsigned n, bool busy)
+{
+	if (busy)
+		atomic_fetch_or_explicit(&rg->busy[n / 32], 1u << (n % 32), memory_order_acq_rel);
+	else
+		atomic_fetch_and_explicit(&rg->busy[n / 32], ~(1u << (n % 32)),
+					  memory_order_acq_rel);
+}
+
+/*
+ * spool_slot_try - slot n of rg for a new message, open for writing at
+ * offset 0, or -1 if it holds a committed message (or cannot be opened).
+ * Only this process creates in rg (it holds the range), so a slot found
+ * free stays free; its own writers' slots are marked busy.
+ */
+static int spool_slot_try(struct spool *sp, struct spool_range *rg, unsigned n,
+			  struct spool_writer *w)
+{
+	uint8_t hdr[SPOOL_HDR];
+	bool created = false;
+	ssize_t got;
+	int fd;
+
+	if (spool_slot_busy(rg, n))
+		return -1;
+	spool_slot_name(w->tmp, rg->r, (int)n);
+	fd = openat(sp->dfd, w->tmp, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		fd = openat(sp->dfd, w->tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			    0600);
+		created = fd >= 0;
+	}
+	if (fd < 0)
+		return -1;
+	do
+		got = pread(fd, hdr, sizeof(hdr), 0);
+	while (got < 0 && errno == EINTR);
+	if (got < 0 || (got == (ssize_t)sizeof(hdr) && spool_slot_committed(hdr))) {
+		close(fd);
+		return -1;
+	}
+	spool_slot_set_busy(rg, n, true);
+	w->fd = fd;
+	w->range = rg;
+	w->slot = n;
+	w->created = created;
+	return 0;
+}
+
+/*
+ * spool_slot_claim - a free slot for a new message and its ID (qid.h):
+ * SPOOL_PROBES slots of each range held, from where the last claim in it
+ * stopped (mail mostly leaves in the order it came, so the next slot is
+ * the oldest), then one more range.  -1: no slot (the caller takes the
+ * tmp/ way).  O(1): at most SPOOL_PROBES * (SPOOL_RANGES_MAX + 1) looks.
+ */
+static int spool_slot_claim(struct spool *sp, struct spool_writer *w, char qid[QID_SIZE])
+{
+	if (!sp->slots)
+		return -1;
+	for (size_t i = 0;;) {
+		struct spool_range *rg;
+
+		if (i < sp->nranges)
+			rg = &sp->ranges[(sp->cur + i) % sp->nranges];
+		else if (!(rg = spool_range_adopt(sp)))
+			return -1;
+		for (unsigned p = 0; p < SPOOL_PROBES; p++) {
+			unsigned n = rg->cursor;
+
+			rg->cursor = (rg->cursor + 1) % rg->window;
+			if (spool_slot_try(sp, rg, n, w) == 0) {
+				sp->cur = (size_t)(rg - sp->ranges);
+				qid_generate_slot(qid, rg->r << 10 | n);
+				return 0;
+			}
+		}
+		if (rg->window < SPOOL_SLOTS) {
+			/* Taken all round: this range grows before the next is tried. */
+			rg->cursor = rg->window;
+			rg->window *= 2;
+		} else {
+			i++;
+		}
+	}
+}
+
+/* spool_slot_release - a slot writer is done: close, no longer busy. */
+static void spool_slot_release(struct spool_writer *w)
+{
+	if (w->fd >= 0)
+		close(w->fd);
+	w->fd = -1;
+	spool_slot_set_busy(w->range, w->slot, false);
+}
+
+/* spool_slot_header - a committed slot's header: ID time and M. */
+static void spool_slot_header(uint8_t hdr[SPOOL_HDR], const char *qid, uint64_t len)
+{
+	memcpy(hdr, SPOOL_SLOT_MAGIC, 4);
+	spool_put_be64(hdr + 4, qid_time_us(qid));
+	spool_put_be32(hdr + 12, (uint32_t)len);
+}
+
+/*
+ * spool_slot_commit - the slot's header says the message is there; the
+ * rest of a bigger old message is cut; fdatasync (a new slot file: the
+ * name too, see spool_fs_syncs_names; elsewhere its range is fsync'ed).
+ * No directory changes: the slot's name is the ID's.
+ */
+static int spool_slot_commit(struct spool_writer *w, const char *qid, int *errnum, char *err,
+			     size_t errlen)
+{
+	struct spool *sp = w->sp;
+	uint8_t hdr[SPOOL_HDR];
+	const char *what = "write";
+	struct stat st;
+	ssize_t n;
+	int e;
+
+	if (w->len > UINT32_MAX) {
+		e = EFBIG;
+		goto fail;
+	}
+	spool_slot_header(hdr, qid, w->len);
+	do
+		n = pwrite(w->fd, hdr, sizeof(hdr), 0);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(hdr)) {
+		e = n < 0 ? errno : EIO;
+		goto fail;
+	}
+	what = "truncate";
+	if (fstat(w->fd, &st) < 0 || ((uint64_t)st.st_size > SPOOL_HDR + w->len &&
+				      ftruncate(w->fd, (off_t)(SPOOL_HDR + w->len)) < 0)) {
+		e = errno;
+		goto fail;
+	}
+	what = "fdatasync";
+	if (fdatasync(w->fd) < 0) {
+		e = errno;
+		goto fail;
+	}
+	what = "fsync of its range";
+	if (w->created && !sp->fsync_names && spool_fsync_dir(sp, w->range->name) < 0) {
+		e = errno;
+		goto fail;
+	}
+	spool_slot_release(w);
+	free(w);
+	return 0;
+fail:
+	snprintf(err, errlen, "%s/%s: %s: %s", sp->dir, w->tmp, what, strerror(e));
+	spool_errnum(errnum, e);
+	/* Not there: the header back to free (a crash may still show it: no 250 was given). */
+	memset(hdr, 0, sizeof(hdr));
+	memcpy(hdr, SPOOL_SLOT_FREE, 4);
+	if (pwrite(w->fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || e == ENOSPC)
+		(void)!ftruncate(w->fd, 0);
+	spool_slot_release(w);
+	free(w);
+	return -1;
+}
+
+/*
+ * spool_slot_remove - the slot is free again: its header says so (a big
+ * message is cut first, giving its space back, while the header still
+ * keeps the slot's holder off it).  No fsync, as for the other files.
+ */
+static int spool_slot_remove(struct spool *sp, const char *qid, char *err, size_t errlen)
+{
+	uint8_t hdr[SPOOL_HDR] = SPOOL_SLOT_FREE;
+	char path[SPOOL_PATH];
+	uint64_t len, size;
+	int fd, rc = 0;
+
+	spool_msg_path(path, qid);
+	fd = openat(sp->dfd, path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+
+		if (e == ENOENT)
+			snprintf(err, errlen, "%s: no such message", qid);
+		else
+			snprintf(err, errlen, "%s/%s: %s", sp->dir, path, strerror(e));
+		errno = e;
+		return -1;
+	}
+	if (spool_header(fd, qid, &len, &size, err, errlen) < 0 && errno != EBADMSG) {
+		rc = -1;
+	} else if (size > SPOOL_KEEP_BYTES ? ftruncate(fd, 0) < 0
+					   : pwrite(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr)) {
+		snprintf(err, errlen, "%s/%s: %s", sp->dir, path, strerror(errno));
+		rc = -1;
+	}
+	close(fd);
+	return rc;
+}
+
+/* spool_slot_scan - the committed slots' IDs appended to *ids. */
+static void spool_slot_scan(struct spool *sp, char (**ids)[QID_SIZE], size_t *n, size_t *cap,
+			    void (*bad_fn)(const char *, void *), void *arg)
+{
+	struct dirent *de;
+	DIR *top;
+	int fd = openat(sp->dfd, "slot", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0 || !(top = fdopendir(fd))) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(top))) {
+		char probe[QID_SIZE], rr[4];
+		DIR *sub;
+		int sfd = -1;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		/* slot/RRR: the first three of a slot ID's last five characters. */
+		memcpy(probe, "0000000000000000", QID_SIZE);
+		if (strlen(de->d_name) == 3) {
+			memcpy(probe + QID_LEN - 5, de->d_name, 3);
+			if (qid_valid(probe) && qid_is_slot(probe))
+				sfd = openat(dirfd(top), de->d_name,
+					     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		}
+		if (sfd < 0 || !(sub = fdopendir(sfd))) {
+			if (sfd >= 0)
+				close(sfd);
+			if (bad_fn) {
+				char *path = xasprintf("%s/slot/%s", sp->dir, de->d_name);
+
+				bad_fn(path, arg);
+				free(path);
+			}
+			continue;
+		}
+		memcpy(rr, de->d_name, sizeof(rr));
+		while ((de = readdir(sub))) {
+			uint8_t hdr[SPOOL_HDR];
+			ssize_t got = -1;
+			int mfd;
+
+			if (de->d_name[0] == '.' || strlen(de->d_name) != 2)
+				continue;
+			memcpy(probe + QID_LEN - 5, rr, 3);
+			memcpy(probe + QID_LEN - 2, de->d_name, 3);
+			if (!qid_valid(probe))
+				continue;
+			mfd = openat(dirfd(sub), de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+			if (mfd >= 0) {
+				got = pread(mfd, hdr, sizeof(hdr), 0);
+				close(mfd);
+			}
+			if (got != (ssize_t)sizeof(hdr) || !spool_slot_committed(hdr))
+				continue; /* free, or being received */
+			if (*n == *cap) {
+				*cap = *cap ? 2 * *cap : 64;
+				*ids = xreallocarray(*ids, *cap, sizeof(**ids));
+			}
+			qid_format((*ids)[(*n)++], spool_get_be64(hdr + 4), qid_tail(probe));
+		}
+		closedir(sub);
+	}
+	closedir(top);
+}
+
 /* ---- receiving ---- */
 
 /*
@@ -682,6 +1114,18 @@ static void spool_fail(struct spool_writer *w)
 {
 	struct stat st;
 
+	if (w->range) {
+		/*
+		 * A slot: its header says free already; emptied (space back at
+		 * once) when big or when the failure was a full disk.
+		 */
+		if (w->fd >= 0 && (w->failed_enospc || w->len > SPOOL_KEEP_BYTES))
+			(void)!ftruncate(w->fd, 0);
+		if (w->fd >= 0)
+			spool_slot_release(w);
+		w->failed = true;
+		return;
+	}
 	if (w->fd >= 0) {
 		if (fstat(w->fd, &st) == 0 && st.st_nlink == 1 && ftruncate(w->fd, 0) == 0) {
 			char to[SPOOL_PATH];
@@ -698,7 +1142,7 @@ static void spool_fail(struct spool_writer *w)
 	w->failed = true;
 }
 
-static void *spool_create(void *be, int *errnum, char *err, size_t errlen)
+static void *spool_create(void *be, char qid[QID_SIZE], int *errnum, char *err, size_t errlen)
 {
 	struct spool *sp = be;
 	struct spool_writer *w = xcalloc(1, sizeof(*w));
@@ -707,7 +1151,9 @@ static void *spool_create(void *be, int *errnum, char *err, size_t errlen)
 
 	w->sp = sp;
 	w->fd = -1;
-	if (spool_pool_claim(sp, w) < 0) {
+	if (spool_slot_claim(sp, w, qid) == 0) {
+		memcpy(hdr, SPOOL_SLOT_FREE, 4);
+	} else if (spool_pool_claim(sp, w) < 0) {
 		/* Unique per process and open; O_EXCL catches the rest. */
 		for (int tries = 0; tries < 100; tries++) {
 			spool_tmp_name(sp, w->tmp);
@@ -732,6 +1178,7 @@ static void *spool_create(void *be, int *errnum, char *err, size_t errlen)
 
 		spool_errnum(errnum, e);
 		snprintf(err, errlen, "%s/%s: write: %s", sp->dir, w->tmp, strerror(e));
+		w->failed_enospc = e == ENOSPC || e == EDQUOT;
 		spool_fail(w);
 		free(w);
 		return NULL;
@@ -760,6 +1207,7 @@ static int spool_write(void *wr, const void *data, size_t len, int *errnum, char
 
 			spool_errnum(errnum, e);
 			snprintf(err, errlen, "%s/%s: write: %s", w->sp->dir, w->tmp, strerror(e));
+			w->failed_enospc = e == ENOSPC || e == EDQUOT;
 			spool_fail(w);
 			return -1;
 		}
@@ -842,6 +1290,16 @@ static int spool_commit(void *wr, const char *qid, int *errnum, char *err, size_
 		snprintf(err, errlen, "message failed while being received");
 		spool_abort(w);
 		return -1;
+	}
+	if (w->range) {
+		if (!qid_is_slot(qid) || qid_tail(qid) != (QID_SLOT_FLAG | w->range->r << 10 | w->slot)) {
+			/* Only the ID create chose names this slot (qstore.c never retries one). */
+			spool_errnum(errnum, EINVAL);
+			snprintf(err, errlen, "%s: not the ID of slot %s", qid, w->tmp);
+			spool_abort(w);
+			return -1;
+		}
+		return spool_slot_commit(w, qid, errnum, err, errlen);
 	}
 	spool_path(msg, "msg", qid);
 	snprintf(xx, sizeof(xx), "msg/%s", qid + QID_LEN - 2);
@@ -932,7 +1390,7 @@ static void *spool_read(void *be, const char *qid, unsigned flags, int *errnum, 
 	ssize_t n;
 	int fd;
 
-	spool_path(msg, "msg", qid);
+	spool_msg_path(msg, qid);
 	fd = openat(sp->dfd, msg,
 		    (flags & QSTORE_APPEND ? O_RDWR | O_APPEND : O_RDONLY) | O_CLOEXEC);
 	if (fd < 0) {
@@ -990,12 +1448,16 @@ static ssize_t spool_pread(void *rd, void *buf, size_t len, uint64_t off, char *
 		 * transport the scheduler gave up on) would otherwise pass on
 		 * another message's bytes once the inode is reused.
 		 */
+		uint64_t mlen;
+		char why[128];
+
 		do
 			n = pread(r->fd, hdr, sizeof(hdr), 0);
 		while (n < 0 && errno == EINTR);
-		if (n != (ssize_t)sizeof(hdr) || memcmp(hdr, SPOOL_MAGIC, 4) != 0 ||
-		    (spool_get_be32(hdr + 4) != 0 && spool_get_be32(hdr + 4) != spool_tag(r->qid)) ||
-		    spool_get_be64(hdr + 8) != r->len) {
+		if (n != (ssize_t)sizeof(hdr) ||
+		    spool_header_check(hdr, sizeof(hdr), UINT64_MAX, r->qid, &mlen, why,
+				       sizeof(why)) < 0 ||
+		    mlen != r->len) {
 			snprintf(err, errlen, "%s: the message was removed while being read", r->qid);
 			errno = ESTALE;
 			return -1;
@@ -1111,7 +1573,7 @@ static int spool_ctl_append(void *be, const char *qid, const void *data, size_t 
 	uint64_t mlen, size;
 	int fd, e;
 
-	spool_path(msg, "msg", qid);
+	spool_msg_path(msg, qid);
 	fd = openat(sp->dfd, msg, O_RDWR | O_APPEND | O_CLOEXEC);
 	if (fd < 0) {
 		e = errno;
@@ -1221,7 +1683,7 @@ static int spool_ctl_truncate(void *be, const char *qid, size_t ctl_len, char *e
 	uint64_t mlen, size;
 	int fd, rc = 0;
 
-	spool_path(msg, "msg", qid);
+	spool_msg_path(msg, qid);
 	fd = openat(sp->dfd, msg, O_RDWR | O_CLOEXEC);
 	if (fd < 0) {
 		snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(errno));
@@ -1250,7 +1712,7 @@ static int spool_ctl_read(void *be, const char *qid, uint8_t **data, size_t *len
 
 	*data = NULL;
 	*len = 0;
-	spool_path(msg, "msg", qid);
+	spool_msg_path(msg, qid);
 	fd = openat(sp->dfd, msg, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		if (errno == ENOENT)
@@ -1259,8 +1721,11 @@ static int spool_ctl_read(void *be, const char *qid, uint8_t **data, size_t *len
 		return -1;
 	}
 	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0) {
+		int e = errno;
+
 		close(fd);
-		return -1;
+		/* Its file or slot holds another message now: this one is gone. */
+		return e == ENOENT ? 0 : -1;
 	}
 	if (spool_ctl_slurp(fd, SPOOL_HDR + mlen, data, len) < 0) {
 		if (errno == EFBIG)
@@ -1309,6 +1774,8 @@ static int spool_remove(void *be, const char *qid, char *err, size_t errlen)
 	struct stat st;
 	bool big;
 
+	if (qid_is_slot(qid))
+		return spool_slot_remove(sp, qid, err, errlen);
 	spool_path(msg, "msg", qid);
 	/*
 	 * A small file goes straight to free/, bytes and all: the next create
@@ -1345,7 +1812,8 @@ static int spool_quarantine(void *be, const char *qid, char *err, size_t errlen)
 	struct spool *sp = be;
 	char from[SPOOL_PATH], to[SPOOL_PATH];
 
-	spool_path(from, "msg", qid);
+	/* A slot's file goes too: the slot's holder makes a new one when it is next used. */
+	spool_msg_path(from, qid);
 	snprintf(to, sizeof(to), "corrupt/%s", qid);
 	if (renameat(sp->dfd, from, sp->dfd, to) < 0) {
 		if (errno == ENOENT)
@@ -1448,6 +1916,7 @@ static int spool_scan(void *be, int (*fn)(const char *qid, void *arg),
 		closedir(sub);
 	}
 	closedir(top);
+	spool_slot_scan(sp, &ids, &n, &cap, bad_fn, arg);
 	if (n)
 		qsort(ids, n, sizeof(*ids), spool_qid_cmp);
 	for (size_t i = 0; i < n && rc == 0; i++)

@@ -58,7 +58,26 @@ struct fixture {
 	char err[512];
 };
 
-#define IS_SPOOL(f) (strcmp((f)->backend, "spool") == 0)
+/*
+ * Prestates: "spool" (new messages in slots), "files" (the spool with
+ * ZFARM_SPOOL_SLOTS=0: new messages the tmp/ + msg/XX way, which is also
+ * how older versions left them) and "ram".
+ */
+#define IS_SPOOL(f) (strcmp((f)->backend, "ram") != 0)
+#define IS_FILES(f) (strcmp((f)->backend, "files") == 0)
+
+/* open_store - a qstore of the fixture's kind on dir. */
+static struct qstore *open_store(const char *kind, const char *dir, char *err, size_t errlen)
+{
+	struct qstore *qs;
+
+	if (strcmp(kind, "files") != 0)
+		return qstore_open(kind, dir, err, errlen);
+	setenv("ZFARM_SPOOL_SLOTS", "0", 1);
+	qs = qstore_open("spool", dir, err, errlen);
+	unsetenv("ZFARM_SPOOL_SLOTS");
+	return qs;
+}
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -77,7 +96,7 @@ static int setup(void **state)
 	if (!mkdtemp(f->top))
 		return -1;
 	snprintf(f->dir, sizeof(f->dir), "%s/q", f->top);
-	f->qs = qstore_open(f->backend, f->dir, f->err, sizeof(f->err));
+	f->qs = open_store(f->backend, f->dir, f->err, sizeof(f->err));
 	if (!f->qs) {
 		fprintf(stderr, "open %s: %s\n", f->backend, f->err);
 		return -1;
@@ -207,10 +226,15 @@ static int dir_count(struct fixture *f, const char *sub)
 	return n;
 }
 
+/* spool_file - qid's file under top ("msg": where it lives, a slot or msg/XX/ID). */
 static void spool_file(struct fixture *f, char *out, size_t outlen, const char *top,
 		       const char *qid)
 {
-	snprintf(out, outlen, "%s/%s/%s/%s", f->dir, top, qid + QID_LEN - 2, qid);
+	if (qid_is_slot(qid) && strcmp(top, "msg") == 0)
+		snprintf(out, outlen, "%s/slot/%.3s/%.2s", f->dir, qid + QID_LEN - 5,
+			 qid + QID_LEN - 2);
+	else
+		snprintf(out, outlen, "%s/%s/%s/%s", f->dir, top, qid + QID_LEN - 2, qid);
 }
 
 /* plant - write bytes to dir/rel, creating its parent directory. */
@@ -625,16 +649,27 @@ static void test_remove(void **state)
 	assert_int_equal(qstore_ctl_append(f->qs, qid, in, 3, f->err, sizeof(f->err)), 0);
 	/*
 	 * A reader opened before the remove: ram keeps its message like an fd;
-	 * the spool parks the file with its bytes, so the reader still reads
-	 * them, until the file is reused for another message: then the reader
-	 * gets an error, never the other message's bytes.
+	 * the files way parks the file with its bytes, so the reader still
+	 * reads them, until the file is reused for another message: then the
+	 * reader gets an error, never the other message's bytes.  A slot is
+	 * free at once: the reader gets the error at the end.
 	 */
 	r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
 	assert_non_null(r);
 	assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), 0);
-	read_all(f, r, 64, (uint8_t *)buf, sizeof(buf), &got);
-	assert_int_equal(got, 50);
-	if (IS_SPOOL(f)) {
+	if (IS_SPOOL(f) && !IS_FILES(f)) {
+		ssize_t n;
+
+		do
+			n = qstore_content(r, buf, sizeof(buf), f->err, sizeof(f->err));
+		while (n > 0);
+		if (n != -1 || errno != ESTALE)
+			fail_msg("a reader of a removed slot: got %zd, want -1 (ESTALE)", n);
+	} else {
+		read_all(f, r, 64, (uint8_t *)buf, sizeof(buf), &got);
+		assert_int_equal(got, 50);
+	}
+	if (IS_FILES(f)) {
 		char other[QID_SIZE];
 		ssize_t n;
 
@@ -653,11 +688,23 @@ static void test_remove(void **state)
 	assert_int_equal(ctl_load_n(f, qid), 0);
 	assert_int_equal(scan_count(f), 0);
 	assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), -1);
+	assert_int_equal(errno, ENOENT);
 	if (IS_SPOOL(f)) {
 		char path[256];
 
+		/* The files way: no name left; a slot stays, its header free. */
 		spool_file(f, path, sizeof(path), "msg", qid);
-		assert_int_equal(access(path, F_OK), -1);
+		if (IS_FILES(f)) {
+			assert_int_equal(access(path, F_OK), -1);
+		} else {
+			uint8_t hdr[16];
+			int fd = open(path, O_RDONLY);
+
+			assert_true(fd >= 0);
+			assert_int_equal(read(fd, hdr, sizeof(hdr)), sizeof(hdr));
+			assert_memory_equal(hdr, "ZSL0", 4);
+			close(fd);
+		}
 		snprintf(path, sizeof(path), "%s/ctl", f->dir);
 		assert_int_equal(access(path, F_OK), -1);
 	}
@@ -731,12 +778,21 @@ static void test_sweep(void **state)
 	if (IS_SPOOL(f)) {
 		plant(f, "tmp/leftover.1", "x", 1);
 		plant(f, "tmp/0000000000000000", "ZFQ1", 4);
-		want = 3;
+		want = IS_FILES(f) ? 3 : 2;
 	}
 	assert_int_equal(qstore_sweep(f->qs, f->err, sizeof(f->err)), want);
 	if (IS_SPOOL(f)) {
 		assert_int_equal(dir_count(f, "tmp"), 0);
-		assert_int_equal(dir_count(f, "free"), 3); /* recycled, not freed */
+		assert_int_equal(dir_count(f, "free"), want); /* recycled, not freed */
+	}
+	if (IS_SPOOL(f) && !IS_FILES(f)) {
+		/*
+		 * A slot being received is free by its header: nothing to sweep
+		 * (a crashed writer's slot is reused by the range's next holder).
+		 */
+		assert_int_equal(qstore_commit(&w, qid, &e, f->err, sizeof(f->err)), 0);
+		assert_int_equal(scan_count(f), 2);
+		return;
 	}
 	/* The swept message cannot be committed any more. */
 	assert_int_equal(qstore_commit(&w, qid, &e, f->err, sizeof(f->err)), -1);
@@ -919,7 +975,7 @@ static void in_tmpfs(struct fixture *f, const char *size, int (*body)(struct fix
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		struct fixture sub = {.backend = "spool"};
+		struct fixture sub = {.backend = f->backend};
 		int rc;
 
 		if (unshare(CLONE_NEWNS) < 0 ||
@@ -927,7 +983,7 @@ static void in_tmpfs(struct fixture *f, const char *size, int (*body)(struct fix
 		    mount("tmpfs", mnt, "tmpfs", 0, opts) < 0)
 			_exit(77);
 		snprintf(sub.dir, sizeof(sub.dir), "%s/q", mnt);
-		sub.qs = qstore_open("spool", sub.dir, sub.err, sizeof(sub.err));
+		sub.qs = open_store(f->backend, sub.dir, sub.err, sizeof(sub.err));
 		if (!sub.qs)
 			_exit(20);
 		rc = body(&sub);
@@ -1270,7 +1326,7 @@ static void test_spool_commit_mode(void **state)
 
 	qstore_close(&f->qs);
 	assert_int_equal(setenv("ZFARM_SPOOL_DIRSYNC", "1", 1), 0);
-	f->qs = qstore_open("spool", f->dir, f->err, sizeof(f->err));
+	f->qs = open_store(f->backend, f->dir, f->err, sizeof(f->err));
 	assert_int_equal(unsetenv("ZFARM_SPOOL_DIRSYNC"), 0);
 	assert_non_null(f->qs);
 	assert_string_equal(qstore_commit_mode(f->qs), "file and directory fsync");
@@ -1316,7 +1372,7 @@ static void test_spool_ctl_in_message(void **state)
 	assert_int_equal(qstore_ctl_append(f->qs, qid, in, 2, f->err, sizeof(f->err)), 0);
 	assert_int_equal(qstore_ctl_append(f->qs, qid, in + 2, 1, f->err, sizeof(f->err)), 0);
 	qstore_close(&f->qs);
-	f->qs = qstore_open("spool", f->dir, f->err, sizeof(f->err));
+	f->qs = open_store(f->backend, f->dir, f->err, sizeof(f->err));
 	assert_non_null(f->qs);
 	assert_int_equal(ctl_load_n(f, qid), 3);
 	spool_file(f, path, sizeof(path), "msg", qid);
@@ -1701,7 +1757,7 @@ static void test_spool_refill_limited(void **state)
 	clock_set_fake(1700000000000000ull, 5000);
 	commit_msg(f, 10, 10, a); /* free/ empty: refill found nothing */
 	ino_a = msg_ino(f, a);
-	other = qstore_open("spool", f->dir, f->err, sizeof(f->err));
+	other = open_store(f->backend, f->dir, f->err, sizeof(f->err));
 	assert_non_null(other);
 	assert_int_equal(qstore_remove(other, a, f->err, sizeof(f->err)), 0);
 	qstore_close(&other);
@@ -1787,7 +1843,7 @@ static void test_spool_stale_pool(void **state)
 		plant(f, rel, "x", 1);
 	}
 	commit_msg(f, 10, 10, qid); /* a reads 20 names, takes one */
-	b = qstore_open("spool", f->dir, f->err, sizeof(f->err));
+	b = open_store(f->backend, f->dir, f->err, sizeof(f->err));
 	assert_non_null(b);
 	f->qs = b;
 	for (int i = 0; i < 19; i++)
@@ -1804,6 +1860,275 @@ static void test_spool_stale_pool(void **state)
 		fail_msg("a stale pool: got %u failed claims, want at most 2", renameat_enoent);
 	assert_int_equal(dir_count(f, "free"), 4);
 	qstore_close(&b);
+}
+
+/* ---- slots (the spool's default for new messages) ---- */
+
+/* slot_range - the three characters that name qid's range (slot/RRR). */
+static void slot_range(const char *qid, char out[4])
+{
+	memcpy(out, qid + QID_LEN - 5, 3);
+	out[3] = '\0';
+}
+
+/* slot_header - the first 16 bytes of qid's slot file. */
+static void slot_header(struct fixture *f, const char *qid, uint8_t hdr[16])
+{
+	char path[256];
+	int fd;
+
+	spool_file(f, path, sizeof(path), "msg", qid);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		fail_msg("%s: %s", path, strerror(errno));
+	assert_int_equal(read(fd, hdr, 16), 16);
+	close(fd);
+}
+
+static uint64_t be_get(const uint8_t *p, int n)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/*
+ * A committed message is in a slot file named by its ID: header "ZSL1",
+ * the ID's time, the message length; no name made under msg/ or tmp/.
+ */
+static void test_slot_layout(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QID_SIZE], rr[4];
+	struct qstore_reader *r;
+	uint8_t hdr[16];
+	char path[256];
+	struct stat st;
+	int e = 0;
+
+	commit_msg(f, 100, 100, qid);
+	if (!qid_is_slot(qid))
+		fail_msg("%s: not a slot's ID", qid);
+	slot_header(f, qid, hdr);
+	assert_memory_equal(hdr, "ZSL1", 4);
+	assert_int_equal(be_get(hdr + 4, 8), qid_time_us(qid));
+	spool_file(f, path, sizeof(path), "msg", qid);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(be_get(hdr + 12, 4), (uint64_t)st.st_size - 16);
+	slot_range(qid, rr);
+	snprintf(path, sizeof(path), "slot/%s", rr);
+	assert_int_equal(dir_count(f, path), 1);
+	assert_int_equal(dir_count(f, "msg"), 0);
+	assert_int_equal(dir_count(f, "tmp"), 0);
+	r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
+	assert_non_null(r);
+	assert_string_equal(qstore_envelope(r)->queue_id, qid);
+	assert_int_equal(qstore_envelope(r)->arrival_us, (int64_t)qid_time_us(qid));
+	qstore_reader_free(&r);
+}
+
+/*
+ * Removed slots are used again: many cycles use few files of one range
+ * (the window), every ID is new, and a message's old ID is not found in
+ * the slot that holds another message now.
+ */
+static void test_slot_reuse(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QID_SIZE], first[QID_SIZE], rr[4], rr0[4], path[64];
+	int e = 0;
+
+	commit_msg(f, 10, 10, first);
+	assert_int_equal(qstore_remove(f->qs, first, f->err, sizeof(f->err)), 0);
+	slot_range(first, rr0);
+	for (int i = 0; i < 300; i++) {
+		commit_msg(f, 10 + (size_t)i, 10, qid);
+		assert_string_not_equal(qid, first);
+		slot_range(qid, rr);
+		assert_string_equal(rr, rr0);
+		assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), 0);
+	}
+	snprintf(path, sizeof(path), "slot/%s", rr0);
+	if (dir_count(f, path) > 32)
+		fail_msg("300 cycles used %d slot files, want at most 32", dir_count(f, path));
+	assert_int_equal(dir_count(f, "slot"), 1);
+	/* "first"'s slot holds a later message or a free header: not found. */
+	assert_null(qstore_read(f->qs, first, &e, f->err, sizeof(f->err)));
+	assert_int_equal(e, ENOENT);
+	assert_int_equal(scan_count(f), 0);
+}
+
+/*
+ * Messages waiting in a range are skipped and the range's window grows:
+ * 100 messages in flight get 100 slots of one range, found again by scan.
+ */
+static void test_slot_in_flight(void **state)
+{
+	struct fixture *f = *state;
+	char qids[100][QID_SIZE], rr[4], rr0[4];
+
+	for (int i = 0; i < 100; i++) {
+		commit_msg(f, 20, 20, qids[i]);
+		slot_range(qids[i], rr);
+		if (i == 0)
+			memcpy(rr0, rr, 4);
+		assert_string_equal(rr, rr0);
+		for (int j = 0; j < i; j++)
+			assert_memory_not_equal(qids[i] + QID_LEN - 5, qids[j] + QID_LEN - 5, 5);
+	}
+	assert_int_equal(scan_count(f), 100);
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(qstore_remove(f->qs, qids[i], f->err, sizeof(f->err)), 0);
+	assert_int_equal(scan_count(f), 0);
+}
+
+/*
+ * A range belongs to one process (qstore) at a time: a second one on the
+ * same queue takes another; once the first is closed, its range is free
+ * for the next, which skips the messages still waiting there.
+ */
+static void test_slot_ranges(void **state)
+{
+	struct fixture *f = *state;
+	char a1[QID_SIZE], b1[QID_SIZE], c1[QID_SIZE], ra[4], rb[4], rc[4];
+	struct qstore *b, *c;
+	int e = 0;
+
+	commit_msg(f, 10, 10, a1);
+	b = open_store(f->backend, f->dir, f->err, sizeof(f->err));
+	assert_non_null(b);
+	{
+		struct qstore *keep = f->qs;
+
+		f->qs = b;
+		commit_msg(f, 10, 10, b1);
+		f->qs = keep;
+	}
+	slot_range(a1, ra);
+	slot_range(b1, rb);
+	assert_string_not_equal(ra, rb);
+	qstore_close(&f->qs);
+	c = open_store(f->backend, f->dir, f->err, sizeof(f->err));
+	assert_non_null(c);
+	f->qs = c;
+	commit_msg(f, 10, 10, c1);
+	slot_range(c1, rc);
+	assert_string_equal(rc, ra);
+	assert_memory_not_equal(c1 + QID_LEN - 5, a1 + QID_LEN - 5, 5);
+	/* Every one is there, read through any qstore. */
+	assert_int_equal(scan_count(f), 3);
+	for (int i = 0; i < 3; i++) {
+		const char *id = i == 0 ? a1 : i == 1 ? b1 : c1;
+		struct qstore_reader *r = qstore_read(b, id, &e, f->err, sizeof(f->err));
+
+		assert_non_null(r);
+		qstore_reader_free(&r);
+	}
+	qstore_close(&b);
+}
+
+/* Two messages received at once get two slots. */
+static void test_slot_busy(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__Envelope env = test_envelope();
+	struct qstore_writer *w1, *w2;
+	char q1[QID_SIZE], q2[QID_SIZE];
+	int e = 0;
+
+	w1 = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
+	w2 = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
+	assert_non_null(w1);
+	assert_non_null(w2);
+	assert_string_not_equal(qstore_writer_qid(w1) + QID_LEN - 5,
+				qstore_writer_qid(w2) + QID_LEN - 5);
+	assert_int_equal(qstore_append(w1, "one", 3, &e, f->err, sizeof(f->err)), 0);
+	assert_int_equal(qstore_append(w2, "two", 3, &e, f->err, sizeof(f->err)), 0);
+	assert_int_equal(qstore_commit(&w2, q2, &e, f->err, sizeof(f->err)), 0);
+	assert_int_equal(qstore_commit(&w1, q1, &e, f->err, sizeof(f->err)), 0);
+	assert_int_equal(scan_count(f), 2);
+}
+
+/*
+ * A process killed while receiving leaves its slot with a free header:
+ * nothing to scan, and the next holder of the range uses the slot again.
+ */
+static void test_slot_killed_writer(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QID_SIZE], got[QID_SIZE];
+	int status, fds[2];
+	pid_t pid;
+
+	qstore_close(&f->qs); /* the child takes range 0 */
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		Zfarm__Envelope env = test_envelope();
+		struct qstore *qs = open_store(f->backend, f->dir, f->err, sizeof(f->err));
+		struct qstore_writer *w;
+		int e = 0;
+
+		w = qs ? qstore_create(qs, &env, &e, f->err, sizeof(f->err)) : NULL;
+		if (!w || qstore_append(w, "partial", 7, &e, f->err, sizeof(f->err)) < 0)
+			_exit(1);
+		if (write(fds[1], qstore_writer_qid(w), QID_LEN) != QID_LEN)
+			_exit(1);
+		pause(); /* killed here, the message half received */
+		_exit(1);
+	}
+	close(fds[1]);
+	assert_int_equal(read(fds[0], qid, QID_LEN), QID_LEN);
+	qid[QID_LEN] = '\0';
+	close(fds[0]);
+	kill(pid, SIGKILL);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	f->qs = open_store(f->backend, f->dir, f->err, sizeof(f->err));
+	assert_non_null(f->qs);
+	assert_int_equal(scan_count(f), 0);
+	commit_msg(f, 10, 10, got);
+	assert_memory_equal(got + QID_LEN - 5, qid + QID_LEN - 5, 5); /* the same slot */
+	assert_int_equal(scan_count(f), 1);
+}
+
+/*
+ * A queue with messages of both ways (one left by an older version, or
+ * made while no slot could be had): scan finds both in time order, both
+ * read and go.
+ */
+static void test_slot_mixed(void **state)
+{
+	struct fixture *f = *state;
+	char legacy[QID_SIZE], slot[QID_SIZE];
+	struct id_list l = {.n = 0};
+	struct qstore *files, *keep = f->qs;
+	int e = 0;
+
+	files = open_store("files", f->dir, f->err, sizeof(f->err));
+	assert_non_null(files);
+	f->qs = files;
+	commit_msg(f, 30, 30, legacy);
+	f->qs = keep;
+	commit_msg(f, 40, 40, slot);
+	assert_false(qid_is_slot(legacy));
+	assert_true(qid_is_slot(slot));
+	assert_int_equal(qstore_scan(f->qs, collect_fn, NULL, &l, f->err, sizeof(f->err)), 0);
+	assert_int_equal(l.n, 2);
+	assert_string_equal(l.ids[0], legacy);
+	assert_string_equal(l.ids[1], slot);
+	for (int i = 0; i < 2; i++) {
+		const char *id = i ? slot : legacy;
+		struct qstore_reader *r = qstore_read(f->qs, id, &e, f->err, sizeof(f->err));
+
+		assert_non_null(r);
+		qstore_reader_free(&r);
+		assert_int_equal(qstore_remove(f->qs, id, f->err, sizeof(f->err)), 0);
+	}
+	assert_int_equal(scan_count(f), 0);
+	qstore_close(&files);
 }
 
 /* Not a check: the system CPU of a create+commit+remove cycle, printed. */
@@ -1841,13 +2166,19 @@ static void test_open_errors(void **state)
 	assert_int_equal(mkdir(path, 0700), 0);
 	plant(f, "../q2/msg", "x", 1);
 	assert_null(qstore_open("spool", path, err, sizeof(err)));
-	assert_string_equal(qstore_backend(f->qs), f->backend);
+	assert_string_equal(qstore_backend(f->qs), IS_FILES(f) ? "spool" : f->backend);
 }
 
 #define BOTH(t)                                                                                    \
 	cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)"spool"),             \
+	    cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)"files"),         \
 	    cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)"ram")
-#define SPOOL(t) cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)"spool")
+/* Both ways of the spool; FILES: the tmp/ + msg/XX way only. */
+#define SPOOL(t)                                                                                   \
+	cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)"spool"),             \
+	    cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)"files")
+#define FILES(t) cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)"files")
+#define SLOT(t)	 cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)"spool")
 #define RAM(t)	 cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, (void *)"ram")
 
 int main(void)
@@ -1870,28 +2201,35 @@ int main(void)
 	    RAM(test_ram_enospc),
 	    SPOOL(test_spool_efbig),
 	    SPOOL(test_spool_enospc_tmpfs),
-	    SPOOL(test_spool_commit_mode),
-	    SPOOL(test_spool_collision),
-	    SPOOL(test_spool_crash_tmp),
-	    SPOOL(test_spool_crash_after_link),
+	    FILES(test_spool_commit_mode),
+	    FILES(test_spool_collision),
+	    FILES(test_spool_crash_tmp),
+	    FILES(test_spool_crash_after_link),
 	    SPOOL(test_spool_scan_foreign),
 	    SPOOL(test_spool_corrupt),
 	    SPOOL(test_open_errors),
-	    SPOOL(test_spool_recycle_inode),
+	    FILES(test_spool_recycle_inode),
 	    SPOOL(test_spool_ctl_in_message),
 	    SPOOL(test_spool_ctl_torn_by_hand),
 	    SPOOL(test_spool_reader_one_open),
 	    SPOOL(test_spool_reader_cut),
-	    SPOOL(test_spool_remove_to_free),
-	    SPOOL(test_spool_concurrent_commits),
-	    SPOOL(test_spool_sweep_free),
+	    FILES(test_spool_remove_to_free),
+	    FILES(test_spool_concurrent_commits),
+	    FILES(test_spool_sweep_free),
 	    SPOOL(test_spool_bad_header),
 	    SPOOL(test_spool_wrong_envelope),
-	    SPOOL(test_spool_cycles),
-	    SPOOL(test_spool_refill_limited),
-	    SPOOL(test_spool_slices),
-	    SPOOL(test_spool_stale_pool),
+	    FILES(test_spool_cycles),
+	    FILES(test_spool_refill_limited),
+	    FILES(test_spool_slices),
+	    FILES(test_spool_stale_pool),
 	    SPOOL(test_spool_cycle_cost),
+	    SLOT(test_slot_layout),
+	    SLOT(test_slot_reuse),
+	    SLOT(test_slot_in_flight),
+	    SLOT(test_slot_ranges),
+	    SLOT(test_slot_busy),
+	    SLOT(test_slot_killed_writer),
+	    SLOT(test_slot_mixed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
