@@ -93,6 +93,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP_SRCDIR = os.path.abspath(os.environ.get("top_srcdir") or os.path.join(HERE, ".."))
 TOP_BUILDDIR = os.path.abspath(os.environ.get("top_builddir") or TOP_SRCDIR)
+sys.path.insert(0, os.path.join(TOP_SRCDIR, "tests", "farmd"))
+import qspool  # noqa: E402
 
 FARMD = os.path.join(TOP_BUILDDIR, "farmd", "farmd")
 ZFARMCTL = os.path.join(TOP_BUILDDIR, "tools", "zfarmctl")
@@ -541,7 +543,7 @@ class Zfarm:
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
     def queue_count(self):
-        return count_files([os.path.join(self.dir, "queue", "msg")])
+        return qspool.Queue(os.path.join(self.dir, "queue")).count()
 
     def describe_failure(self):
         return tail(read_text(self.logpath))

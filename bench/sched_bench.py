@@ -71,6 +71,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.environ.get("top_srcdir") or os.path.join(HERE, ".."),
                                 "tests", "farmd"))
 import farmlib  # noqa: E402
+import qspool  # noqa: E402
 
 SCHEDULER = os.path.join(farmlib.TOP_BUILDDIR, "scheduler", "scheduler")
 QFILL = os.path.join(farmlib.TOP_BUILDDIR, "bench", "qfill")
@@ -161,19 +162,8 @@ def proc_status_kb(pid, key):
 
 
 def count_messages(queue_dir):
-    """Committed messages: the files under QUEUE/msg/XX/."""
-    n = 0
-    msg = os.path.join(queue_dir, "msg")
-    try:
-        subdirs = os.listdir(msg)
-    except FileNotFoundError:
-        return 0
-    for xx in subdirs:
-        try:
-            n += len(os.listdir(os.path.join(msg, xx)))
-        except (FileNotFoundError, NotADirectoryError):
-            pass
-    return n
+    """Committed messages: slots and files under QUEUE/msg/XX/ (qspool)."""
+    return qspool.Queue(queue_dir).count()
 
 
 def read_stats(path):

@@ -67,6 +67,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.environ.get("top_srcdir") or os.path.join(HERE, ".."),
                                 "tests", "farmd"))
 import farmlib  # noqa: E402
+import qspool  # noqa: E402
 
 SMTPSERVER_DIR = os.path.join(farmlib.TOP_BUILDDIR, "smtpserver")
 SMTPSERVER = os.path.join(SMTPSERVER_DIR, "smtpserver")
@@ -229,7 +230,7 @@ class ZfarmServer:
             raise BenchError("zfarm: %s; log:\n%s" % (e, tail(fd.log())))
 
     def count(self):
-        return count_files([os.path.join(self.fd.run, "queue", "msg")])
+        return qspool.Queue(os.path.join(self.fd.run, "queue")).count()
 
     def describe_failure(self):
         return tail(self.fd.log()) if self.fd else ""

@@ -164,6 +164,6 @@ ZF_PY_TESTS = tests/farmd/test_farmd.py tests/smtpserver/test_smtpserver.py \
 	tests/tools/test_sendmail.py tests/smtpserver/test_tls_auth.py \
 	tests/tools/test_zfpasswd.py
 TESTS += $(ZF_PY_TESTS)
-EXTRA_DIST += $(ZF_PY_TESTS) tests/farmd/farmlib.py tests/farmd/zfproto.py \
+EXTRA_DIST += $(ZF_PY_TESTS) tests/farmd/farmlib.py tests/farmd/zfproto.py tests/farmd/qspool.py \
 	tests/smtpserver/smtplib_helpers.py \
 	bench/farm_echo.py bench/smtp_accept.py bench/sched_bench.py

@@ -55,7 +55,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP_SRCDIR = os.path.abspath(os.environ.get("top_srcdir") or os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(TOP_SRCDIR, "tests", "farmd"))
 sys.path.insert(0, os.path.join(TOP_SRCDIR, "tests", "transport"))
+sys.path.insert(0, os.path.join(TOP_SRCDIR, "tests", "smtpserver"))
 import farmlib  # noqa: E402
+import smtplib_helpers  # noqa: E402
 from farmlib import wait_until, free_port, alive, children_of, kill_quietly  # noqa: E402
 from smtp_peers import Peer  # noqa: E402
 
@@ -164,11 +166,11 @@ class Mta:
     # -- queue and mailboxes --
 
     def queued(self):
-        """Message files in the queue (msg/XX/ID)."""
-        n = 0
-        for _root, _dirs, files in os.walk(os.path.join(self.queue_dir, "msg")):
-            n += len(files)
-        return n
+        """Messages in the queue (slots and msg/XX/ID files)."""
+        return len(self.queue_ids())
+
+    def queue_ids(self):
+        return sorted(smtplib_helpers.Queue(self.queue_dir).msg_ids())
 
     def maildir(self, user):
         """Paths of the messages in USER's Maildir (new/ and cur/)."""
@@ -613,8 +615,7 @@ class TestCrash(Base):
             # an empty queue with messages missing at the sink is not a
             # stall: they may still be on their way (seen: 17 s late)
             if now >= deadline or (now_state[0] and now - changed >= stall):
-                return sorted(f for _r, _d, fs in os.walk(os.path.join(m.queue_dir, "msg"))
-                              for f in fs)
+                return m.queue_ids()
             time.sleep(0.1)
 
     def kill(self, m, victim):
@@ -729,7 +730,7 @@ class TestRequeue(Base):
         r = m.tool(ZFQUEUE, "requeue", q1)
         self.assertEqual((r.returncode, r.stdout), (0, "requeued: 1\n"), r.stderr)
         wait_until(lambda: self.at(new, "1"), 20, what="message 1 at the new smarthost")
-        wait_until(lambda: not os.path.exists(os.path.join(m.queue_dir, "msg", q1[-2:], q1)),
+        wait_until(lambda: not smtplib_helpers.Queue(m.queue_dir).has(q1),
                    20, what="message 1 removed")
         self.assertEqual([t.accepted for t in self.at(new, "1")], [["r1@remote.test"]])
         self.assertEqual(RECEIVED_ID.search(self.at(new, "1")[0].body).group(1).decode(), q1)

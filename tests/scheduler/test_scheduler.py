@@ -254,7 +254,7 @@ def send(rcpts, sender="s@example.test"):
 class T01Delivery(unittest.TestCase):
     def test_delivered_and_removed(self):
         qid = send(["ok1@remote.test"])
-        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15,
+        wait_until(lambda: not QUEUE.has(qid), 15,
                    what="%s delivered and removed" % qid)
         reqs = TRANSPORT.for_qid(qid)
         self.assertEqual(len(reqs), 1)
@@ -265,7 +265,7 @@ class T01Delivery(unittest.TestCase):
 
     def test_one_delivery_for_three_recipients(self):
         qid = send(["ok2@remote.test", "ok3@remote.test", "ok4@remote.test"])
-        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15, what="delivered")
+        wait_until(lambda: not QUEUE.has(qid), 15, what="delivered")
         reqs = TRANSPORT.for_qid(qid)
         self.assertEqual(len(reqs), 1)
         self.assertEqual(sorted(a for _, a in reqs[0][3]),
@@ -275,12 +275,12 @@ class T01Delivery(unittest.TestCase):
         qid = send(["temp1@remote.test", "ok5@remote.test"])
         wait_until(lambda: len(QUEUE.results(qid)) == 2, 15, what="two results recorded")
         self.assertEqual(sorted(st for _, st in QUEUE.results(qid)), [1, 2])
-        self.assertTrue(os.path.exists(QUEUE.msg_path(qid)))
+        self.assertTrue(QUEUE.has(qid))
         FD.wait_log(r"%s: to=<temp1@remote.test>, .*status=deferred" % qid)
 
     def test_failed_with_null_sender_is_removed(self):
         qid = send(["perm1@remote.test"], sender="")
-        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15, what="removed")
+        wait_until(lambda: not QUEUE.has(qid), 15, what="removed")
         FD.wait_log(r"%s: to=<perm1@remote.test>, .*dsn=5.1.1, status=bounced" % qid)
         FD.wait_log(r"%s: 1 recipient\(s\) of a message from the null sender failed; no "
                     r"notice \(double_bounce_recipient is not set\)" % qid)
@@ -290,7 +290,7 @@ class T01Delivery(unittest.TestCase):
         """Two failures and a delivery: one notice (channel bounce) about the
         two failures, with what RFC 3464 needs; then the message goes."""
         qid = send(["perm2@remote.test", "ok7@remote.test", "perm3@remote.test"])
-        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15, what="removed")
+        wait_until(lambda: not QUEUE.has(qid), 15, what="removed")
         reqs = NOTICES.raw_for_qid(qid)
         self.assertEqual(len(reqs), 1)
         rq = reqs[0]
@@ -320,7 +320,7 @@ class T02BrokenTransport(unittest.TestCase):
                     r"the channel rests for 1 s" % qid)
         # The channel works again after its rest.
         qid2 = send(["ok8@remote.test"])
-        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid2)), 15, what="delivered")
+        wait_until(lambda: not QUEUE.has(qid2), 15, what="delivered")
 
     def test_silent_transport_times_out(self):
         qid = send(["silent1@remote.test"])
@@ -383,7 +383,7 @@ class T03Control(unittest.TestCase):
         self.assertEqual(r.get(1, [0])[0], 0)  # one unknown
         self.assertEqual(r.get(6, [0])[0], 1)
         self.assertIn(b"0000000000000000: no such message", r[2][0])
-        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15, what="deleted")
+        wait_until(lambda: not QUEUE.has(qid), 15, what="deleted")
         FD.wait_log(r"%s: removed \(deleted by the queue administrator\)" % qid)
         self.assertEqual(NOTICES.for_qid(qid), [])
 
@@ -392,7 +392,7 @@ class T03Control(unittest.TestCase):
         wait_until(lambda: QUEUE.results(qid), 15, what="deferred")
         r = qctl(BOUNCE, ids=[qid])
         self.assertEqual((r.get(1, [0])[0], r.get(6, [0])[0]), (1, 1))
-        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15, what="returned")
+        wait_until(lambda: not QUEUE.has(qid), 15, what="returned")
         rq = NOTICES.raw_for_qid(qid)[0]
         rc = P.fields(rq[5][0])
         self.assertEqual((rc[7][0], rc[8][0], rc[10][0]),
@@ -423,7 +423,7 @@ class T03Control(unittest.TestCase):
         self.assertEqual(show.returncode, 0, show.stderr)
         self.assertIn("Subject: sched", show.stdout)
         self.assertEqual(run("zfqueue", "delete", qid).returncode, 0)
-        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15, what="deleted")
+        wait_until(lambda: not QUEUE.has(qid), 15, what="deleted")
         gone = run("zfqueue", "show", qid)
         self.assertEqual(gone.returncode, 1)
         self.assertIn("no such message", gone.stderr)
@@ -456,7 +456,7 @@ class T04Crash(unittest.TestCase):
             TRANSPORT.hold = False
         wait_until(lambda: FD.log_count(r"took in \d+ queued message") > before, 15,
                    what="a new scheduler taking the queue in")
-        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15,
+        wait_until(lambda: not QUEUE.has(qid), 15,
                    what="%s delivered by the new scheduler and removed" % qid)
         self.assertEqual(len(TRANSPORT.for_qid(qid)), 2)
 
@@ -622,7 +622,7 @@ class T07RequeueAfterReload(unittest.TestCase):
                    what="the new scheduler taking the queue in")
         r = qctl(REQUEUE, ids=[qid])
         self.assertEqual((r.get(1, [0])[0], r.get(6, [0])[0]), (1, 1), r)
-        wait_until(lambda: not os.path.exists(QUEUE.msg_path(qid)), 15,
+        wait_until(lambda: not QUEUE.has(qid), 15,
                    what="%s delivered and removed" % qid)
         got = sorted(a for _, a in requested(qid))
         self.assertEqual(got, ["ok26@remote.test", "ok27@remote.test", "ok28@other.test",

@@ -154,7 +154,7 @@ class T01Smtplib(unittest.TestCase):
             resp = resp.decode()
             self.assertRegex(resp, r"^2\.0\.0 Ok: queued as [0-9A-Za-z]+$")
             qid = qid_of(resp)
-        self.assertTrue(os.path.exists(q.msg_path(qid)), q.msg_path(qid))
+        self.assertTrue(q.has(qid), q.msg_path(qid))
         env, content = q.read(qid)
         self.assertIn(b"a@example.test", env)
         self.assertIn(b"b@localhost", env)
@@ -182,7 +182,7 @@ class T02Swaks(unittest.TestCase):
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         qid = qid_of(r.stdout)
-        self.assertTrue(os.path.exists(q.msg_path(qid)))
+        self.assertTrue(q.has(qid))
         self.assertIn(tag.encode(), q.read(qid)[1])
 
     def test_swaks_bdat(self):
@@ -194,7 +194,7 @@ class T02Swaks(unittest.TestCase):
                             "--to", "b@localhost", "--from", "a@example.test", "--bdat"],
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertTrue(os.path.exists(q.msg_path(qid_of(r.stdout))))
+        self.assertTrue(q.has(qid_of(r.stdout)))
 
 
 class T03Load(unittest.TestCase):
@@ -703,7 +703,7 @@ class T11Storage(unittest.TestCase):
                 r.send(b"Subject: small\r\n\r\nsmall\r\n.\r\n")
                 got = r.reply_line()
                 self.assertRegex(got, r"^250 2\.0\.0 Ok: queued as")
-            self.assertTrue(os.path.exists(sa.queue.msg_path(qid_of(got))))
+            self.assertTrue(sa.queue.has(qid_of(got)))
             self.assertTrue(farmlib.alive(pids[0]))
         finally:
             if sa is not None:
@@ -751,18 +751,24 @@ class T13Fsync(unittest.TestCase):
         if not shutil.which("strace"):
             self.skipTest("strace not installed")
 
-    def check(self, threads, dirsync=False):
-        """The order of a commit's system calls before the 250: the link
-        into msg/XX, then the file's fsync (it covers the new name on
-        ext4, xfs and tmpfs), then, forced with ZFARM_SPOOL_DIRSYNC=1 (the
-        fallback for other file systems), or when msg/XX is new or grew,
-        the fsync of msg/XX."""
+    def check(self, threads, dirsync=False, slots=True):
+        """The order of a commit's system calls before the 250.  In a slot
+        (the default): the header's pwrite into slot/RRR/NN, then the
+        file's fdatasync; with ZFARM_SPOOL_DIRSYNC=1 (the fallback for file
+        systems whose fsync does not cover a new name) a new slot file's
+        range is fsync'ed too.  The tmp/ + msg/XX way (ZFARM_SPOOL_SLOTS=0):
+        the link into msg/XX, then the file's fsync (it covers the new name
+        on ext4, xfs and tmpfs), then, forced with ZFARM_SPOOL_DIRSYNC=1, or
+        when msg/XX is new or grew, the fsync of msg/XX."""
         tmpd = tempfile.mkdtemp(prefix="zfarm-strace-")
         trace = os.path.join(tmpd, "trace")
         wrapper = ["strace", "-f", "-tt", "-y", "-s", "256", "-e",
-                   "trace=fsync,fdatasync,linkat,write,sendto,sendmsg,writev", "-o", trace]
-        if dirsync:
-            wrapper = ["env", "ZFARM_SPOOL_DIRSYNC=1"] + wrapper
+                   "trace=fsync,fdatasync,linkat,pwrite64,write,sendto,sendmsg,writev",
+                   "-o", trace]
+        env = (["ZFARM_SPOOL_DIRSYNC=1"] if dirsync else []) + \
+            ([] if slots else ["ZFARM_SPOOL_SLOTS=0"])
+        if env:
+            wrapper = ["env"] + env + wrapper
         sa = H.Standalone({"smtpd_commit_threads": threads}, wrapper=wrapper,
                           tag="strace%d" % threads)
         try:
@@ -779,6 +785,7 @@ class T13Fsync(unittest.TestCase):
             sa.wait_log(r"disconnect from")
         finally:
             sa.cleanup()
+        self.assertEqual(H.qid_is_slot(qid), slots, qid)
         try:
             ev = parse_trace(trace)
             with open(trace, errors="replace") as f:
@@ -794,6 +801,27 @@ class T13Fsync(unittest.TestCase):
                 raise AssertionError("no %s in the trace:\n%s" % (what, text[-3000:]))
             return None
 
+        k_250 = find(lambda e: e[2] in ("write", "sendto", "sendmsg", "writev")
+                     and "Ok: queued as %s" % qid in e[4], "the 250 write")
+        i_250 = ev[k_250][0]
+        if slots:
+            rr, nn = qid[-5:-2], qid[-2:]
+            slot_fd = r"\(\d+</[^>]*/queue/slot/%s/%s>" % (rr, nn)
+            k_hdr = find(lambda e: e[2] == "pwrite64" and re.search(slot_fd, e[4])
+                         and "ZSL1" in e[4], "the header's pwrite into slot/%s/%s" % (rr, nn))
+            k_file = find(lambda e: e[0] > ev[k_hdr][0] and e[2] == "fdatasync"
+                          and re.search(slot_fd, e[4]), "fdatasync of the slot after its header")
+            k_dir = find(lambda e: e[0] > ev[k_hdr][0] and e[2] == "fsync"
+                         and re.search(r"\(\d+</[^>]*/queue/slot/%s>" % rr, e[4]),
+                         "fsync of slot/%s" % rr, need=dirsync)
+            done = {"header": completion(ev, k_hdr), "file sync": completion(ev, k_file)}
+            self.assertLess(done["header"], ev[k_file][0], "the sync began before the header")
+            if dirsync:
+                self.assertLess(ev[k_dir][0], i_250, "slot/%s not fsync'ed before the 250" % rr)
+                done["fsync dir"] = completion(ev, k_dir)
+            for what, line in done.items():
+                self.assertLess(line, i_250, "%s completed after the 250 write began" % what)
+            return
         k_link = find(lambda e: e[2] == "linkat" and ("msg/%s/%s" % (qid[-2:], qid)) in e[4],
                       "linkat into msg/")
         k_file = find(lambda e: e[0] > ev[k_link][0] and e[2] in ("fsync", "fdatasync")
@@ -803,9 +831,6 @@ class T13Fsync(unittest.TestCase):
         k_dir = find(lambda e: e[0] > ev[k_link][0] and e[2] in ("fsync", "fdatasync")
                      and re.search(r"\(\d+</[^>]*/queue/msg/%s>" % re.escape(qid[-2:]), e[4]),
                      "fsync of msg/%s after the linkat" % qid[-2:], need=dirsync)
-        k_250 = find(lambda e: e[2] in ("write", "sendto", "sendmsg", "writev")
-                     and "Ok: queued as %s" % qid in e[4], "the 250 write")
-        i_250 = ev[k_250][0]
         done = {"linkat": completion(ev, k_link), "file sync": completion(ev, k_file)}
         self.assertLess(done["linkat"], ev[k_file][0], "the file sync began before the link")
         if k_dir is not None and ev[k_dir][0] < i_250:
@@ -824,6 +849,15 @@ class T13Fsync(unittest.TestCase):
 
     def test_commit_dirsync(self):
         self.check(4, dirsync=True)
+
+    def test_commit_files(self):
+        self.check(4, slots=False)
+
+    def test_commit_files_inline(self):
+        self.check(0, slots=False)
+
+    def test_commit_files_dirsync(self):
+        self.check(4, dirsync=True, slots=False)
 
 
 # ---- 14: unix listener ----

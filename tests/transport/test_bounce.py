@@ -248,7 +248,7 @@ class T01Failure(unittest.TestCase):
             self.assertEqual((r["status"], r["enhanced"]), (OK, "2.0.0"))
             self.assertRegex(r["text"], r"^notice queued as [0-9A-Z]{16}$")
         new = notice_of(results)
-        self.assertTrue(os.path.exists(QUEUE.msg_path(new)))
+        self.assertTrue(QUEUE.has(new))
 
         env = envelope(new)
         self.assertEqual(env["sender"], "")
@@ -391,7 +391,7 @@ class T02Refusals(unittest.TestCase):
     def test_unknown_queue_id(self):
         orig = original()
         gone = orig[:11] + "ZZZZZ"
-        self.assertFalse(os.path.exists(QUEUE.msg_path(gone)))
+        self.assertFalse(QUEUE.has(gone))
         _, _, results, _ = deliver(request(gone, [recipient(0, "bob@remote.test")]))
         self.assertEqual([(r["status"], r["text"]) for r in results],
                          [(PERMFAIL, "original message is gone")])
@@ -466,7 +466,7 @@ class T03Protocol(unittest.TestCase):
         new = ROUTER.routed()[-1]
         FD.wait_log(r"%s: the scheduler went away while the notice was handed to the router"
                     % new)
-        self.assertTrue(os.path.exists(QUEUE.msg_path(new)))  # durable all the same
+        self.assertTrue(QUEUE.has(new))  # durable all the same
         self.assert_still_serving()
 
     def test_several_requests_on_one_connection(self):

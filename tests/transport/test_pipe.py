@@ -437,7 +437,7 @@ class T03Results(unittest.TestCase):
     def test_message_gone(self):
         qid, _ = message()
         gone = qid[:-5] + "ZZZZZ"
-        self.assertFalse(os.path.exists(QUEUE.msg_path(gone)))
+        self.assertFalse(QUEUE.has(gone))
         results, _ = deliver(request(gone, [recipient(0, "a@example.test")]))
         self.assertEqual((results[0]["status"], results[0]["enhanced"]), (PERMFAIL, "5.3.0"))
         self.assertTrue(results[0]["text"].startswith("cannot read the message"), results)

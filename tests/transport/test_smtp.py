@@ -157,12 +157,16 @@ def rewrite_content(qid, data):
     path = QUEUE.msg_path(qid)
     with open(path, "rb") as f:
         raw = f.read()
-    m = int.from_bytes(raw[8:16], "big")
+    m = H.spool_message_len(raw, qid)
     msg, tail = raw[16:16 + m], raw[16 + m:]
     n = int.from_bytes(msg[4:8], "big")
     msg = msg[:8 + n] + data
+    if raw[:4] == b"ZSL1":  # a slot: "ZSL1", ID time, 4-byte M
+        head = raw[:12] + len(msg).to_bytes(4, "big")
+    else:  # "ZSP1", tag, 8-byte M
+        head = raw[:8] + len(msg).to_bytes(8, "big")
     with open(path, "wb") as f:
-        f.write(raw[:8] + len(msg).to_bytes(8, "big") + msg + tail)
+        f.write(head + msg + tail)
 
 
 _MSG = {}
