@@ -791,14 +791,32 @@ class FarmdTest(unittest.TestCase):
     def test_10_bad_config_at_start(self):
         port = free_port()
         good = self.fd.config_text([echo_farm("echo", port)])
+        once = farm_section("init", kind="once", program=farmlib.PYTHON)
         name = os.path.basename(self.fd.conf)
+        # what: (config text, what the message says after FILE:LINE: )
         cases = {
-            "not a parameter": good + "this is not valid\n",
-            "bad number": good + "process_limit = lots\n",
-            "unknown parameter": good + "procses_limit = 3\n",
-            "min_avail above limit": good + "process_limit = 2\nprocess_min_avail = 3\n",
+            "not a parameter": (good + "this is not valid\n", ""),
+            "bad number": (good + "process_limit = lots\n", ""),
+            "unknown parameter": (good + "procses_limit = 3\n",
+                                  'unknown farm parameter "procses_limit"'),
+            "min_avail above limit": (good + "process_limit = 2\nprocess_min_avail = 3\n",
+                                      "farm echo: process_min_avail 3 above process_limit 2"),
+            "start_after an unknown farm": (good + "start_after = init\n",
+                                            'farm echo: start_after: no farm named "init"'),
+            "start_after a farm not once": (
+                self.fd.config_text([once, echo_farm("echo", port)]) +
+                "start_after = init, echo\n",
+                "farm echo: start_after: farm echo is of kind farm, not once"),
+            "start_after a single farm": (
+                self.fd.config_text([farm_section("init", kind="single", program="echo_farm"),
+                                     echo_farm("echo", port)]) + "start_after = init\n",
+                "farm echo: start_after: farm init is of kind single, not once"),
+            "start_after on a once farm": (
+                good + once + "start_after = init\n",
+                "farm init: start_after on a farm of kind once: once farms run at start and "
+                "wait for nothing"),
         }
-        for what, text in cases.items():
+        for what, (text, message) in cases.items():
             with self.subTest(what):
                 self.fd.write_config(None, raw=text)
                 # The error is on the last line (the min_avail case: that line too).
@@ -806,7 +824,7 @@ class FarmdTest(unittest.TestCase):
                 r = subprocess.run([farmlib.FARMD, "-f", "-c", self.fd.conf],
                                    capture_output=True, text=True, timeout=10)
                 self.assertNotEqual(r.returncode, 0, r.stderr)
-                self.assertIn("%s:%d" % (name, line), r.stderr)
+                self.assertIn("%s:%d: %s" % (name, line, message), r.stderr)
                 self.assertFalse(os.path.exists(os.path.join(self.fd.run, "farmd.pid")))
 
     def test_11_zfarmctl_not_running(self):
