@@ -22,9 +22,10 @@
  *   start_after = reinject      # start when these once farms' first runs ended
  *
  * Kinds: a "once" farm runs its program to completion at start (and again
- * every `wakeup`); farms naming it in start_after (those that accept new
- * mail: the smtpserver) are started only when its first run has finished,
- * successfully or not; every other farm starts with the once jobs.
+ * every `wakeup`); farms naming it in start_after (those that write new
+ * mail into the queue: smtpserver, bounce) are started only when its first
+ * run has finished, successfully or not; every other farm starts with the
+ * once jobs.
  * start_after must name once farms of the same table and is not allowed on
  * a once farm itself (farm_defs_load checks both).
  *

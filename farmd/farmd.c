@@ -7,8 +7,8 @@
  * Reads top to bottom: options and config, run directory and pid file,
  * file-descriptor limit, sockets, farms, event loop.  "once" jobs and the
  * farms without start_after start together; a farm with start_after (the
- * smtpserver: it accepts new mail) starts when the first runs of the once
- * jobs it names have ended (the reinjector's queue recovery).  SIGHUP
+ * smtpserver, which accepts new mail) starts when the first runs of the
+ * once jobs it names have ended (the reinjector's queue recovery).  SIGHUP
  * (or "zfarmctl reload") re-reads the config and keeps the running one if
  * the new one is bad; SIGTERM (or "zfarmctl stop") stops: sockets closed,
  * children asked to finish, killed after stop_grace, pid file removed.
