@@ -66,6 +66,12 @@ struct farm {
 	char *overrides;
 	uint64_t generation;
 	struct farm_sock *socks; /* one per def->listen */
+	/*
+	 * farm_start() was called.  Before it the listen sockets are open (a
+	 * client waits in the backlog) but nothing is spawned, preforked or
+	 * watched: farmd holds farms with start_after back this way.
+	 */
+	bool started;
 	bool listening;
 	bool retiring;
 
@@ -82,7 +88,12 @@ struct farm {
 	time_t stress_until;
 	uint64_t next_wakeup_ms;
 	bool once_running;
-	bool once_done;
+	/*
+	 * The first run of this once job has ended (well or not); inherited
+	 * over reloads, so farms with start_after wait for the job's first
+	 * run only, never for its reruns or `wakeup` runs.
+	 */
+	bool first_done;
 	/*
 	 * Runs of a once job started by this farm and its predecessors over
 	 * reloads: after the first, the child gets ZFARM_RERUN=1 (the
@@ -518,7 +529,7 @@ bool farm_reap(struct farm *f, pid_t pid, int status)
 		f->crashed++;
 	if (f->def->kind == FARM_KIND_ONCE) {
 		f->once_running = false;
-		f->once_done = true;
+		f->first_done = true;
 		if (failed)
 			log_error("farm %s: once job failed", f->def->name);
 	} else if (failed && !c->term_sent && !f->retiring && !c->healthy &&
@@ -555,7 +566,7 @@ static void farm_limit_reached(struct farm *f)
 
 static void farm_update(struct farm *f)
 {
-	if (f->retiring || f->def->kind == FARM_KIND_ONCE) {
+	if (!f->started || f->retiring || f->def->kind == FARM_KIND_ONCE) {
 		farm_set_listening(f, false);
 		return;
 	}
@@ -581,7 +592,7 @@ static void farm_on_listen(evutil_socket_t fd, short what, void *arg)
 	struct farm *f = arg;
 
 	/* One connection (or more) waits: one child, which will accept. */
-	if (f->avail < 1 && f->total < f->limit && !farm_throttled(f) && !f->retiring)
+	if (f->started && f->avail < 1 && f->total < f->limit && !farm_throttled(f) && !f->retiring)
 		farm_spawn(f);
 	farm_update(f);
 }
@@ -593,7 +604,6 @@ static void farm_run_once(struct farm *f)
 	f->once_runs++;
 	if (farm_spawn(f)) {
 		f->once_running = true;
-		f->once_done = false;
 	} else {
 		f->once_runs--;
 	}
@@ -601,6 +611,9 @@ static void farm_run_once(struct farm *f)
 
 void farm_start(struct farm *f)
 {
+	if (f->started || f->retiring)
+		return;
+	f->started = true;
 	if (f->def->kind == FARM_KIND_ONCE) {
 		farm_run_once(f);
 		return;
@@ -712,12 +725,18 @@ void farm_tick(struct farm *f)
 		next = c->next;
 		farm_check_child(f, c, now);
 	}
-	if (f->retiring)
+	if (f->retiring || !f->started)
 		return;
 	if (f->def->kind == FARM_KIND_FARM) {
 		farm_prefork(f);
 		farm_retire_idle(f, now);
 	}
+	/*
+	 * A first run that could not be spawned (fork failed, throttled):
+	 * again, or the farms waiting for it would wait forever.
+	 */
+	if (f->def->kind == FARM_KIND_ONCE && !f->first_done && !f->once_running)
+		farm_run_once(f);
 	farm_wakeup(f, now);
 	farm_update(f);
 }
@@ -740,8 +759,10 @@ struct farm *farm_new(struct event_base *base, const struct farmd_settings *set,
 	f->spawn_rate = 1;
 	f->throttle_timer = evtimer_new(base, farm_on_throttle_end, f);
 	f->next_wakeup_ms = farm_now_ms() + def->wakeup * 1000ull;
-	if (old)
+	if (old) {
 		f->once_runs = old->once_runs;
+		f->first_done = old->def->kind == FARM_KIND_ONCE && old->first_done;
+	}
 	f->socks = xcalloc(def->nlisten ? def->nlisten : 1, sizeof(*f->socks));
 	for (unsigned i = 0; i < def->nlisten; i++)
 		f->socks[i].fd = -1;
@@ -830,9 +851,14 @@ bool farm_retiring(const struct farm *f)
 	return f->retiring;
 }
 
-bool farm_once_done(const struct farm *f)
+bool farm_started(const struct farm *f)
 {
-	return f->def->kind != FARM_KIND_ONCE || f->once_done;
+	return f->started;
+}
+
+bool farm_first_run_done(const struct farm *f)
+{
+	return f->def->kind != FARM_KIND_ONCE || f->first_done;
 }
 
 void farm_info(const struct farm *f, Zfarm__FarmInfo *info, char **endpoints)

@@ -34,6 +34,12 @@
  * throttled the same way); "once" runs one process to completion, again
  * every `wakeup` seconds if set.
  *
+ * A farm is "started" by farm_start(); before that its listen sockets are
+ * open (clients wait in the backlog) but nothing is spawned, preforked or
+ * watched, whatever the tick, a throttle's end or a reap: farmd starts a
+ * farm with start_after only when the first runs of the once farms it
+ * names have ended (farm_first_run_done()).
+ *
  * farmd owns farms; a farm owns its children and sockets.  A farm being
  * replaced or removed on reload is "retiring": its children got SIGTERM,
  * it spawns nothing and is freed when its last child is reaped.
@@ -61,7 +67,8 @@ struct farm;
 struct farm *farm_new(struct event_base *base, const struct farmd_settings *set,
 		      struct farm_def *def, struct farm *old, uint64_t generation,
 		      const char *overrides, char *err, size_t errlen);
-/* farm_start - prefork / start the single or once process. */
+/* farm_start - prefork / start the single or once process; from now on the
+ * policy runs.  Again, or on a retiring farm: nothing. */
 void farm_start(struct farm *f);
 /* farm_retire - SIGTERM every child; spawn nothing more; close sockets
  * that were not taken over. */
@@ -86,8 +93,13 @@ const struct farm_def *farm_def(const struct farm *f);
 const char *farm_name(const struct farm *f);
 unsigned farm_children(const struct farm *f);
 bool farm_retiring(const struct farm *f);
-/* farm_once_done - a "once" farm's run has finished (always true for others). */
-bool farm_once_done(const struct farm *f);
+/* farm_started - farm_start() was called. */
+bool farm_started(const struct farm *f);
+/*
+ * farm_first_run_done - a "once" farm's first run has ended, successfully
+ * or not, in this generation or a previous one (always true for others).
+ */
+bool farm_first_run_done(const struct farm *f);
 /* farm_info - fill a FarmInfo (strings point into f; valid until next change). */
 void farm_info(const struct farm *f, Zfarm__FarmInfo *info, char **endpoint_buf);
 /* farm_free - close everything; children must be gone.  Accepts NULL. */

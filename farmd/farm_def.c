@@ -20,7 +20,7 @@ static const char *const farm_def_params[] = {
 	"kind",		 "listen",	    "program",	       "args",
 	"user",		 "process_limit",   "process_min_avail", "client_limit",
 	"max_requests",	 "max_idle",	    "max_processtime", "max_lifetime",
-	"throttle_delay", "stress",	    "wakeup",
+	"throttle_delay", "stress",	    "wakeup",	       "start_after",
 };
 
 const char *farm_kind_name(enum farm_kind kind)
@@ -121,6 +121,19 @@ static int farm_def_listen(const struct config *cfg, struct farm_def *d, const c
 		d->nlisten++;
 	}
 	config_list_free(&items);
+	return 0;
+}
+
+/* farm_def_start_after - the list; farm_defs_start_after checks the names. */
+static int farm_def_start_after(const struct config *cfg, struct farm_def *d, char *err,
+				size_t errlen)
+{
+	size_t n = 0;
+
+	if (config_get_list(cfg, "farm", d->name, "start_after", NULL, &d->start_after, &n, err,
+			    errlen) < 0)
+		return -1;
+	d->nstart_after = (unsigned)n;
 	return 0;
 }
 
@@ -256,7 +269,8 @@ static struct farm_def *farm_def_load(const struct config *cfg, const char *name
 	}
 	if (farm_def_kind(cfg, d, err, errlen) < 0 || farm_def_limits(cfg, d, err, errlen) < 0 ||
 	    farm_def_program(cfg, d, set->program_directory, err, errlen) < 0 ||
-	    farm_def_listen(cfg, d, set->run_directory, err, errlen) < 0)
+	    farm_def_listen(cfg, d, set->run_directory, err, errlen) < 0 ||
+	    farm_def_start_after(cfg, d, err, errlen) < 0)
 		goto fail;
 	if (d->kind == FARM_KIND_FARM && d->nlisten == 0) {
 		snprintf(err, errlen, "%s: farm %s has no listen endpoint", where, name);
@@ -333,6 +347,57 @@ static int farm_defs_unique(struct farm_def **defs, size_t n, char *err, size_t 
 	return 0;
 }
 
+static const struct farm_def *farm_defs_find(struct farm_def **defs, size_t n,
+					     const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(defs[i]->name, name) == 0)
+			return defs[i];
+	return NULL;
+}
+
+/*
+ * farm_defs_start_after - start_after names once farms of this table, and
+ * a once farm waits for nobody (it runs at start; a once farm waiting for
+ * another would be an order among recovery jobs, which nothing needs).
+ */
+static int farm_defs_start_after(const struct config *cfg, struct farm_def **defs, size_t n,
+				 char *err, size_t errlen)
+{
+	char where[512];
+
+	for (size_t i = 0; i < n; i++) {
+		const struct farm_def *d = defs[i];
+
+		if (d->nstart_after == 0)
+			continue;
+		farm_def_where(cfg, d->name, "start_after", where, sizeof(where));
+		if (d->kind == FARM_KIND_ONCE) {
+			snprintf(err, errlen,
+				 "%s: farm %s: start_after on a farm of kind once: once farms run "
+				 "at start and wait for nothing",
+				 where, d->name);
+			return -1;
+		}
+		for (unsigned j = 0; j < d->nstart_after; j++) {
+			const struct farm_def *o = farm_defs_find(defs, n, d->start_after[j]);
+
+			if (o == NULL) {
+				snprintf(err, errlen, "%s: farm %s: start_after: no farm named \"%s\"",
+					 where, d->name, d->start_after[j]);
+				return -1;
+			}
+			if (o->kind != FARM_KIND_ONCE) {
+				snprintf(err, errlen,
+					 "%s: farm %s: start_after: farm %s is of kind %s, not once",
+					 where, d->name, o->name, farm_kind_name(o->kind));
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
 int farm_defs_load(const struct config *cfg, struct farmd_settings *set,
 		   struct farm_def ***defsp, size_t *ndefsp, char *err, size_t errlen)
 {
@@ -346,7 +411,8 @@ int farm_defs_load(const struct config *cfg, struct farmd_settings *set,
 		if (defs[i] == NULL)
 			goto fail;
 	}
-	if (farm_defs_unique(defs, n, err, errlen) < 0)
+	if (farm_defs_unique(defs, n, err, errlen) < 0 ||
+	    farm_defs_start_after(cfg, defs, n, err, errlen) < 0)
 		goto fail;
 	*defsp = defs;
 	*ndefsp = n;
@@ -372,8 +438,12 @@ bool farm_def_equal(const struct farm_def *a, const struct farm_def *b)
 	    a->max_requests != b->max_requests || a->max_idle != b->max_idle ||
 	    a->max_processtime != b->max_processtime || a->max_lifetime != b->max_lifetime ||
 	    a->throttle_delay != b->throttle_delay || a->wakeup != b->wakeup ||
-	    a->stress != b->stress || !farm_str_equal(a->params, b->params))
+	    a->stress != b->stress || a->nstart_after != b->nstart_after ||
+	    !farm_str_equal(a->params, b->params))
 		return false;
+	for (i = 0; i < a->nstart_after; i++)
+		if (strcmp(a->start_after[i], b->start_after[i]))
+			return false;
 	for (i = 0; i < a->nlisten; i++)
 		if (strcmp(a->listen[i].spec, b->listen[i].spec) ||
 		    strcmp(a->listen[i].name, b->listen[i].name))
@@ -402,6 +472,7 @@ void farm_def_free(struct farm_def **dp)
 		free(d->listen[i].name);
 		free(d->listen[i].spec);
 	}
+	config_list_free(&d->start_after);
 	free(d->ignored);
 	free(d->params);
 	free(d->listen);

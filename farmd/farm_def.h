@@ -19,6 +19,15 @@
  *   throttle_delay = 1s         # first back-off after a child dies at once
  *   stress = no                 # stress-eligible (children get ZFARM_STRESS=1)
  *   wakeup = 0                  # farmd pokes one child every N seconds
+ *   start_after = reinject      # start when these once farms' first runs ended
+ *
+ * Kinds: a "once" farm runs its program to completion at start (and again
+ * every `wakeup`); farms naming it in start_after (those that write new
+ * mail into the queue: smtpserver, bounce) are started only when its first
+ * run has finished, successfully or not; every other farm starts with the
+ * once jobs.
+ * start_after must name once farms of the same table and is not allowed on
+ * a once farm itself (farm_defs_load checks both).
  *
  * A listen entry is [NAME=]unix:PATH or [NAME=]inet:HOST:PORT; a relative
  * unix path is under the run directory (private/ is mode 0700, public/
@@ -62,6 +71,8 @@ struct farm_def {
 	unsigned throttle_delay;
 	unsigned wakeup;
 	bool stress;
+	char **start_after; /* once farms to wait for; NULL-terminated, never NULL */
+	unsigned nstart_after;
 	char *where; /* "file:line" of the section, for log lines */
 	/*
 	 * Every "name=value" of its [farm NAME] section, service parameters
@@ -95,7 +106,8 @@ const char *farm_kind_name(enum farm_kind kind);
 
 /*
  * farm_defs_load - every farm section of cfg, in file order, plus farmd's
- * settings.  0, or -1 with "file:line: reason" (nothing allocated then).
+ * settings.  0, or -1 with "file:line: reason" (nothing allocated then);
+ * also when start_after names a farm that is missing or not kind once.
  */
 int farm_defs_load(const struct config *cfg, struct farmd_settings *set,
 		   struct farm_def ***defs, size_t *ndefs, char *err, size_t errlen);

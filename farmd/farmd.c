@@ -5,7 +5,10 @@
  *   farmd -c FILE [-o name=value]... [-f] [-v]
  *
  * Reads top to bottom: options and config, run directory and pid file,
- * file-descriptor limit, sockets, "once" jobs, farms, event loop.  SIGHUP
+ * file-descriptor limit, sockets, farms, event loop.  "once" jobs and the
+ * farms without start_after start together; a farm with start_after (the
+ * smtpserver, which accepts new mail) starts when the first runs of the
+ * once jobs it names have ended (the reinjector's queue recovery).  SIGHUP
  * (or "zfarmctl reload") re-reads the config and keeps the running one if
  * the new one is bad; SIGTERM (or "zfarmctl stop") stops: sockets closed,
  * children asked to finish, killed after stop_grace, pid file removed.
@@ -51,7 +54,6 @@ struct farmd {
 	struct farm **retiring;
 	size_t nretiring;
 	uint64_t generation;
-	bool farms_started; /* "once" phase over */
 
 	struct pidfile *pidfile;
 	struct control *control;
@@ -288,24 +290,69 @@ static void farmd_unlink_unused(struct farm *old, struct farm **farms, size_t n)
 	}
 }
 
-static void farmd_start_farms(struct farmd *fd)
+/* farmd_ready - the first run of every once farm f names in start_after has ended. */
+static bool farmd_ready(struct farmd *fd, const struct farm *f)
 {
-	for (size_t i = 0; i < fd->nfarms; i++)
-		if (farm_def(fd->farms[i])->kind != FARM_KIND_ONCE)
-			farm_start(fd->farms[i]);
-	fd->farms_started = true;
-	log_info("farms started: generation %llu", (unsigned long long)fd->generation);
+	const struct farm_def *d = farm_def(f);
+
+	for (unsigned i = 0; i < d->nstart_after; i++) {
+		/* farm_defs_load made sure it is a once farm of this table. */
+		const struct farm *o = farmd_find(fd->farms, fd->nfarms, d->start_after[i]);
+
+		if (o && !farm_first_run_done(o))
+			return false;
+	}
+	return true;
 }
 
-/* farmd_once_phase - start farms once every "once" job has finished. */
-static void farmd_once_phase(struct farmd *fd)
+/* farmd_list_waiter - ", NAME (after ONCE, ...)" to sb. */
+static void farmd_list_waiter(struct strbuf *sb, const struct farm *f)
 {
-	if (fd->farms_started || fd->stopping)
+	const struct farm_def *d = farm_def(f);
+
+	strbuf_printf(sb, "%s%s (after ", sb->len ? ", " : "", d->name);
+	for (unsigned i = 0; i < d->nstart_after; i++)
+		strbuf_printf(sb, "%s%s", i ? ", " : "", d->start_after[i]);
+	strbuf_printf(sb, ")");
+}
+
+/*
+ * farmd_start_farms - farm_start() every farm not started yet whose
+ * start_after once farms have finished their first runs: after a load
+ * (once jobs, farms without start_after, new and changed farms) and when
+ * a once job ends.  One line names the farms with start_after started now
+ * ("farms started: smtpserver (after reinject)"); after a load, one line
+ * names those that wait.
+ */
+static void farmd_start_farms(struct farmd *fd, bool loaded)
+{
+	struct strbuf started, waiting;
+
+	if (fd->stopping)
 		return;
-	for (size_t i = 0; i < fd->nfarms; i++)
-		if (!farm_once_done(fd->farms[i]))
-			return;
-	farmd_start_farms(fd);
+	strbuf_init(&started, 0);
+	strbuf_init(&waiting, 0);
+	for (size_t i = 0; i < fd->nfarms; i++) {
+		struct farm *f = fd->farms[i];
+
+		if (farm_started(f))
+			continue;
+		if (!farmd_ready(fd, f)) {
+			farmd_list_waiter(&waiting, f);
+			continue;
+		}
+		farm_start(f);
+		if (farm_def(f)->nstart_after)
+			farmd_list_waiter(&started, f);
+	}
+	if (started.len)
+		log_info("farms started: %s; generation %llu", strbuf_cstr(&started),
+			 (unsigned long long)fd->generation);
+	if (loaded && waiting.len)
+		log_info("farms waiting for the first run of a once job: %s",
+			 strbuf_cstr(&waiting));
+	strbuf_release(&started);
+	strbuf_release(&waiting);
 }
 
 /*
@@ -386,10 +433,12 @@ static int farmd_apply(struct farmd *fd, struct config *cfg, struct farmd_settin
 		log_error("%s: children read a stale configuration", err);
 	free(fd->pending_text);
 	fd->pending_text = NULL;
-	/* New and changed farms start now (once jobs too, on a reload). */
-	for (size_t i = 0; i < ndefs; i++)
-		if (!kept[i] && (fd->farms_started || farm_def(farms[i])->kind == FARM_KIND_ONCE))
-			farm_start(farms[i]);
+	/*
+	 * New and changed farms start now (once jobs too, on a reload), those
+	 * with start_after when their once jobs' first runs are over (after
+	 * start-up they are: a rerun of a changed once job holds nothing).
+	 */
+	farmd_start_farms(fd, true);
 	free(kept);
 	free(limits);
 	return 0;
@@ -467,7 +516,6 @@ static int farmd_reload(struct farmd *fd, char *err, size_t errlen)
 		return -1;
 	}
 	log_info("reloaded: generation %llu", (unsigned long long)fd->generation);
-	farmd_once_phase(fd);
 	return 0;
 }
 
@@ -531,7 +579,9 @@ static void farmd_reap(struct farmd *fd, pid_t pid, int status)
 {
 	for (size_t i = 0; i < fd->nfarms; i++)
 		if (farm_reap(fd->farms[i], pid, status)) {
-			farmd_once_phase(fd);
+			/* A once job ended: farms waiting for its first run may start. */
+			if (farm_def(fd->farms[i])->kind == FARM_KIND_ONCE)
+				farmd_start_farms(fd, false);
 			return;
 		}
 	for (size_t i = 0; i < fd->nretiring; i++) {
@@ -816,8 +866,6 @@ int main(int argc, char **argv)
 
 	log_info("started: pid %ld, %zu farm(s), run directory %s", (long)getpid(), fd.nfarms,
 		 fd.set.run_directory);
-	/* "once" jobs (started by farmd_load) run before everything else. */
-	farmd_once_phase(&fd);
 	if (event_base_dispatch(fd.base) < 0)
 		log_fatal("event loop failed");
 	farmd_cleanup(&fd);

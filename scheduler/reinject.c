@@ -2,9 +2,12 @@
  * reinject - the run-once queue recovery job: every queued message goes
  * back to the stage that was handling it when zfarm stopped.
  *
- * farmd runs it as a "once" job before the other farms start (so no
- * smtpserver is writing: leftovers in the queue's tmp/ are cleared).  It
- * walks the queue store oldest first and, per message:
+ * farmd runs it as a "once" job at start; the farms that write new mail
+ * into the queue (smtpserver, bounce) name it in start_after and start
+ * when it has finished, so no writer is live while leftovers in the
+ * queue's tmp/ are cleared; the router and the scheduler it hands
+ * messages to run meanwhile.  It walks the queue store oldest first and,
+ * per message:
  *   - unreadable or inconsistent (bad header, damaged control record,
  *     contradicting routing set): moved to corrupt/ and logged, never
  *     retried in a loop;

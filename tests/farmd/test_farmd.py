@@ -13,6 +13,7 @@ exits non-zero if anything failed.
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -646,6 +647,57 @@ class FarmdTest(unittest.TestCase):
                     r"from the global settings only: no effect here", 5)
         self.assertNotIn("sets log_level", fd.log())
 
+    def test_07e_reload_start_after(self):
+        """Reload and start_after: a farm added while the once job's first
+        run goes on waits for it; one added after it starts at once (the
+        kept once farm is not run again); a start_after naming a farm that
+        is not once is refused, the running configuration stays."""
+        fd = self.fd
+        P, Q, R = free_port(), free_port(), free_port()
+        script = fd.write_script("once.py", ONCE_SCRIPT)
+        marker = os.path.join(fd.tmp, "once.done")
+        init = farm_section("init", kind="once", program=farmlib.PYTHON,
+                            args="%s %s" % (script, marker))
+        free = echo_farm("free", P, process_min_avail=1)
+        fd.write_config([init, free])
+        fd.start()
+        self.wait_farm("init", total=1)
+        self.wait_farm("free", total=1, available=1)
+
+        # 1. added while the first run goes on: waits for it
+        late = echo_farm("late", Q, process_min_avail=1, start_after="init")
+        fd.write_config([init, free, late])
+        os.kill(fd.pid, signal.SIGHUP)
+        fd.wait_log(r"reloaded: generation 2", 5)
+        fd.wait_log(r"farms waiting for the first run of a once job: late \(after init\)", 3)
+        self.assertEqual(self.farm("late")["spawned"], 0, "farm late started before init ended")
+        self.assertEqual(self.farm("init")["spawned"], 1)
+        open(marker + ".go", "w").close()
+        self.assertEqual(ask_once(Q, "late"), "late")
+        fd.wait_log(r"farms started: late \(after init\); generation 2", 3)
+        self.wait_farm("init", total=0, spawned=1)
+
+        # 2. added after the first run: starts at once; init does not run again
+        later = echo_farm("later", R, process_min_avail=1, start_after="init")
+        fd.write_config([init, free, late, later])
+        r = fd.ctl("reload")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        fd.wait_log(r"farms started: later \(after init\); generation 3", 3)
+        self.assertEqual(ask_once(R, "later"), "later")
+        self.assertEqual(self.farm("init")["spawned"], 1, "the kept once farm ran again")
+
+        # 3. refused: start_after naming a farm that is not once
+        bad = fd.write_config([init, free, late, later,
+                               echo_farm("wrong", free_port(), start_after="free")])
+        r = fd.ctl("reload")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        where = "%s:%d" % (os.path.basename(fd.conf), bad.count("\n"))
+        self.assertIn("%s: farm wrong: start_after: farm free is of kind farm, not once" % where,
+                      r.stderr)
+        self.assertEqual(fd.status()["generation"], 3)
+        self.assertEqual(ask_once(R, "still later"), "still later")
+        fd.write_config([init, free, late, later])  # so tearDown's zfarmctl can read it
+
     def test_07c_failed_reload_keeps_serving(self):
         """After a refused reload the running configuration stays in force,
         also for children started later (they must not read the broken file
@@ -791,14 +843,32 @@ class FarmdTest(unittest.TestCase):
     def test_10_bad_config_at_start(self):
         port = free_port()
         good = self.fd.config_text([echo_farm("echo", port)])
+        once = farm_section("init", kind="once", program=farmlib.PYTHON)
         name = os.path.basename(self.fd.conf)
+        # what: (config text, what the message says after FILE:LINE: )
         cases = {
-            "not a parameter": good + "this is not valid\n",
-            "bad number": good + "process_limit = lots\n",
-            "unknown parameter": good + "procses_limit = 3\n",
-            "min_avail above limit": good + "process_limit = 2\nprocess_min_avail = 3\n",
+            "not a parameter": (good + "this is not valid\n", ""),
+            "bad number": (good + "process_limit = lots\n", ""),
+            "unknown parameter": (good + "procses_limit = 3\n",
+                                  'unknown farm parameter "procses_limit"'),
+            "min_avail above limit": (good + "process_limit = 2\nprocess_min_avail = 3\n",
+                                      "farm echo: process_min_avail 3 above process_limit 2"),
+            "start_after an unknown farm": (good + "start_after = init\n",
+                                            'farm echo: start_after: no farm named "init"'),
+            "start_after a farm not once": (
+                self.fd.config_text([once, echo_farm("echo", port)]) +
+                "start_after = init, echo\n",
+                "farm echo: start_after: farm echo is of kind farm, not once"),
+            "start_after a single farm": (
+                self.fd.config_text([farm_section("init", kind="single", program="echo_farm"),
+                                     echo_farm("echo", port)]) + "start_after = init\n",
+                "farm echo: start_after: farm init is of kind single, not once"),
+            "start_after on a once farm": (
+                good + once + "start_after = init\n",
+                "farm init: start_after on a farm of kind once: once farms run at start and "
+                "wait for nothing"),
         }
-        for what, text in cases.items():
+        for what, (text, message) in cases.items():
             with self.subTest(what):
                 self.fd.write_config(None, raw=text)
                 # The error is on the last line (the min_avail case: that line too).
@@ -806,7 +876,7 @@ class FarmdTest(unittest.TestCase):
                 r = subprocess.run([farmlib.FARMD, "-f", "-c", self.fd.conf],
                                    capture_output=True, text=True, timeout=10)
                 self.assertNotEqual(r.returncode, 0, r.stderr)
-                self.assertIn("%s:%d" % (name, line), r.stderr)
+                self.assertIn("%s:%d: %s" % (name, line, message), r.stderr)
                 self.assertFalse(os.path.exists(os.path.join(self.fd.run, "farmd.pid")))
 
     def test_11_zfarmctl_not_running(self):
@@ -820,45 +890,63 @@ class FarmdTest(unittest.TestCase):
         r = self.fd.ctl("frobnicate")
         self.assertEqual(r.returncode, 2, r.stderr)
 
-    def test_12_once_runs_first(self):
-        port = free_port()
+    def test_12_start_after_waits_for_the_once_job(self):
+        """A farm with start_after = the once farm gets no child, no prefork
+        and no connection while the once job runs, however many ticks go
+        by; a farm without start_after runs meanwhile.  The held farm
+        starts (and answers the connection waiting in its backlog) when the
+        job ends."""
+        free_port_ = free_port()
         script = self.fd.write_script("once.py", ONCE_SCRIPT)
         marker = os.path.join(self.fd.tmp, "once.done")
+        held_sock = os.path.join(self.fd.run, "public", "held")
         self.fd.write_config([
             farm_section("init", kind="once", program=farmlib.PYTHON,
                          args="%s %s" % (script, marker)),
-            echo_farm("echo", port, process_min_avail=1, process_limit=2),
+            # wakeup = 1s: each "wakeup received" line is one of farmd's
+            # one-second ticks that went by (the tick sends wakeups).
+            echo_farm("free", free_port_, process_min_avail=1, process_limit=2, wakeup="1s"),
+            echo_farm("held", listen="unix:public/held", process_min_avail=1, process_limit=2,
+                      start_after="init"),
         ])
-        t0 = time.monotonic()
         self.fd.start()
-        # The once job runs until released.  Nothing else is started for it;
-        # but farmd's one-second tick preforks other farms even during the
-        # once phase (the reinjector relies on that: it needs the router and
-        # the scheduler), so the check holds only before the first tick.
+        # The once job runs until released; the farm without start_after
+        # gets its child (prefork) meanwhile.
         self.wait_farm("init", total=1)
+        self.wait_farm("free", timeout=5, total=1, available=1)
         st = self.fd.status()
-        early = time.monotonic() - t0 < 0.5  # released half a second before the tick
-        if early:
-            echo = [f for f in st["farms"] if f["name"] == "echo"][0]
-            self.assertEqual((echo["total"], echo["spawned"]), (0, 0),
-                             "echo farm started while the once job runs")
-        kinds = {f["name"]: f["kind"] for f in st["farms"]}
-        self.assertEqual(kinds, {"init": "once", "echo": "farm"})
-        self.assertFalse(os.path.exists(marker))
-        open(marker + ".go", "w").close()
-        # The echo socket exists already; it answers only after the once job.
-        with Client(port) as c:
-            pid = self.echo_pid(c)
-            t_answer = time.time()
+        self.assertEqual({f["name"]: f["kind"] for f in st["farms"]},
+                         {"init": "once", "free": "farm", "held": "farm"})
+        self.fd.wait_log(r"farms waiting for the first run of a once job: held \(after init\)",
+                         3)
+        # A client of the held farm: its connect succeeds into the backlog.
+        c = Client(path=held_sock)
+        try:
+            c.send("PID")
+            # Two more ticks go by (two more wakeups of the free farm).
+            ticks = self.fd.log_count(r"wakeup received, farm=free")
+            wait_until(lambda: self.fd.log_count(r"wakeup received, farm=free") >= ticks + 2,
+                       8, what="two more ticks of farmd (wakeups of farm free)")
+            held = self.farm("held")
+            self.assertEqual((held["total"], held["spawned"]), (0, 0),
+                             "farm held started while the once job runs: %s" % held)
+            self.assertFalse(os.path.exists(marker))
+            r, _, _ = select.select([c.sock], [], [], 0)
+            self.assertEqual(r, [], "farm held answered while the once job runs")
+            self.assertNotRegex(self.fd.log(), r"farm held: spawned")
+            # Release the job: the held farm starts and answers the client.
+            open(marker + ".go", "w").close()
+            pid = int(c.readline())
+        finally:
+            c.close()
+        self.assertTrue(os.path.exists(marker), "answered before the once job finished")
         born = farmlib.proc_start_time(pid)
         self.assertIsNotNone(born)
-        if early:
-            self.assertTrue(os.path.exists(marker), "answered before the once job finished")
-            self.assertGreaterEqual(born + 0.05, os.stat(marker).st_mtime,
-                                    "echo child born before the once job finished")
-            self.assertLessEqual(os.stat(marker).st_mtime, t_answer)
-        self.fd.wait_log(r"farms started", 3)
-        self.wait_farm("init", total=0)
+        # proc_start_time is good to a clock tick or two
+        self.assertGreaterEqual(born + 0.05, os.stat(marker).st_mtime,
+                                "held child born before the once job finished")
+        self.fd.wait_log(r"farms started: held \(after init\); generation 1", 3)
+        self.wait_farm("init", total=0, spawned=1)
         self.assertNotRegex(self.fd.log(), r"once job failed")
 
     def test_13_max_processtime(self):

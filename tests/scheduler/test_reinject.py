@@ -75,11 +75,13 @@ class T01Recovery(unittest.TestCase):
             with open(queue.msg_path(qids[1]), "ab") as f:
                 f.write(bytes(40))
 
-            # 2. restart with the router, a scheduler stand-in and reinject
+            # 2. restart with the router, a scheduler stand-in and reinject;
+            # the smtpserver waits for reinject's first run (as in
+            # etc/zfarm.conf: nothing writes to the queue while it recovers)
             g["router_endpoint"] = "unix:private/router"
             g["scheduler_endpoint"] = "unix:private/scheduler"
             farms = [
-                smtp,
+                H.smtp_farm("smtpserver", port, start_after="reinject"),
                 farmlib.farm_section("router", listen="unix:private/router",
                                      program=H.ROUTER, process_limit=2, client_limit=20),
                 farmlib.farm_section("reinject", kind="once", program=REINJECT),
@@ -93,6 +95,7 @@ class T01Recovery(unittest.TestCase):
             fd.wait_log(r"reinjected 4 message\(s\) in [0-9.]+ s: 3 to the router, "
                         r"0 to the scheduler, 1 quarantined")
             fd.wait_log(r"cleared 1 unfinished message file\(s\)")
+            fd.wait_log(r"farms started: smtpserver \(after reinject\)")
             fd.wait_log(r"%s: control record: cut a torn tail a crash left" % qids[1])
             for qid in qids:
                 rs, markers = queue.routes(qid)
