@@ -146,6 +146,12 @@ struct qstore_writer *qstore_create(struct qstore *qs, const Zfarm__Envelope *en
 	w = xcalloc(1, sizeof(*w));
 	w->qs = qs;
 	qid_generate(w->qid);
+	/* The backend may choose the ID (the spool's slots: qid.h). */
+	w->wr = qs->ops->create(qs->be, w->qid, errnum, err, errlen);
+	if (!w->wr) {
+		free(w);
+		return NULL;
+	}
 	copy.queue_id = w->qid;
 	copy.arrival_us = (int64_t)qid_time_us(w->qid);
 	len = zfarm__envelope__get_packed_size(&copy);
@@ -153,17 +159,10 @@ struct qstore_writer *qstore_create(struct qstore *qs, const Zfarm__Envelope *en
 		snprintf(err, errlen, "envelope too large (%zu bytes, limit %d)", len,
 			 QSTORE_MAX_ENVELOPE);
 		qstore_set_errnum(errnum, EMSGSIZE);
+		qs->ops->abort(w->wr);
 		free(w);
 		return NULL;
 	}
-	/* The backend may choose the ID (the spool's slots: qid.h). */
-	w->wr = qs->ops->create(qs->be, w->qid, errnum, err, errlen);
-	if (!w->wr) {
-		free(w);
-		return NULL;
-	}
-	copy.arrival_us = (int64_t)qid_time_us(w->qid);
-	len = zfarm__envelope__get_packed_size(&copy);
 	buf = xmalloc(QSTORE_HDR + len);
 	memcpy(buf, QSTORE_MAGIC, 4);
 	qstore_put_be32(buf + 4, (uint32_t)len);

@@ -787,6 +787,22 @@ static int spool_pool_claim(struct spool *sp, struct spool_writer *w)
 	}
 }
 
+/* spool_report_bad - hand "dir/top/sub/name" (no sub: "dir/top/name") to bad_fn. */
+static void spool_report_bad(struct spool *sp, void (*bad_fn)(const char *, void *), void *arg,
+			     const char *top, const char *sub, const char *name)
+{
+	char *path;
+
+	if (!bad_fn)
+		return;
+	if (sub)
+		path = xasprintf("%s/%s/%s/%s", sp->dir, top, sub, name);
+	else
+		path = xasprintf("%s/%s/%s", sp->dir, top, name);
+	bad_fn(path, arg);
+	free(path);
+}
+
 /* ---- slots ---- */
 
 /*
@@ -1064,12 +1080,7 @@ static void spool_slot_scan(struct spool *sp, char (**ids)[QID_SIZE], size_t *n,
 		if (sfd < 0 || !(sub = fdopendir(sfd))) {
 			if (sfd >= 0)
 				close(sfd);
-			if (bad_fn) {
-				char *path = xasprintf("%s/slot/%s", sp->dir, de->d_name);
-
-				bad_fn(path, arg);
-				free(path);
-			}
+			spool_report_bad(sp, bad_fn, arg, "slot", NULL, de->d_name);
 			continue;
 		}
 		memcpy(rr, de->d_name, sizeof(rr));
@@ -1834,22 +1845,6 @@ static int spool_qid_cmp(const void *a, const void *b)
 	return strcmp(a, b);
 }
 
-/* spool_report_bad - hand "dir/msg/..." to bad_fn. */
-static void spool_report_bad(struct spool *sp, void (*bad_fn)(const char *, void *), void *arg,
-			     const char *sub, const char *name)
-{
-	char *path;
-
-	if (!bad_fn)
-		return;
-	if (sub)
-		path = xasprintf("%s/msg/%s/%s", sp->dir, sub, name);
-	else
-		path = xasprintf("%s/msg/%s", sp->dir, name);
-	bad_fn(path, arg);
-	free(path);
-}
-
 static bool spool_is_xx(const char *name)
 {
 	char probe[QID_SIZE];
@@ -1893,7 +1888,7 @@ static int spool_scan(void *be, int (*fn)(const char *qid, void *arg),
 		if (sfd < 0 || !(sub = fdopendir(sfd))) {
 			if (sfd >= 0)
 				close(sfd);
-			spool_report_bad(sp, bad_fn, arg, NULL, de->d_name);
+			spool_report_bad(sp, bad_fn, arg, "msg", NULL, de->d_name);
 			continue;
 		}
 		memcpy(xx, de->d_name, sizeof(xx));
@@ -1904,7 +1899,7 @@ static int spool_scan(void *be, int (*fn)(const char *qid, void *arg),
 				continue;
 			/* An ID outside its own XX directory is not ours either. */
 			if (!qid_valid(name) || strcmp(name + QID_LEN - 2, xx) != 0) {
-				spool_report_bad(sp, bad_fn, arg, xx, name);
+				spool_report_bad(sp, bad_fn, arg, "msg", xx, name);
 				continue;
 			}
 			if (n == cap) {

@@ -1922,6 +1922,15 @@ static void test_slot_layout(void **state)
 	assert_int_equal(dir_count(f, path), 1);
 	assert_int_equal(dir_count(f, "msg"), 0);
 	assert_int_equal(dir_count(f, "tmp"), 0);
+	/* What is not a range under slot/ is reported, never scanned as a message. */
+	plant(f, "slot/junk", "x", 1);
+	{
+		struct id_list l = {.n = 0};
+
+		assert_int_equal(qstore_scan(f->qs, collect_fn, bad_fn, &l, f->err, sizeof(f->err)), 0);
+		assert_int_equal(l.n, 1);
+		assert_int_equal(l.bad, 1);
+	}
 	r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
 	assert_non_null(r);
 	assert_string_equal(qstore_envelope(r)->queue_id, qid);

@@ -84,7 +84,7 @@ class Queue:
                     head = f.read(16)
             except FileNotFoundError:
                 continue
-            if spool_message_len(head, None) is None or head[:4] != b"ZSL1":
+            if head[:4] != b"ZSL1" or len(head) < 16:
                 continue
             tail = 0
             for c in rr + nn:
