@@ -11,6 +11,7 @@ $top_builddir/farmd/farmd, $top_builddir/tools/zfarmctl and
 $top_builddir/tests/farm/echo_farm.
 """
 
+import fcntl
 import json
 import os
 import random
@@ -92,29 +93,62 @@ def _ephemeral_low():
         return 32768
 
 
+_PORTS_HELD = {}
+
+
+def _port_reserve(port):
+    """True if PORT was not handed out before, in this process or in another
+    test process still running; it then stays ours until this process ends
+    (an flock on a file named after it, released by the kernel at exit).
+    Without this, two picks in one test (a dozen listeners) or two tests
+    running at once could get the same port: the second bind then fails."""
+    if port in _PORTS_HELD:
+        return False
+    d = os.path.join(tempfile.gettempdir(), "zfarm-test-ports")
+    try:
+        os.makedirs(d, mode=0o1777, exist_ok=True)
+        fd = os.open(os.path.join(d, str(port)), os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        _PORTS_HELD[port] = None      # no shared directory: this process only
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _PORTS_HELD[port] = fd
+    return True
+
+
 def free_port():
     """A free TCP port on 127.0.0.1, chosen at random below the kernel's
     ephemeral range: a port picked now is often used only later (written
     into a config, a policy table), and one from the ephemeral range could
     meanwhile become the source port of some outgoing connection (seen:
-    the smtp transport's), so the bind would fail with EADDRINUSE."""
+    the smtp transport's), so the bind would fail with EADDRINUSE.
+    A port is handed out once per process and never to two test processes
+    running at once (_port_reserve)."""
     low = max(_ephemeral_low(), 2048)
-    for _ in range(200):
+    for _ in range(400):
         port = random.randrange(1024 + (low - 1024) // 3, low)
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             s.bind((LOCALHOST, port))
-            return port
         except OSError:
             continue
         finally:
             s.close()
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind((LOCALHOST, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+        if _port_reserve(port):
+            return port
+    while True:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((LOCALHOST, 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if _port_reserve(port):
+            return port
 
 
 def proc_state(pid):
