@@ -28,7 +28,6 @@
 #define QSTORE_MAGIC	    "ZFQ1"
 #define QSTORE_HDR	    8
 #define QSTORE_MAX_ENVELOPE (1024 * 1024)
-#define QSTORE_MAX_RECORD   (1024 * 1024)
 /* Collisions need a clock stepped back and a reused pid; a few suffice. */
 #define QSTORE_COMMIT_TRIES 8
 

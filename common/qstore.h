@@ -17,7 +17,11 @@
  *                     characters of the ID (qid.h), overwritten in place
  *                     for every message it holds; header "ZSL1", the ID's
  *                     time (8 bytes) and M (4 bytes), or "ZSL0" when free
- *                     (qstore_spool.c, "Slots"); then as msg/XX/ID
+ *                     (qstore_spool.c, "Slots"); the M message bytes; the
+ *                     control records, each framed with a CRC that covers
+ *                     the ID's time, written after the last one that
+ *                     checks: the file keeps its size, an older message's
+ *                     bytes past the records are never read as records
  *   tmp/NAME          being received (or a crash leftover); moved to free/
  *                     at start by qstore_sweep()
  *   msg/XX/ID         committed messages; XX = last two characters of ID.
@@ -138,6 +142,8 @@ struct qstore_reader *qstore_read(struct qstore *qs, const char *qid, int *errnu
  * opens it once.
  */
 #define QSTORE_APPEND 0x1u /* the reader may append control records */
+/* The largest control record (packed); a longer one is refused, or damage. */
+#define QSTORE_MAX_RECORD (1024 * 1024)
 struct qstore_reader *qstore_read_flags(struct qstore *qs, const char *qid, unsigned flags,
 					int *errnum, char *err, size_t errlen);
 const Zfarm__Envelope *qstore_envelope(const struct qstore_reader *r);
@@ -197,8 +203,10 @@ void qstore_ctl_free(Zfarm__CtlRecord ***recs, size_t n);
  * qstore_reader_ctl_load - qstore_ctl_load() of the reader's message
  * through the reader: no second open, and a small message's records come
  * from the read that opened it.  The records are those there at the open
- * plus the ones appended through this reader (the ram backend also shows
- * what others appended since; its readers do not hold files).
+ * plus the ones appended through this reader; some may also show what
+ * others appended since: the ram backend (its readers do not hold files)
+ * and a slot's reader that appended or whose file is bigger than its
+ * first read (it reads the records again).
  */
 int qstore_reader_ctl_load(struct qstore_reader *r, Zfarm__CtlRecord ***recs, size_t *n,
 			   char *err, size_t errlen);

@@ -37,11 +37,13 @@
  * is the last five characters of the queue ID (qid.h: QID_SLOT_FLAG, the
  * range RRR, the slot NN), so a message needs no directory change at all:
  * create claims a free slot and overwrites it in place, commit writes the
- * slot header ("ZSL1", the ID's time as 8 bytes and M as 4, big endian),
- * cuts what a bigger old message left and fdatasyncs (no new name, so the
- * data and, when the size changed, the inode: two device writes less than
- * the link into msg/XX, bench/commit_cost), remove writes a free header
- * ("ZSL0"; a big file is emptied first).  Slots are looked up from the ID,
+ * slot header ("ZSL1", the ID's time as 8 bytes and M as 4, big endian)
+ * and fdatasyncs (no new name, and no new size when the file was as big
+ * already: what an older message left past the new one stays, see
+ * "Control records in a slot"; so the data only, where the file system
+ * does not write the inode for its times: two or three device writes less
+ * than the link into msg/XX, bench/commit_cost), remove writes a free
+ * header ("ZSL0"; a big file is emptied first).  Slots are looked up from the ID,
  * and the header's time must be the ID's: a slot free, being received or
  * holding a later message is ENOENT for the old ID.  A range (slot/RRR,
  * SPOOL_SLOTS slots) belongs to one process at a time, by flock of its
@@ -82,7 +84,13 @@
  *            is cut back (ftruncate); a torn or zero-filled tail a crash
  *            left is ignored by qstore_ctl_load() and cut off by the
  *            reinjector at start (qstore_ctl_repair), before anything
- *            appends after it.
+ *            appends after it.  In a slot: frames with a check written
+ *            after the last one that checks, under an flock; a torn one
+ *            does not check, the next append goes over it.
+ *            (An OS crash during a slot's commit, which gave no 250, may
+ *            leave its header durable and its content not: the message
+ *            then holds an older one's bytes; its records never, they
+ *            check against the ID's time.)
  *
  * Threads: create, remove, sweep and scan use the pool below and the tmp
  * name counter without locks, so they belong to one thread per qstore;
@@ -104,6 +112,7 @@
 #include <sys/sysmacros.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "common/clock.h"
 #include "common/qstore.h"
@@ -232,6 +241,9 @@ struct spool_reader {
 	uint64_t size;
 	uint8_t *head; /* the first nhead bytes of the file, read at open */
 	size_t nhead;
+	bool slot;	 /* a slot: checked frames, positional appends */
+	bool appended;	 /* a slot reader appended: head is old */
+	uint64_t idtime; /* a slot's: the ID's time (qid_time_us) */
 	char qid[QID_SIZE];
 };
 
@@ -955,10 +967,10 @@ static void spool_slot_header(uint8_t hdr[SPOOL_HDR], const char *qid, uint64_t 
 }
 
 /*
- * spool_slot_commit - the slot's header says the message is there; the
- * rest of a bigger old message is cut; fdatasync (a new slot file: the
- * name too, see spool_fs_syncs_names; elsewhere its range is fsync'ed).
- * No directory changes: the slot's name is the ID's.
+ * spool_slot_commit - the slot's header says the message is there;
+ * fdatasync (a new slot file: the name too, see spool_fs_syncs_names;
+ * elsewhere its range is fsync'ed).  No directory changes: the slot's
+ * name is the ID's; no size change when the file was as big already.
  */
 static int spool_slot_commit(struct spool_writer *w, const char *qid, int *errnum, char *err,
 			     size_t errlen)
@@ -966,7 +978,6 @@ static int spool_slot_commit(struct spool_writer *w, const char *qid, int *errnu
 	struct spool *sp = w->sp;
 	uint8_t hdr[SPOOL_HDR];
 	const char *what = "write";
-	struct stat st;
 	ssize_t n;
 	int e;
 
@@ -982,12 +993,11 @@ static int spool_slot_commit(struct spool_writer *w, const char *qid, int *errnu
 		e = n < 0 ? errno : EIO;
 		goto fail;
 	}
-	what = "truncate";
-	if (fstat(w->fd, &st) < 0 || ((uint64_t)st.st_size > SPOOL_HDR + w->len &&
-				      ftruncate(w->fd, (off_t)(SPOOL_HDR + w->len)) < 0)) {
-		e = errno;
-		goto fail;
-	}
+	/*
+	 * What an older message left past the new one stays: cutting it
+	 * would change the size, and fdatasync would write the inode too.
+	 * Its control records do not check for this ID (spool_frames_walk).
+	 */
 	what = "fdatasync";
 	if (fdatasync(w->fd) < 0) {
 		e = errno;
@@ -1402,8 +1412,12 @@ static void *spool_read(void *be, const char *qid, unsigned flags, int *errnum, 
 	int fd;
 
 	spool_msg_path(msg, qid);
+	/* A slot's records are written where they belong, not at the end. */
 	fd = openat(sp->dfd, msg,
-		    (flags & QSTORE_APPEND ? O_RDWR | O_APPEND : O_RDONLY) | O_CLOEXEC);
+		    (!(flags & QSTORE_APPEND) ? O_RDONLY
+		     : qid_is_slot(qid)	      ? O_RDWR
+					      : O_RDWR | O_APPEND) |
+			O_CLOEXEC);
 	if (fd < 0) {
 		spool_errnum(errnum, errno);
 		if (errno == ENOENT)
@@ -1415,6 +1429,8 @@ static void *spool_read(void *be, const char *qid, unsigned flags, int *errnum, 
 	r = xcalloc(1, sizeof(*r));
 	r->fd = fd;
 	r->append = (flags & QSTORE_APPEND) != 0;
+	r->slot = qid_is_slot(qid);
+	r->idtime = r->slot ? qid_time_us(qid) : 0;
 	memcpy(r->qid, qid, QID_SIZE);
 	r->head = xmalloc(SPOOL_READ_AHEAD);
 	do
@@ -1576,6 +1592,277 @@ fail:
 	return -1;
 }
 
+/*
+ * Control records in a slot.  A slot file keeps its size from one message
+ * to the next (a size change makes fdatasync write the inode as well: one
+ * device write more per message), so past the records of its message lie
+ * an older message's bytes.  A record in a slot is framed with a check:
+ * its length (4 bytes, big endian), a CRC-32 (zlib's) of the ID's time
+ * (8 bytes), that length and the record (4 bytes), then the record.  The
+ * records end at the first frame that does not check: an older message's,
+ * a torn append's, zeros.  So nothing is ever cut (qstore_ctl_repair finds
+ * nothing to do), and appends go right after the last record that checks,
+ * under an flock of the file, so two appenders never write over each other.
+ */
+#define SPOOL_FRAME 8
+
+static uint32_t spool_frame_crc(uint64_t idtime, const uint8_t *len4, const uint8_t *rec,
+				uint32_t n)
+{
+	uint8_t t[8];
+	uLong crc;
+
+	spool_put_be64(t, idtime);
+	crc = crc32(0L, t, sizeof(t));
+	crc = crc32(crc, len4, 4);
+	return (uint32_t)crc32(crc, rec, n);
+}
+
+/*
+ * spool_frames_walk - the frames that check at the start of area (n
+ * bytes): the bytes they take.  Their records in qstore.c's framing
+ * (length, record) are copied to out (room for n bytes) when it is not
+ * NULL, their total in *outlen.  *more: the walk stopped because area
+ * ended inside a frame that may still check when more is read.
+ */
+static size_t spool_frames_walk(const uint8_t *area, size_t n, uint64_t idtime, uint8_t *out,
+				size_t *outlen, bool *more)
+{
+	size_t off = 0, o = 0;
+
+	*more = false;
+	for (;;) {
+		uint32_t rlen;
+
+		if (n - off < SPOOL_FRAME) {
+			*more = true;
+			break;
+		}
+		rlen = spool_get_be32(area + off);
+		if (rlen == 0 || rlen > QSTORE_MAX_RECORD)
+			break;
+		if (n - off - SPOOL_FRAME < rlen) {
+			*more = true;
+			break;
+		}
+		if (spool_get_be32(area + off + 4) !=
+		    spool_frame_crc(idtime, area + off, area + off + SPOOL_FRAME, rlen))
+			break;
+		if (out) {
+			memcpy(out + o, area + off, 4);
+			memcpy(out + o + 4, area + off + SPOOL_FRAME, rlen);
+		}
+		o += 4 + rlen;
+		off += SPOOL_FRAME + rlen;
+	}
+	if (outlen)
+		*outlen = o;
+	return off;
+}
+
+/*
+ * spool_frames_out - the records of the frames that check in area (n
+ * bytes): a malloc'ed copy in qstore.c's framing, NULL/0 for none.
+ */
+static void spool_frames_out(const uint8_t *area, size_t n, uint64_t idtime, uint8_t **data,
+			     size_t *len)
+{
+	uint8_t *buf;
+	bool more;
+
+	*data = NULL;
+	*len = 0;
+	if (!n)
+		return;
+	buf = xmalloc(n); /* a record takes less than its frame */
+	spool_frames_walk(area, n, idtime, buf, len, &more);
+	if (*len)
+		*data = buf;
+	else
+		free(buf);
+}
+
+/*
+ * spool_frames_make - records in qstore.c's framing (data, len) framed for
+ * a slot into a malloc'ed buffer.  -1 with errno EINVAL when data is not
+ * whole records.
+ */
+static int spool_frames_make(const uint8_t *data, size_t len, uint64_t idtime, uint8_t **out,
+			     size_t *outlen)
+{
+	size_t off, o = 0, count = 0;
+	uint8_t *buf;
+
+	for (off = 0; off < len; count++) {
+		uint32_t rlen;
+
+		if (len - off < 4 || (rlen = spool_get_be32(data + off)) == 0 ||
+		    rlen > QSTORE_MAX_RECORD || len - off - 4 < rlen) {
+			errno = EINVAL;
+			return -1;
+		}
+		off += 4 + rlen;
+	}
+	buf = xmalloc(len + 4 * count);
+	for (off = 0; off < len;) {
+		uint32_t rlen = spool_get_be32(data + off);
+
+		memcpy(buf + o, data + off, 4);
+		spool_put_be32(buf + o + 4, spool_frame_crc(idtime, data + off, data + off + 4, rlen));
+		memcpy(buf + o + SPOOL_FRAME, data + off + 4, rlen);
+		off += 4 + rlen;
+		o += SPOOL_FRAME + rlen;
+	}
+	*out = buf;
+	*outlen = o;
+	return 0;
+}
+
+/*
+ * spool_slot_ctl - the control area of the slot message open at fd (its
+ * records start at base): read as far as its frames check, with what an
+ * older message left past them read only as far as needed to see that.
+ * The records in qstore.c's framing (malloc'ed, NULL/0 for none) when
+ * data is not NULL; *end: the file offset after the last frame that
+ * checks.  -1 with errno (EFBIG: over SPOOL_MAX_CTL).
+ */
+static int spool_slot_ctl(int fd, uint64_t base, uint64_t idtime, uint8_t **data, size_t *len,
+			  uint64_t *end)
+{
+	size_t cap = 4096, got = 0, off;
+	uint8_t *buf = xmalloc(cap);
+	bool more;
+
+	for (;;) {
+		ssize_t n = pread(fd, buf + got, cap - got, (off_t)(base + got));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			free(buf);
+			return -1;
+		}
+		got += (size_t)n;
+		off = spool_frames_walk(buf, got, idtime, NULL, NULL, &more);
+		if (!more || n == 0)
+			break;
+		if (got == cap) {
+			if (cap >= SPOOL_MAX_CTL) {
+				free(buf);
+				errno = EFBIG;
+				return -1;
+			}
+			cap *= 2;
+			buf = xrealloc(buf, cap);
+		}
+	}
+	*end = base + off;
+	if (data)
+		spool_frames_out(buf, off, idtime, data, len);
+	free(buf);
+	return 0;
+}
+
+/* spool_pwrite_all - all of len bytes at off; -1 with errno (ENOSPC for none). */
+static int spool_pwrite_all(int fd, const uint8_t *p, size_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = ENOSPC;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* spool_flock - flock(fd, op), again after a signal. */
+static int spool_flock(int fd, int op)
+{
+	int rc;
+
+	do
+		rc = flock(fd, op);
+	while (rc < 0 && errno == EINTR);
+	return rc;
+}
+
+/*
+ * spool_slot_append - records (qstore.c's framing) appended to the slot
+ * message open at fd (M mlen, ID time idtime) after its last frame that
+ * checks, under an flock of the file; fdatasync if sync.  A failed append
+ * has its first frame spoiled again.  -1 with errno.
+ */
+static int spool_slot_append(int fd, uint64_t mlen, uint64_t idtime, const void *data,
+			     size_t len, bool sync)
+{
+	static const uint8_t spoil[SPOOL_FRAME];
+	uint8_t *frames;
+	size_t flen;
+	uint64_t at;
+	int e = 0;
+
+	if (spool_frames_make(data, len, idtime, &frames, &flen) < 0)
+		return -1;
+	if (spool_flock(fd, LOCK_EX) < 0) {
+		e = errno;
+		free(frames);
+		errno = e;
+		return -1;
+	}
+	if (spool_slot_ctl(fd, SPOOL_HDR + mlen, idtime, NULL, NULL, &at) < 0) {
+		e = errno;
+	} else if (spool_pwrite_all(fd, frames, flen, at) < 0 || (sync && fdatasync(fd) < 0)) {
+		e = errno;
+		if (pwrite(fd, spoil, sizeof(spoil), (off_t)at) == (ssize_t)sizeof(spoil) && sync)
+			(void)!fdatasync(fd);
+	}
+	spool_flock(fd, LOCK_UN);
+	free(frames);
+	errno = e;
+	return e ? -1 : 0;
+}
+
+/*
+ * spool_slot_ctl_cut - keep the first ctl_len bytes (qstore.c's framing)
+ * of the slot message's records: the frame after them is spoiled.
+ */
+static int spool_slot_ctl_cut(int fd, uint64_t mlen, uint64_t idtime, size_t ctl_len)
+{
+	static const uint8_t spoil[SPOOL_FRAME];
+	uint8_t *data = NULL;
+	size_t len = 0, off = 0, frames = 0;
+	uint64_t end;
+	int e = 0;
+
+	if (spool_flock(fd, LOCK_EX) < 0)
+		return -1;
+	if (spool_slot_ctl(fd, SPOOL_HDR + mlen, idtime, &data, &len, &end) < 0) {
+		e = errno;
+	} else {
+		while (off < len && off < ctl_len) {
+			off += 4 + spool_get_be32(data + off);
+			frames++;
+		}
+		if (off < len &&
+		    (pwrite(fd, spoil, sizeof(spoil), (off_t)(SPOOL_HDR + mlen + off + 4 * frames)) !=
+			 (ssize_t)sizeof(spoil) ||
+		     fdatasync(fd) < 0))
+			e = errno;
+	}
+	spool_flock(fd, LOCK_UN);
+	free(data);
+	errno = e;
+	return e ? -1 : 0;
+}
+
 static int spool_ctl_append(void *be, const char *qid, const void *data, size_t len, bool sync,
 			    char *err, size_t errlen)
 {
@@ -1585,7 +1872,7 @@ static int spool_ctl_append(void *be, const char *qid, const void *data, size_t 
 	int fd, e;
 
 	spool_msg_path(msg, qid);
-	fd = openat(sp->dfd, msg, O_RDWR | O_APPEND | O_CLOEXEC);
+	fd = openat(sp->dfd, msg, (qid_is_slot(qid) ? O_RDWR : O_RDWR | O_APPEND) | O_CLOEXEC);
 	if (fd < 0) {
 		e = errno;
 		if (e == ENOENT)
@@ -1598,7 +1885,8 @@ static int spool_ctl_append(void *be, const char *qid, const void *data, size_t 
 	/* Also refuses (most of) an append racing a remove: M is 0 again. */
 	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0)
 		goto fail;
-	if (spool_append_fd(fd, size, data, len, sync) < 0) {
+	if (qid_is_slot(qid) ? spool_slot_append(fd, mlen, qid_time_us(qid), data, len, sync) < 0
+			     : spool_append_fd(fd, size, data, len, sync) < 0) {
 		snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(errno));
 		goto fail;
 	}
@@ -1625,11 +1913,13 @@ static int spool_rd_ctl_append(void *rd, const void *data, size_t len, bool sync
 		errno = EBADF;
 		return -1;
 	}
-	if (spool_append_fd(r->fd, r->size, data, len, sync) < 0) {
+	if (r->slot ? spool_slot_append(r->fd, r->len, r->idtime, data, len, sync) < 0
+		    : spool_append_fd(r->fd, r->size, data, len, sync) < 0) {
 		snprintf(err, errlen, "%s: append: %s", r->qid, strerror(errno));
 		return -1;
 	}
 	r->size += len;
+	r->appended = true;
 	return 0;
 }
 
@@ -1647,6 +1937,23 @@ static int spool_rd_ctl_read(void *rd, uint8_t **data, size_t *len, char *err, s
 
 	*data = NULL;
 	*len = 0;
+	if (r->slot) {
+		uint64_t end;
+		bool whole = r->nhead < SPOOL_READ_AHEAD; /* the head is the whole file */
+
+		if (whole && !r->appended) {
+			if (off < r->nhead)
+				spool_frames_out(r->head + off, r->nhead - (size_t)off, r->idtime,
+						 data, len);
+			return 0;
+		}
+		/* Read again: what it appended, and what others did since. */
+		if (spool_slot_ctl(r->fd, off, r->idtime, data, len, &end) < 0) {
+			snprintf(err, errlen, "%s: read: %s", r->qid, strerror(errno));
+			return -1;
+		}
+		return 0;
+	}
 	if (r->size <= off)
 		return 0;
 	if (r->size - off > SPOOL_MAX_CTL) {
@@ -1704,7 +2011,12 @@ static int spool_ctl_truncate(void *be, const char *qid, size_t ctl_len, char *e
 		close(fd);
 		return -1;
 	}
-	if (size > SPOOL_HDR + mlen + ctl_len &&
+	if (qid_is_slot(qid)) {
+		if (spool_slot_ctl_cut(fd, mlen, qid_time_us(qid), ctl_len) < 0) {
+			snprintf(err, errlen, "%s/%s: cut: %s", sp->dir, msg, strerror(errno));
+			rc = -1;
+		}
+	} else if (size > SPOOL_HDR + mlen + ctl_len &&
 	    (ftruncate(fd, (off_t)(SPOOL_HDR + mlen + ctl_len)) < 0 || fdatasync(fd) < 0)) {
 		snprintf(err, errlen, "%s/%s: truncate: %s", sp->dir, msg, strerror(errno));
 		rc = -1;
@@ -1718,7 +2030,7 @@ static int spool_ctl_read(void *be, const char *qid, uint8_t **data, size_t *len
 {
 	struct spool *sp = be;
 	char msg[SPOOL_PATH];
-	uint64_t mlen, size;
+	uint64_t mlen, size, end;
 	int fd;
 
 	*data = NULL;
@@ -1738,7 +2050,9 @@ static int spool_ctl_read(void *be, const char *qid, uint8_t **data, size_t *len
 		/* Its file or slot holds another message now: this one is gone. */
 		return e == ENOENT ? 0 : -1;
 	}
-	if (spool_ctl_slurp(fd, SPOOL_HDR + mlen, data, len) < 0) {
+	if (qid_is_slot(qid) ? spool_slot_ctl(fd, SPOOL_HDR + mlen, qid_time_us(qid), data, len,
+					      &end) < 0
+			     : spool_ctl_slurp(fd, SPOOL_HDR + mlen, data, len) < 0) {
 		if (errno == EFBIG)
 			snprintf(err, errlen, "%s/%s: control record over %d bytes", sp->dir, msg,
 				 SPOOL_MAX_CTL);

@@ -3,6 +3,7 @@ and benchmarks look at queued messages with it (common/qstore.h,
 common/qstore_spool.c and common/qid.h are the reference)."""
 
 import os
+import zlib
 
 import zfproto as P
 
@@ -44,6 +45,28 @@ def spool_message_len(data, qid):
     if data[:4] == b"ZSP1" and len(data) >= 16:
         return int.from_bytes(data[8:16], "big")
     return None
+
+
+def slot_frame(qid, record):
+    """A control record framed for qid's slot file: length, CRC-32 of the
+    ID's time, the length and the record, then the record."""
+    n = len(record).to_bytes(4, "big")
+    crc = zlib.crc32(qid_time_us(qid).to_bytes(8, "big") + n + record)
+    return n + crc.to_bytes(4, "big") + record
+
+
+def slot_frames(qid, area):
+    """(records, bytes taken) of the frames that check at the start of a
+    slot's control area; what follows is an older message's or torn."""
+    out, i = [], 0
+    while i + 8 <= len(area):
+        n = int.from_bytes(area[i:i + 4], "big")
+        rec = area[i + 8:i + 8 + n]
+        if n == 0 or len(rec) < n or area[i:i + 8] != slot_frame(qid, rec)[:8]:
+            break
+        out.append(rec)
+        i += 8 + n
+    return out, i
 
 
 class Queue:
@@ -126,15 +149,42 @@ class Queue:
         n = int.from_bytes(data[4:8], "big")
         return data[8:8 + n], data[8 + n:]
 
-    def ctl(self, qid):
-        """qid's control records, each a dict of CtlRecord fields."""
+    def ctl_records(self, qid):
+        """qid's control records as bytes (a slot's: those that check)."""
         data, m = self._data(qid)
         ctl, i, out = data[16 + m:], 0, []
+        if qid_is_slot(qid):
+            return slot_frames(qid, ctl)[0]
         while i + 4 <= len(ctl):
             n = int.from_bytes(ctl[i:i + 4], "big")
-            out.append(P.fields(ctl[i + 4:i + 4 + n]))
+            out.append(ctl[i + 4:i + 4 + n])
             i += 4 + n
         return out
+
+    def ctl(self, qid):
+        """qid's control records, each a dict of CtlRecord fields."""
+        return [P.fields(r) for r in self.ctl_records(qid)]
+
+    def ctl_end(self, qid):
+        """The file offset after qid's last control record."""
+        data, m = self._data(qid)
+        if qid_is_slot(qid):
+            return 16 + m + slot_frames(qid, data[16 + m:])[1]
+        return len(data)
+
+    def ctl_write_raw(self, qid, raw):
+        """Bytes written right after qid's last control record, as a torn
+        append would leave them (a slot's file keeps what lies past them)."""
+        with open(self.msg_path(qid), "r+b") as f:
+            f.seek(self.ctl_end(qid))
+            f.write(raw)
+
+    def ctl_append(self, qid, record):
+        """A control record (CtlRecord bytes) appended by hand, framed for
+        the file's layout."""
+        frame = (slot_frame(qid, record) if qid_is_slot(qid)
+                 else len(record).to_bytes(4, "big") + record)
+        self.ctl_write_raw(qid, frame)
 
     def routes(self, qid):
         """(RouteRecords as dicts, number of routed markers)."""

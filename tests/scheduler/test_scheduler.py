@@ -585,8 +585,7 @@ class T06RequeueCrash(unittest.TestCase):
         wait_until(lambda: QUEUE.results(qid), 15, what="deferred")
         FD.stop()
         rq = P.pb_bytes(7, P.pb_bytes(1, P.varint(0)))
-        with open(QUEUE.msg_path(qid), "ab") as f:
-            f.write(len(rq).to_bytes(4, "big") + rq)
+        QUEUE.ctl_append(qid, rq)
         n = len(requested(qid))
         FD.start()
         wait_until(lambda: farmlib.can_connect(PORT), 10, what="smtpserver")
