@@ -14,9 +14,34 @@ static const char qid_alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /* The last microsecond this process issued, so it never issues one twice. */
 static uint64_t qid_last_us;
-static pid_t qid_last_pid;
 /* smtpserver commits in threads; a collision retry generates there. */
 static pthread_mutex_t qid_lock = PTHREAD_MUTEX_INITIALIZER;
+/*
+ * This process's pid, asked once (three getpid calls a message were
+ * seen); a forked child forgets it and the last microsecond, so it starts
+ * its own sequence under its own pid.
+ */
+static pid_t qid_pid;
+static pthread_once_t qid_once = PTHREAD_ONCE_INIT;
+
+static void qid_forked(void)
+{
+	qid_pid = 0;
+	qid_last_us = 0;
+}
+
+static void qid_init(void)
+{
+	pthread_atfork(NULL, NULL, qid_forked);
+}
+
+static pid_t qid_getpid(void)
+{
+	pthread_once(&qid_once, qid_init);
+	if (!qid_pid)
+		qid_pid = getpid();
+	return qid_pid;
+}
 
 static void qid_put(char *out, uint64_t value, int chars)
 {
@@ -43,15 +68,10 @@ void qid_format(char out[QID_SIZE], uint64_t time_us, uint32_t pid)
 /* qid_next_us - this process's next microsecond: never one issued before. */
 static uint64_t qid_next_us(void)
 {
-	pid_t pid = getpid();
 	uint64_t now = clock_now_us();
 
+	pthread_once(&qid_once, qid_init);
 	pthread_mutex_lock(&qid_lock);
-	/* A forked child starts its own sequence: its pid is new. */
-	if (pid != qid_last_pid) {
-		qid_last_pid = pid;
-		qid_last_us = 0;
-	}
 	if (now <= qid_last_us)
 		now = qid_last_us + 1;
 	qid_last_us = now;
@@ -61,7 +81,7 @@ static uint64_t qid_next_us(void)
 
 void qid_generate(char out[QID_SIZE])
 {
-	qid_format(out, qid_next_us(), (uint32_t)getpid());
+	qid_format(out, qid_next_us(), (uint32_t)qid_getpid());
 }
 
 void qid_generate_slot(char out[QID_SIZE], uint32_t slot)

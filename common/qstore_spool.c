@@ -43,7 +43,7 @@
  * "Control records in a slot"; so the data only, where the file system
  * does not write the inode for its times: two or three device writes less
  * than the link into msg/XX, bench/commit_cost), remove writes a free
- * header ("ZSL0"; a big file is emptied first).  Slots are looked up from the ID,
+ * header ("ZSL0"; a big one is emptied instead).  Slots are looked up from the ID,
  * and the header's time must be the ID's: a slot free, being received or
  * holding a later message is ENOENT for the old ID.  A range (slot/RRR,
  * SPOOL_SLOTS slots) belongs to one process at a time, by flock of its
@@ -1025,15 +1025,16 @@ fail:
 }
 
 /*
- * spool_slot_remove - the slot is free again: its header says so (a big
- * message is cut first, giving its space back, while the header still
- * keeps the slot's holder off it).  No fsync, as for the other files.
+ * spool_slot_remove - the slot is free again: its header says so (a
+ * message over SPOOL_KEEP_BYTES is cut instead, giving its space back: an
+ * empty file is a free slot).  No fsync, as for the other files.
  */
 static int spool_slot_remove(struct spool *sp, const char *qid, char *err, size_t errlen)
 {
-	uint8_t hdr[SPOOL_HDR] = SPOOL_SLOT_FREE;
+	uint8_t hdr[SPOOL_HDR] = SPOOL_SLOT_FREE, cur[SPOOL_HDR];
 	char path[SPOOL_PATH];
-	uint64_t len, size;
+	uint64_t len;
+	ssize_t got;
 	int fd, rc = 0;
 
 	spool_msg_path(path, qid);
@@ -1048,10 +1049,20 @@ static int spool_slot_remove(struct spool *sp, const char *qid, char *err, size_
 		errno = e;
 		return -1;
 	}
-	if (spool_header(fd, qid, &len, &size, err, errlen) < 0 && errno != EBADMSG) {
+	/* The header alone (no fstat): a message over SPOOL_KEEP_BYTES is emptied. */
+	do
+		got = pread(fd, cur, sizeof(cur), 0);
+	while (got < 0 && errno == EINTR);
+	if (got < 0) {
+		snprintf(err, errlen, "%s/%s: read: %s", sp->dir, path, strerror(errno));
 		rc = -1;
-	} else if (size > SPOOL_KEEP_BYTES ? ftruncate(fd, 0) < 0
-					   : pwrite(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr)) {
+	} else if (spool_header_check(cur, (size_t)got, UINT64_MAX, qid, &len, err, errlen) < 0 &&
+		   errno != EBADMSG) {
+		rc = -1;
+	} else if (got == (ssize_t)sizeof(cur) &&
+			   SPOOL_HDR + spool_slot_committed(cur) > SPOOL_KEEP_BYTES
+		       ? ftruncate(fd, 0) < 0
+		       : pwrite(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr)) {
 		snprintf(err, errlen, "%s/%s: %s", sp->dir, path, strerror(errno));
 		rc = -1;
 	}
@@ -1173,7 +1184,12 @@ static void *spool_create(void *be, char qid[QID_SIZE], int *errnum, char *err, 
 	w->sp = sp;
 	w->fd = -1;
 	if (spool_slot_claim(sp, w, qid) == 0) {
-		memcpy(hdr, SPOOL_SLOT_FREE, 4);
+		/*
+		 * The slot's header says free already (or the file is new:
+		 * a short header is free too); spool_write writes the content
+		 * behind it, commit the header.
+		 */
+		return w;
 	} else if (spool_pool_claim(sp, w) < 0) {
 		/* Unique per process and open; O_EXCL catches the rest. */
 		for (int tries = 0; tries < 100; tries++) {
@@ -1219,7 +1235,8 @@ static int spool_write(void *wr, const void *data, size_t len, int *errnum, char
 		return -1;
 	}
 	while (len > 0) {
-		ssize_t n = write(w->fd, p, len);
+		ssize_t n = w->range ? pwrite(w->fd, p, len, (off_t)(SPOOL_HDR + w->len))
+				     : write(w->fd, p, len);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -1708,7 +1725,8 @@ static int spool_frames_make(const uint8_t *data, size_t len, uint64_t idtime, u
 		uint32_t rlen = spool_get_be32(data + off);
 
 		memcpy(buf + o, data + off, 4);
-		spool_put_be32(buf + o + 4, spool_frame_crc(idtime, data + off, data + off + 4, rlen));
+		spool_put_be32(buf + o + 4,
+			       spool_frame_crc(idtime, data + off, data + off + 4, rlen));
 		memcpy(buf + o + SPOOL_FRAME, data + off + 4, rlen);
 		off += 4 + rlen;
 		o += SPOOL_FRAME + rlen;
@@ -1800,8 +1818,8 @@ static int spool_flock(int fd, int op)
  * checks, under an flock of the file; fdatasync if sync.  A failed append
  * has its first frame spoiled again.  -1 with errno.
  */
-static int spool_slot_append(int fd, uint64_t mlen, uint64_t idtime, const void *data,
-			     size_t len, bool sync)
+static int spool_slot_append(int fd, uint64_t mlen, uint64_t idtime, const void *data, size_t len,
+			     bool sync)
 {
 	static const uint8_t spoil[SPOOL_FRAME];
 	uint8_t *frames;
@@ -2050,9 +2068,9 @@ static int spool_ctl_read(void *be, const char *qid, uint8_t **data, size_t *len
 		/* Its file or slot holds another message now: this one is gone. */
 		return e == ENOENT ? 0 : -1;
 	}
-	if (qid_is_slot(qid) ? spool_slot_ctl(fd, SPOOL_HDR + mlen, qid_time_us(qid), data, len,
-					      &end) < 0
-			     : spool_ctl_slurp(fd, SPOOL_HDR + mlen, data, len) < 0) {
+	if (qid_is_slot(qid)
+		? spool_slot_ctl(fd, SPOOL_HDR + mlen, qid_time_us(qid), data, len, &end) < 0
+		: spool_ctl_slurp(fd, SPOOL_HDR + mlen, data, len) < 0) {
 		if (errno == EFBIG)
 			snprintf(err, errlen, "%s/%s: control record over %d bytes", sp->dir, msg,
 				 SPOOL_MAX_CTL);

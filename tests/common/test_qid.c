@@ -112,6 +112,36 @@ static int cmp_ids(const void *a, const void *b)
 	return memcmp(a, b, QID_LEN);
 }
 
+/*
+ * The pid in an ID is asked once per process (qid.c): a child forked
+ * after its parent made IDs makes them with its own pid.
+ */
+static void test_fork_child_own_pid(void **state)
+{
+	char parent[QID_SIZE], child[QID_SIZE];
+	int fds[2], status;
+	pid_t pid;
+
+	(void)state;
+	qid_generate(parent);
+	assert_int_equal(qid_tail(parent), (uint32_t)getpid());
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		qid_generate(child);
+		_exit(write(fds[1], child, QID_SIZE) == QID_SIZE ? 0 : 1);
+	}
+	close(fds[1]);
+	assert_int_equal(read(fds[0], child, QID_SIZE), QID_SIZE);
+	close(fds[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_true(qid_valid(child));
+	if (qid_tail(child) != (uint32_t)pid)
+		fail_msg("the child's ID %s has pid %u, want %d", child, qid_tail(child), (int)pid);
+}
+
 /* Many processes at once, each as fast as it can: no ID twice. */
 static void test_unique_across_processes(void **state)
 {
@@ -207,6 +237,7 @@ int main(void)
 		cmocka_unit_test(test_valid_table),
 		cmocka_unit_test(test_sorted_by_time),
 		cmocka_unit_test(test_same_microsecond_steps_forward),
+		cmocka_unit_test(test_fork_child_own_pid),
 		cmocka_unit_test(test_unique_across_processes),
 		cmocka_unit_test(test_slot_ids),
 	};
