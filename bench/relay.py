@@ -26,7 +26,10 @@ Columns (the median over --repeat runs; "lost" is the sum):
             the difference counts them exactly once.  "After" is taken when
             the MTA's queue is empty again (deleting the queue file is part
             of the work).  smtp-source, smtp-sink and this script are not
-            counted.
+            counted.  The progress lines also show the whole machine's
+            busy CPU per message (/proc/stat) and the client's: smtp-source
+            (its rusage) plus smtp-sink (its /proc/PID/stat), which tells
+            whether an MTA makes the load generator work harder.
   peak PSS  the maximum over the run of the sum of Pss (smaps_rollup) of the
             instance's processes, sampled every 100 ms (less often when a
             sample costs more than 5% of that: Postfix at 50 sessions has
@@ -782,11 +785,23 @@ def send(mta, sink, sessions, messages, timeout, errpath, sampler=None):
     target = base + messages
     cmd = source_cmd(mta.port, sessions, messages)
     cpu0 = tree_cpu_seconds(mta.root())
+    sink0 = tree_cpu_seconds(sink.proc.pid)
     busy0 = machine_busy_seconds()
     with open(errpath, "ab") as err:
         t0 = time.monotonic()
         src = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=err, start_new_session=True)
+    source_cpu = [0.0]
+
+    def reaped():
+        # Popen.poll() without losing the child's rusage (its CPU seconds)
+        if src.returncode is None:
+            pid, status, ru = os.wait4(src.pid, os.WNOHANG)
+            if pid == 0:
+                return False
+            src.returncode = os.waitstatus_to_exitcode(status)
+            source_cpu[0] = ru.ru_utime + ru.ru_stime
+        return True
     if sampler is not None:
         sampler.start()
     deadline = t0 + timeout
@@ -794,7 +809,7 @@ def send(mta, sink, sessions, messages, timeout, errpath, sampler=None):
     try:
         while True:
             now = time.monotonic()
-            if t_sent is None and src.poll() is not None:
+            if t_sent is None and reaped():
                 t_sent = now
                 if src.returncode != 0:
                     raise BenchError("%s: exit %d\n%s" % (show_cmd(cmd), src.returncode,
@@ -810,13 +825,14 @@ def send(mta, sink, sessions, messages, timeout, errpath, sampler=None):
                 raise BenchError("timed out after %d s: sink has %d of %d messages, "
                                  "smtp-source %s, %d file(s) in the MTA's queue"
                                  % (timeout, got - base, messages,
-                                    "running" if src.poll() is None else "done",
+                                    "done" if reaped() else "running",
                                     mta.queue_count()))
             time.sleep(0.01)
-        if src.poll() is None:
+        if not reaped():
             try:
-                src.wait(max(1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+                wait_until(reaped, max(1, deadline - time.monotonic()), interval=0.01,
+                           what="smtp-source to exit")
+            except BenchError:
                 raise BenchError("the sink has all messages but smtp-source still runs")
             if src.returncode != 0:
                 raise BenchError("%s: exit %d\n%s" % (show_cmd(cmd), src.returncode,
@@ -829,9 +845,10 @@ def send(mta, sink, sessions, messages, timeout, errpath, sampler=None):
         except BenchError:
             pass
         cpu1 = tree_cpu_seconds(mta.root())
+        sink1 = tree_cpu_seconds(sink.proc.pid)
         busy1 = machine_busy_seconds()
     finally:
-        if src.poll() is None:
+        if not reaped():
             kill_quietly(src.pid)
             src.wait(5)
         if sampler is not None and sampler.is_alive():
@@ -840,7 +857,7 @@ def send(mta, sink, sessions, messages, timeout, errpath, sampler=None):
     received = sink.count() - base
     return {"seconds": t_end - t0, "source_seconds": (t_sent or t_end) - t0,
             "cpu_seconds": cpu1 - cpu0, "machine_busy_seconds": busy1 - busy0,
-            "received": received}
+            "client_cpu_seconds": source_cpu[0] + sink1 - sink0, "received": received}
 
 
 def run_one(kind, sessions, messages, warmup, timeout, top):
@@ -1074,10 +1091,11 @@ def main():
                         print("# %s, %d sessions: ERROR %s" % (side, s, r["error"]),
                               file=sys.stderr, flush=True)
                     else:
-                        print("#   %.2f s, %.0f msg/s, %.3f CPU ms/msg (machine %.3f), "
-                              "peak PSS %.1f MB, lost %d, queue %d"
+                        print("#   %.2f s, %.0f msg/s, %.3f CPU ms/msg (machine %.3f, "
+                              "client %.3f), peak PSS %.1f MB, lost %d, queue %d"
                               % (r["seconds"], r["msg_per_s"], r["cpu_s_per_msg"] * 1000,
                                  r["machine_busy_seconds"] * 1000 / r["messages"],
+                                 r["client_cpu_seconds"] * 1000 / r["messages"],
                                  r["peak_pss_kb"] / 1024.0, r["lost"],
                                  r.get("queue_left_after_stop", -1)),
                               file=sys.stderr, flush=True)
