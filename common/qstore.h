@@ -255,9 +255,11 @@ int qstore_scan(struct qstore *qs, int (*fn)(const char *qid, void *arg),
 int qstore_sweep(struct qstore *qs, char *err, size_t errlen);
 /*
  * qstore_trim - give back the space of files kept for reuse beyond what
- * the next creates need (spool: free/ trimmed to 4096 files; removed
- * small files keep their blocks there).  Safe while the MTA runs (the
- * reinjector's rerun); files removed, or -1 + reason.
+ * the next creates need (spool: free/ trimmed to 4096 files, removed
+ * small files keep their blocks there; in the slot ranges no process
+ * holds, the free slots past a range's first 32 are unlinked).  Safe
+ * while the MTA runs (the reinjector's rerun); files removed, or -1 +
+ * reason.
  */
 int qstore_trim(struct qstore *qs, char *err, size_t errlen);
 /*

@@ -55,7 +55,9 @@
  * blocks), then at the next range held, then holds one more (at most
  * SPOOL_RANGES_MAX); with none to be had, create takes the tmp/ way
  * below.  A process killed while receiving leaves a free header: nothing
- * to sweep.  Messages of the tmp/ way (older versions, or made with
+ * to sweep.  A burst's files stay while their range is held; qstore_trim
+ * (and the sweep) unlinks the free slots past the first window of the
+ * ranges nobody holds.  Messages of the tmp/ way (older versions, or made with
  * ZFARM_SPOOL_SLOTS=0) are read, appended to and removed as before.
  *
  * Reading: a reader opens msg/XX/ID (or the slot) once and reads SPOOL_READ_AHEAD bytes
@@ -2272,6 +2274,70 @@ static DIR *spool_opendir(struct spool *sp, const char *name, char *err, size_t 
  * create).  Safe beside creates: a claim's rename of a name unlinked here
  * fails with ENOENT and takes the next one.
  */
+/*
+ * spool_slot_trim - give back the files of a burst: in every range no
+ * process holds (its flock, taken here meanwhile), the free slots past the
+ * first window (SPOOL_WINDOW) are unlinked; the first window's files stay
+ * for the next holder.  A holder makes a slot's file again when it needs
+ * it (spool_slot_try).  Files removed.
+ */
+static int spool_slot_trim(struct spool *sp)
+{
+	int top = openat(sp->dfd, "slot", O_RDONLY | O_DIRECTORY | O_CLOEXEC), gone = 0;
+	struct dirent *de;
+	DIR *d;
+
+	if (top < 0 || !(d = fdopendir(top))) {
+		if (top >= 0)
+			close(top);
+		return 0;
+	}
+	while ((de = readdir(d))) {
+		char probe[QID_SIZE];
+		struct dirent *se;
+		DIR *rd;
+		int rfd;
+
+		if (strlen(de->d_name) != 3)
+			continue;
+		memcpy(probe, "0000000000000000", QID_SIZE);
+		memcpy(probe + QID_LEN - 5, de->d_name, 3);
+		if (!qid_valid(probe) || !qid_is_slot(probe))
+			continue;
+		rfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (rfd < 0)
+			continue;
+		/* Held (by another process, or by this one through another descriptor). */
+		if (flock(rfd, LOCK_EX | LOCK_NB) < 0 || !(rd = fdopendir(rfd))) {
+			close(rfd);
+			continue;
+		}
+		while ((se = readdir(rd))) {
+			uint8_t hdr[SPOOL_HDR];
+			ssize_t got;
+			int fd;
+
+			if (strlen(se->d_name) != 2)
+				continue;
+			memcpy(probe + QID_LEN - 2, se->d_name, 3);
+			if (!qid_valid(probe) || (qid_tail(probe) & (SPOOL_SLOTS - 1)) < SPOOL_WINDOW)
+				continue;
+			fd = openat(dirfd(rd), se->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+			if (fd < 0)
+				continue;
+			got = pread(fd, hdr, sizeof(hdr), 0);
+			close(fd);
+			if (got < 0 || (got == (ssize_t)sizeof(hdr) && spool_slot_committed(hdr)))
+				continue; /* a message waits in it */
+			if (unlinkat(dirfd(rd), se->d_name, 0) == 0)
+				gone++;
+		}
+		closedir(rd); /* and the lock */
+	}
+	closedir(d);
+	return gone;
+}
+
 static int spool_trim(void *be, char *err, size_t errlen)
 {
 	struct spool *sp = be;
@@ -2293,7 +2359,7 @@ static int spool_trim(void *be, char *err, size_t errlen)
 	/* The names held may be gone now: read free/ again at the next create. */
 	sp->npool = 0;
 	sp->refill_wait = false;
-	return gone;
+	return gone + spool_slot_trim(sp);
 }
 
 /*

@@ -315,13 +315,14 @@ int main(int argc, char **argv)
 				 swept);
 	}
 	if (ri.live) {
-		/* Space kept in free/ after a burst goes back (start: the sweep). */
+		/* Space kept in free/ and slots after a burst goes back (start: the sweep). */
 		int n = qstore_trim(ri.qs, err, sizeof(err));
 
 		if (n < 0)
-			log_warn("cannot trim the queue's free/: %s", err);
+			log_warn("cannot trim the queue's free/ and slots: %s", err);
 		else if (n > 0)
-			log_info("gave back %d file(s) kept for reuse in the queue's free/", n);
+			log_info("gave back %d file(s) kept for reuse in the queue's free/ and slots",
+				 n);
 	}
 	if (qstore_scan(ri.qs, reinject_one, reinject_bad, &ri, err, sizeof(err)) < 0)
 		log_error("queue scan: %s", err);

@@ -2472,6 +2472,56 @@ static void test_slot_ctl_concurrent(void **state)
 		fail_msg("got %zu records, want %d", ctl_load_n(f, qid), PROCS * EACH);
 }
 
+/*
+ * qstore_trim gives back a burst's slot files in a range nobody holds:
+ * the free ones past the first window go, a waiting message's stays; a
+ * range still held is left alone.
+ */
+static void test_slot_trim(void **state)
+{
+	struct fixture *f = *state;
+	char qids[100][QID_SIZE], rr[4], path[64];
+	struct qstore *other;
+	int keep = -1, n;
+
+	for (int i = 0; i < 100; i++)
+		commit_msg(f, 20, 20, qids[i]);
+	slot_range(qids[0], rr);
+	snprintf(path, sizeof(path), "slot/%s", rr);
+	assert_int_equal(dir_count(f, path), 100);
+	for (int i = 0; i < 100; i++) {
+		if (keep < 0 && (qid_tail(qids[i]) & 1023) >= 40) {
+			keep = i; /* waits, past the first window */
+			continue;
+		}
+		assert_int_equal(qstore_remove(f->qs, qids[i], f->err, sizeof(f->err)), 0);
+	}
+	assert_true(keep >= 0);
+	/* Held by f->qs: nothing goes. */
+	other = open_store(f->backend, f->dir, f->err, sizeof(f->err));
+	assert_non_null(other);
+	assert_int_equal(qstore_trim(other, f->err, sizeof(f->err)), 0);
+	assert_int_equal(dir_count(f, path), 100);
+	/* Released: all but the first window and the waiting message. */
+	qstore_close(&f->qs);
+	n = qstore_trim(other, f->err, sizeof(f->err));
+	if (n != 100 - 32 - 1)
+		fail_msg("trim removed %d files, want %d", n, 100 - 32 - 1);
+	assert_int_equal(dir_count(f, path), 33);
+	{
+		int e = 0;
+		struct qstore_reader *r = qstore_read(other, qids[keep], &e, f->err, sizeof(f->err));
+
+		assert_non_null(r);
+		qstore_reader_free(&r);
+	}
+	f->qs = other;
+	/* The range is used again: its files come back as needed. */
+	for (int i = 0; i < 60; i++)
+		commit_msg(f, 20, 20, qids[i]);
+	assert_int_equal(scan_count(f), 61);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2527,6 +2577,7 @@ int main(void)
 	    SLOT(test_slot_ctl_torn),
 	    SLOT(test_slot_ctl_foreign),
 	    SLOT(test_slot_ctl_concurrent),
+	    SLOT(test_slot_trim),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
