@@ -646,23 +646,38 @@ static void farmd_on_control(const Zfarm__FarmControlRequest *req,
 	/* Reply memory must outlive this call until the next one (control.h). */
 	static Zfarm__FarmInfo *infos;
 	static Zfarm__FarmInfo **ptrs;
-	static char **endpoints;
+	static char **endpoints, **waits;
 	static char err[1024];
 	struct farmd *fd = arg;
-	size_t nendpoints = 0, used = 0;
+	size_t nendpoints = 0, used = 0, nwaits = 0, wused = 0;
 
 	reply->ok = true;
 	reply->pid = (uint32_t)getpid();
 	switch (req->op) {
 	case ZFARM__FARM_CONTROL_REQUEST__OP__STATUS:
-		for (size_t i = 0; i < fd->nfarms; i++)
+		for (size_t i = 0; i < fd->nfarms; i++) {
 			nendpoints += farm_def(fd->farms[i])->nlisten;
+			nwaits += farm_def(fd->farms[i])->nstart_after;
+		}
 		infos = xreallocarray(infos, fd->nfarms + 1, sizeof(*infos));
 		ptrs = xreallocarray(ptrs, fd->nfarms + 1, sizeof(*ptrs));
 		endpoints = xreallocarray(endpoints, nendpoints + 1, sizeof(*endpoints));
+		waits = xreallocarray(waits, nwaits + 1, sizeof(*waits));
 		for (size_t i = 0; i < fd->nfarms; i++) {
+			const struct farm_def *d = farm_def(fd->farms[i]);
+
 			farm_info(fd->farms[i], &infos[i], endpoints + used);
-			used += farm_def(fd->farms[i])->nlisten;
+			used += d->nlisten;
+			/* Held back: the once jobs whose first run it still waits for. */
+			infos[i].waiting_for = waits + wused;
+			for (unsigned j = 0; j < d->nstart_after && !farm_started(fd->farms[i]); j++) {
+				const struct farm *o =
+				    farmd_find(fd->farms, fd->nfarms, d->start_after[j]);
+
+				if (o && !farm_first_run_done(o))
+					waits[wused + infos[i].n_waiting_for++] = d->start_after[j];
+			}
+			wused += infos[i].n_waiting_for;
 			ptrs[i] = &infos[i];
 		}
 		reply->n_farms = fd->nfarms;

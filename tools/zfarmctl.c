@@ -73,6 +73,12 @@ static void print_json(const Zfarm__FarmControlReply *r)
 				putchar(',');
 			json_string(f->endpoints[j]);
 		}
+		printf("],\"waiting_for\":[");
+		for (size_t j = 0; j < f->n_waiting_for; j++) {
+			if (j)
+				putchar(',');
+			json_string(f->waiting_for[j]);
+		}
 		printf("]}");
 	}
 	printf("]}\n");
@@ -94,6 +100,16 @@ static void print_table(const Zfarm__FarmControlReply *r)
 		       f->total, f->available, f->busy, f->process_limit, thr,
 		       f->stress ? "yes" : "no", (unsigned long long)f->spawned,
 		       (unsigned long long)f->crashed, (unsigned long long)f->served);
+	}
+	for (size_t i = 0; i < r->n_farms; i++) {
+		const Zfarm__FarmInfo *f = r->farms[i];
+
+		if (!f->n_waiting_for)
+			continue;
+		printf("%s: not started, waits for the first run of", f->name);
+		for (size_t j = 0; j < f->n_waiting_for; j++)
+			printf("%s %s", j ? "," : "", f->waiting_for[j]);
+		putchar('\n');
 	}
 }
 

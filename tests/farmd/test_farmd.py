@@ -930,6 +930,10 @@ class FarmdTest(unittest.TestCase):
             held = self.farm("held")
             self.assertEqual((held["total"], held["spawned"]), (0, 0),
                              "farm held started while the once job runs: %s" % held)
+            self.assertEqual(held["waiting_for"], ["init"])
+            self.assertEqual(self.farm("free")["waiting_for"], [])
+            table = self.fd.ctl("status").stdout
+            self.assertIn("held: not started, waits for the first run of init", table)
             self.assertFalse(os.path.exists(marker))
             r, _, _ = select.select([c.sock], [], [], 0)
             self.assertEqual(r, [], "farm held answered while the once job runs")
@@ -947,6 +951,8 @@ class FarmdTest(unittest.TestCase):
                                 "held child born before the once job finished")
         self.fd.wait_log(r"farms started: held \(after init\); generation 1", 3)
         self.wait_farm("init", total=0, spawned=1)
+        self.assertEqual(self.farm("held")["waiting_for"], [])
+        self.assertNotIn("waits for", self.fd.ctl("status").stdout)
         self.assertNotRegex(self.fd.log(), r"once job failed")
 
     def test_13_max_processtime(self):
