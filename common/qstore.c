@@ -144,13 +144,14 @@ struct qstore_writer *qstore_create(struct qstore *qs, const Zfarm__Envelope *en
 
 	w = xcalloc(1, sizeof(*w));
 	w->qs = qs;
-	qid_generate(w->qid);
-	/* The backend may choose the ID (the spool's slots: qid.h). */
+	/* The backend may choose the ID (the spool's slots: qid.h); else one is made here. */
 	w->wr = qs->ops->create(qs->be, w->qid, errnum, err, errlen);
 	if (!w->wr) {
 		free(w);
 		return NULL;
 	}
+	if (!w->qid[0])
+		qid_generate(w->qid);
 	copy.queue_id = w->qid;
 	copy.arrival_us = (int64_t)qid_time_us(w->qid);
 	len = zfarm__envelope__get_packed_size(&copy);

@@ -276,7 +276,7 @@ struct qstore_ops {
 	void *(*open)(const char *dir, char *err, size_t errlen);
 	void (*close)(void *be);
 	long long (*free_bytes)(void *be);
-	/* create: qid holds a fresh qid_generate() ID; the backend may replace it. */
+	/* create: qid is empty; the backend may set the ID, else qstore makes one (qid_generate). */
 	void *(*create)(void *be, char qid[QID_SIZE], int *errnum, char *err, size_t errlen);
 	int (*write)(void *wr, const void *data, size_t len, int *errnum, char *err,
 		     size_t errlen);

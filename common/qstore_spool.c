@@ -325,6 +325,35 @@ static void spool_msg_path(char out[SPOOL_PATH], const char *qid)
 }
 
 /* spool_slot_name - "slot/RRR" of range r, "slot/RRR/NN" of its slot n (n < 0: the range). */
+/*
+ * spool_name_err - the reason a call on qid's file (path) failed with e:
+ * "no such message" for ENOENT; errno is e again after.
+ */
+static void spool_name_err(const struct spool *sp, const char *qid, const char *path,
+			   const char *what, int e, char *err, size_t errlen)
+{
+	if (e == ENOENT)
+		snprintf(err, errlen, "%s: no such message", qid);
+	else
+		snprintf(err, errlen, "%s/%s: %s%s%s", sp->dir, path, what ? what : "",
+			 what ? ": " : "", strerror(e));
+	errno = e;
+}
+
+/* spool_msg_open - qid's file (msg/XX/ID or its slot) opened with flags; -1 + reason. */
+static int spool_msg_open(const struct spool *sp, const char *qid, int flags, char *err,
+			  size_t errlen)
+{
+	char path[SPOOL_PATH];
+	int fd;
+
+	spool_msg_path(path, qid);
+	fd = openat(sp->dfd, path, flags | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		spool_name_err(sp, qid, path, NULL, errno, err, errlen);
+	return fd;
+}
+
 static void spool_slot_name(char out[SPOOL_PATH], unsigned r, int n)
 {
 	char tail[QID_SIZE];
@@ -1040,17 +1069,8 @@ static int spool_slot_remove(struct spool *sp, const char *qid, char *err, size_
 	int fd, rc = 0;
 
 	spool_msg_path(path, qid);
-	fd = openat(sp->dfd, path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
-		int e = errno;
-
-		if (e == ENOENT)
-			snprintf(err, errlen, "%s: no such message", qid);
-		else
-			snprintf(err, errlen, "%s/%s: %s", sp->dir, path, strerror(e));
-		errno = e;
+	if ((fd = spool_msg_open(sp, qid, O_RDWR, err, errlen)) < 0)
 		return -1;
-	}
 	/* The header alone (no fstat): a message over SPOOL_KEEP_BYTES is emptied. */
 	do
 		got = pread(fd, cur, sizeof(cur), 0);
@@ -1425,24 +1445,18 @@ static void *spool_read(void *be, const char *qid, unsigned flags, int *errnum, 
 {
 	struct spool *sp = be;
 	struct spool_reader *r;
-	char msg[SPOOL_PATH];
 	struct stat st;
 	ssize_t n;
 	int fd;
 
-	spool_msg_path(msg, qid);
 	/* A slot's records are written where they belong, not at the end. */
-	fd = openat(sp->dfd, msg,
-		    (!(flags & QSTORE_APPEND) ? O_RDONLY
-		     : qid_is_slot(qid)	      ? O_RDWR
-					      : O_RDWR | O_APPEND) |
-			O_CLOEXEC);
+	fd = spool_msg_open(sp, qid,
+			    !(flags & QSTORE_APPEND) ? O_RDONLY
+			    : qid_is_slot(qid)	     ? O_RDWR
+						     : O_RDWR | O_APPEND,
+			    err, errlen);
 	if (fd < 0) {
 		spool_errnum(errnum, errno);
-		if (errno == ENOENT)
-			snprintf(err, errlen, "%s: no such message", qid);
-		else
-			snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(errno));
 		return NULL;
 	}
 	r = xcalloc(1, sizeof(*r));
@@ -1749,8 +1763,8 @@ static int spool_frames_make(const uint8_t *data, size_t len, uint64_t idtime, u
 static int spool_slot_ctl(int fd, uint64_t base, uint64_t idtime, uint8_t **data, size_t *len,
 			  uint64_t *end)
 {
-	size_t cap = 4096, got = 0, off;
-	uint8_t *buf = xmalloc(cap);
+	size_t cap = 4096, got = 0, off, olen = 0;
+	uint8_t *buf = xmalloc(cap), *out = data ? xmalloc(cap) : NULL;
 	bool more;
 
 	for (;;) {
@@ -1758,29 +1772,37 @@ static int spool_slot_ctl(int fd, uint64_t base, uint64_t idtime, uint8_t **data
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0) {
-			free(buf);
-			return -1;
-		}
+		if (n < 0)
+			goto fail;
 		got += (size_t)n;
-		off = spool_frames_walk(buf, got, idtime, NULL, NULL, &more);
+		/* Records copied out as they check (room: a record takes less than its frame). */
+		off = spool_frames_walk(buf, got, idtime, out, &olen, &more);
 		if (!more || n == 0)
 			break;
 		if (got == cap) {
 			if (cap >= SPOOL_MAX_CTL) {
-				free(buf);
 				errno = EFBIG;
-				return -1;
+				goto fail;
 			}
 			cap *= 2;
 			buf = xrealloc(buf, cap);
+			if (out)
+				out = xrealloc(out, cap);
 		}
 	}
 	*end = base + off;
-	if (data)
-		spool_frames_out(buf, off, idtime, data, len);
 	free(buf);
+	if (data) {
+		*data = olen ? out : NULL;
+		*len = olen;
+		if (!olen)
+			free(out);
+	}
 	return 0;
+fail:
+	free(buf);
+	free(out);
+	return -1;
 }
 
 /* spool_pwrite_all - all of len bytes at off; -1 with errno (ENOSPC for none). */
@@ -1892,16 +1914,9 @@ static int spool_ctl_append(void *be, const char *qid, const void *data, size_t 
 	int fd, e;
 
 	spool_msg_path(msg, qid);
-	fd = openat(sp->dfd, msg, (qid_is_slot(qid) ? O_RDWR : O_RDWR | O_APPEND) | O_CLOEXEC);
-	if (fd < 0) {
-		e = errno;
-		if (e == ENOENT)
-			snprintf(err, errlen, "%s: no such message", qid);
-		else
-			snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(e));
-		errno = e;
+	fd = spool_msg_open(sp, qid, qid_is_slot(qid) ? O_RDWR : O_RDWR | O_APPEND, err, errlen);
+	if (fd < 0)
 		return -1;
-	}
 	/* Also refuses (most of) an append racing a remove: M is 0 again. */
 	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0)
 		goto fail;
@@ -2022,11 +2037,8 @@ static int spool_ctl_truncate(void *be, const char *qid, size_t ctl_len, char *e
 	int fd, rc = 0;
 
 	spool_msg_path(msg, qid);
-	fd = openat(sp->dfd, msg, O_RDWR | O_CLOEXEC);
-	if (fd < 0) {
-		snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(errno));
+	if ((fd = spool_msg_open(sp, qid, O_RDWR, err, errlen)) < 0)
 		return -1;
-	}
 	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0) {
 		close(fd);
 		return -1;
@@ -2137,13 +2149,7 @@ static int spool_remove(void *be, const char *qid, char *err, size_t errlen)
 	else
 		snprintf(to, sizeof(to), "free/%s", qid);
 	if (renameat(sp->dfd, msg, sp->dfd, to) < 0) {
-		int e = errno;
-
-		if (e == ENOENT)
-			snprintf(err, errlen, "%s: no such message", qid);
-		else
-			snprintf(err, errlen, "%s/%s: rename: %s", sp->dir, msg, strerror(e));
-		errno = e;
+		spool_name_err(sp, qid, msg, "rename", errno, err, errlen);
 		return -1;
 	}
 	/* Ours to reuse at the next create, no directory read needed. */
@@ -2161,10 +2167,7 @@ static int spool_quarantine(void *be, const char *qid, char *err, size_t errlen)
 	spool_msg_path(from, qid);
 	snprintf(to, sizeof(to), "corrupt/%s", qid);
 	if (renameat(sp->dfd, from, sp->dfd, to) < 0) {
-		if (errno == ENOENT)
-			snprintf(err, errlen, "%s: no such message", qid);
-		else
-			snprintf(err, errlen, "%s/%s: rename: %s", sp->dir, from, strerror(errno));
+		spool_name_err(sp, qid, from, "rename", errno, err, errlen);
 		return -1;
 	}
 	if (spool_fsync_dir(sp, "corrupt") < 0) {

@@ -352,6 +352,20 @@ static size_t ctl_load_n(struct fixture *f, const char *qid)
 	return n;
 }
 
+/* read_check_id - qid reads, and its envelope's queue ID and arrival time are want's. */
+static void read_check_id(struct fixture *f, const char *qid, const char *want)
+{
+	struct qstore_reader *r;
+	int e = 0;
+
+	r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
+	if (!r)
+		fail_msg("read %s: %s", qid, f->err);
+	assert_string_equal(qstore_envelope(r)->queue_id, want);
+	assert_int_equal(qstore_envelope(r)->arrival_us, (int64_t)qid_time_us(want));
+	qstore_reader_free(&r);
+}
+
 /* ---- both backends ---- */
 
 static void test_roundtrip(void **state)
@@ -1047,7 +1061,6 @@ static void test_spool_collision(void **state)
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		Zfarm__Envelope env = test_envelope();
 		struct qstore_writer *w;
-		struct qstore_reader *r;
 		char qid[QID_SIZE], want[QID_SIZE], path[256];
 		uint64_t t;
 		int e = 0, rc;
@@ -1078,11 +1091,7 @@ static void test_spool_collision(void **state)
 		if (strcmp(qid, want) != 0)
 			fail_msg("row %zu: got ID %s, want %s", i, qid, want);
 		/* The file name wins over the ID first written in the envelope. */
-		r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
-		assert_non_null(r);
-		assert_string_equal(qstore_envelope(r)->queue_id, want);
-		assert_int_equal(qstore_envelope(r)->arrival_us, (int64_t)qid_time_us(want));
-		qstore_reader_free(&r);
+		read_check_id(f, qid, want);
 	}
 }
 
@@ -1908,11 +1917,9 @@ static void test_slot_layout(void **state)
 {
 	struct fixture *f = *state;
 	char qid[QID_SIZE], rr[4];
-	struct qstore_reader *r;
 	uint8_t hdr[16];
 	char path[256];
 	struct stat st;
-	int e = 0;
 
 	commit_msg(f, 100, 100, qid);
 	if (!qid_is_slot(qid))
@@ -1937,11 +1944,7 @@ static void test_slot_layout(void **state)
 		assert_int_equal(l.n, 1);
 		assert_int_equal(l.bad, 1);
 	}
-	r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
-	assert_non_null(r);
-	assert_string_equal(qstore_envelope(r)->queue_id, qid);
-	assert_int_equal(qstore_envelope(r)->arrival_us, (int64_t)qid_time_us(qid));
-	qstore_reader_free(&r);
+	read_check_id(f, qid, qid);
 }
 
 /*

@@ -128,6 +128,24 @@ signal.pause()
 """
 
 
+class FreePortTest(unittest.TestCase):
+    """farmlib.free_port: a port is handed out once per process, and not to
+    another test process while this one runs (a test wanting a dozen
+    listeners drew one port twice once: farmd refused the config)."""
+
+    def test_free_port_never_twice(self):
+        mine = [free_port() for _ in range(300)]
+        self.assertEqual(len(set(mine)), len(mine))
+        code = ("import sys; sys.path.insert(0, %r); import farmlib; "
+                "print(' '.join(str(farmlib.free_port()) for _ in range(300)))"
+                % os.path.dirname(os.path.abspath(farmlib.__file__)))
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+        theirs = [int(p) for p in out.split()]
+        self.assertEqual(len(theirs), 300)
+        self.assertEqual(set(mine) & set(theirs), set())
+
+
 class FarmdTest(unittest.TestCase):
     """One farmd per test; tearDown stops it (and checks it stops cleanly)."""
 
