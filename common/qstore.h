@@ -236,7 +236,11 @@ int qstore_reader_ctl_append_lazy(struct qstore_reader *r, Zfarm__CtlRecord *con
  * catches a reuse before the envelope was read, not one after.
  */
 int qstore_remove(struct qstore *qs, const char *qid, char *err, size_t errlen);
-/* qstore_quarantine - move message and control record (one file) to corrupt/. */
+/*
+ * qstore_quarantine - move message and control record (one file) to
+ * corrupt/ (a slot's file is copied there and the slot freed: an append
+ * through a reader opened before then fails with ENOENT).
+ */
 int qstore_quarantine(struct qstore *qs, const char *qid, char *err, size_t errlen);
 /*
  * qstore_scan - call fn for every committed queue ID, oldest first (IDs

@@ -60,6 +60,18 @@
  * ranges nobody holds.  Messages of the tmp/ way (older versions, or made with
  * ZFARM_SPOOL_SLOTS=0) are read, appended to and removed as before.
  *
+ * Slot files stay open: the holder of a range keeps the descriptors of
+ * its first SPOOL_RANGE_KEPT slots (nobody else unlinks or renames a file
+ * of a range that is held: a slot's quarantine copies the file, then
+ * frees the slot), and every process keeps those of the slots it read,
+ * remove included (spool_kept_take: up to SPOOL_KEPT_MAX, a quarter of
+ * its open file limit), so a message costs no open and close in the
+ * router, the scheduler and the transports.  A kept descriptor is used
+ * only while its header still shows the ID looked up: the file may have
+ * been unlinked (qstore_trim) and made again for a new message since.
+ * An append through a reader checks the header under the file's flock,
+ * which a remove takes too, so it never lands in a slot freed since.
+ *
  * Reading: a reader opens msg/XX/ID (or the slot) once and reads SPOOL_READ_AHEAD bytes
  * from the start with one pread.  For a small message that is the whole
  * file (the short read says where it ends, no fstat needed): header,
@@ -110,6 +122,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/statvfs.h>
@@ -156,6 +169,14 @@ extern const struct qstore_ops qstore_spool_ops;
 #define SPOOL_RANGES_MAX 16
 #define SPOOL_PROBES	 8
 #define SPOOL_WINDOW	 32 /* a range's first window (see struct spool_range) */
+/*
+ * Slot files kept open: a writer keeps the descriptors of its ranges'
+ * first SPOOL_RANGE_KEPT slots, every process up to SPOOL_KEPT_MAX of the
+ * slots it read, at most a quarter of its open file limit (see
+ * spool_kept_take).
+ */
+#define SPOOL_RANGE_KEPT 64
+#define SPOOL_KEPT_MAX	 1024
 #define SPOOL_SLOT_MAGIC "ZSL1" /* a committed slot */
 #define SPOOL_SLOT_FREE	 "ZSL0" /* being received or removed */
 /* After a refill that found nothing, wait this long or this many creates. */
@@ -177,6 +198,12 @@ struct spool_range {
 	unsigned window;
 	/* Slots of writers of ours not committed yet (look free on disk). */
 	_Atomic uint32_t busy[SPOOL_SLOTS / 32];
+	/*
+	 * The open files of slots 0..SPOOL_RANGE_KEPT-1 (-1: not open yet),
+	 * used by the slot's writer only (its busy bit): nobody else unlinks
+	 * a file of a range this process holds (spool_slot_trim).
+	 */
+	int kept[SPOOL_RANGE_KEPT];
 };
 
 struct spool {
@@ -215,6 +242,16 @@ struct spool {
 	/* fsync of a file makes its new names durable too (spool_fs_syncs_names). */
 	bool fsync_names;
 	/*
+	 * Slot files this process read, kept open (spool_kept_take): the
+	 * slot number + 1 (0: empty) and the descriptor, one place per
+	 * slot number modulo SPOOL_KEPT.  A descriptor here is nobody's; a
+	 * reader takes it out and puts it back when done.
+	 */
+	pthread_mutex_t kept_lock;
+	unsigned kept_bits; /* 1 << kept_bits places (0: none kept) */
+	uint32_t *kept_slot;
+	int *kept_fd;
+	/*
 	 * Size of each msg/XX when this process last made it durable.  On
 	 * ext4 without a journal the fsync of a file writes the directory
 	 * block its new name went into, not the directory's inode: a
@@ -236,7 +273,9 @@ struct spool_writer {
 };
 
 struct spool_reader {
+	struct spool *sp;
 	int fd;
+	bool keep;    /* fd goes back to sp's kept ones (spool_msg_done) */
 	bool append;  /* opened for appending control records (QSTORE_APPEND) */
 	uint64_t len; /* M: the message ends at SPOOL_HDR + len */
 	/* The file's size at open, plus what this reader appended since. */
@@ -324,7 +363,6 @@ static void spool_msg_path(char out[SPOOL_PATH], const char *qid)
 		spool_path(out, "msg", qid);
 }
 
-/* spool_slot_name - "slot/RRR" of range r, "slot/RRR/NN" of its slot n (n < 0: the range). */
 /*
  * spool_name_err - the reason a call on qid's file (path) failed with e:
  * "no such message" for ENOENT; errno is e again after.
@@ -354,6 +392,125 @@ static int spool_msg_open(const struct spool *sp, const char *qid, int flags, ch
 	return fd;
 }
 
+/* spool_slot_committed - hdr (SPOOL_HDR bytes) is a committed slot's: its M, else 0. */
+static uint64_t spool_slot_committed(const uint8_t *hdr)
+{
+	return memcmp(hdr, SPOOL_SLOT_MAGIC, 4) == 0 ? spool_get_be32(hdr + 12) : 0;
+}
+
+/*
+ * spool_kept_place - where the slot of qid is kept, and its key (the slot
+ * number + 1).  Slots are used from the start of their range, so the
+ * range's number goes in bit-reversed: the first slots of ranges 0, 1,
+ * 2, 3 go to places 0, half, a quarter, three quarters.
+ */
+static size_t spool_kept_place(const struct spool *sp, const char *qid, uint32_t *key)
+{
+	uint32_t slot = qid_tail(qid) & ~QID_SLOT_FLAG, r = slot >> 10, rev = 0;
+
+	*key = slot + 1;
+	for (unsigned b = 0; b < sp->kept_bits; b++)
+		rev |= (r >> b & 1u) << (sp->kept_bits - 1 - b);
+	return (slot ^ rev) & ((1u << sp->kept_bits) - 1);
+}
+
+/*
+ * spool_kept_take - a descriptor of the slot of qid that this process
+ * kept (spool_kept_put), if its header still shows qid: a file can be
+ * unlinked while kept (qstore_trim, in a range no process held) and its
+ * name given to a new file since.  -1: none (the caller opens the name).
+ */
+static int spool_kept_take(struct spool *sp, const char *qid)
+{
+	uint32_t key;
+	size_t i = spool_kept_place(sp, qid, &key);
+	uint8_t hdr[SPOOL_HDR];
+	ssize_t n;
+	int fd = -1;
+
+	pthread_mutex_lock(&sp->kept_lock);
+	if (sp->kept_slot[i] == key) {
+		fd = sp->kept_fd[i];
+		sp->kept_slot[i] = 0;
+		sp->kept_fd[i] = -1;
+	}
+	pthread_mutex_unlock(&sp->kept_lock);
+	if (fd < 0)
+		return -1;
+	do
+		n = pread(fd, hdr, sizeof(hdr), 0);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(hdr) || !spool_slot_committed(hdr) ||
+	    spool_get_be64(hdr + 4) != qid_time_us(qid)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* spool_kept_put - keep fd, qid's slot file opened read-write, for the next user of the slot. */
+static void spool_kept_put(struct spool *sp, const char *qid, int fd)
+{
+	uint32_t key;
+	size_t i = spool_kept_place(sp, qid, &key);
+	int old;
+
+	pthread_mutex_lock(&sp->kept_lock);
+	if (sp->kept_slot[i] == key) {
+		old = fd; /* one is enough */
+	} else {
+		old = sp->kept_fd[i];
+		sp->kept_slot[i] = key;
+		sp->kept_fd[i] = fd;
+	}
+	pthread_mutex_unlock(&sp->kept_lock);
+	if (old >= 0)
+		close(old);
+}
+
+/*
+ * spool_msg_get - qid's file open for flags, the way spool_msg_open does,
+ * except that a slot's file comes from (and *keep says: goes back to,
+ * spool_msg_done) the descriptors this process keeps: router, scheduler
+ * and transports open the same few slot files over and over.  A kept
+ * one is read-write whatever flags ask (a slot is never O_APPEND).
+ */
+static int spool_msg_get(struct spool *sp, const char *qid, int flags, bool *keep, char *err,
+			 size_t errlen)
+{
+	int fd;
+
+	*keep = false;
+	if (!qid_is_slot(qid) || !sp->kept_bits)
+		return spool_msg_open(sp, qid, flags, err, errlen);
+	if ((fd = spool_kept_take(sp, qid)) >= 0) {
+		*keep = true;
+		return fd;
+	}
+	fd = spool_msg_open(sp, qid, O_RDWR, err, errlen);
+	if (fd >= 0) {
+		*keep = true;
+		return fd;
+	}
+	/* Allowed to read only (a tool of another user): not kept. */
+	if ((flags & O_ACCMODE) == O_RDONLY && (errno == EACCES || errno == EROFS))
+		return spool_msg_open(sp, qid, flags, err, errlen);
+	return -1;
+}
+
+/* spool_msg_done - the end of a use of spool_msg_get's fd. */
+static void spool_msg_done(struct spool *sp, const char *qid, int fd, bool keep)
+{
+	int e = errno;
+
+	if (keep)
+		spool_kept_put(sp, qid, fd);
+	else
+		close(fd);
+	errno = e;
+}
+
+/* spool_slot_name - "slot/RRR" of range r, "slot/RRR/NN" of its slot n (n < 0: the range). */
 static void spool_slot_name(char out[SPOOL_PATH], unsigned r, int n)
 {
 	char tail[QID_SIZE];
@@ -364,12 +521,6 @@ static void spool_slot_name(char out[SPOOL_PATH], unsigned r, int n)
 		snprintf(out, SPOOL_PATH, "slot/%.3s", tail + QID_LEN - 5);
 	else
 		snprintf(out, SPOOL_PATH, "slot/%.3s/%.2s", tail + QID_LEN - 5, tail + QID_LEN - 2);
-}
-
-/* spool_slot_committed - hdr (SPOOL_HDR bytes) is a committed slot's: its M, else 0. */
-static uint64_t spool_slot_committed(const uint8_t *hdr)
-{
-	return memcmp(hdr, SPOOL_SLOT_MAGIC, 4) == 0 ? spool_get_be32(hdr + 12) : 0;
 }
 
 /* spool_tmp_name - a fresh name under tmp/: unique per process and call. */
@@ -613,6 +764,7 @@ static bool spool_fs_syncs_names(int dfd)
 static void *spool_open(const char *dir, char *err, size_t errlen)
 {
 	struct spool *sp;
+	struct rlimit rl;
 	int dfd;
 
 	if (!dir || !*dir) {
@@ -648,6 +800,16 @@ static void *spool_open(const char *dir, char *err, size_t errlen)
 	sp->dir = xstrdup(dir);
 	pthread_mutex_init(&sp->ds_lock, NULL);
 	pthread_cond_init(&sp->ds_done, NULL);
+	pthread_mutex_init(&sp->kept_lock, NULL);
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		while (sp->kept_bits < 16 && (1u << (sp->kept_bits + 1)) <= SPOOL_KEPT_MAX &&
+		       (rl.rlim_cur == RLIM_INFINITY ||
+			(rlim_t)1 << (sp->kept_bits + 3) <= rl.rlim_cur))
+			sp->kept_bits++;
+	sp->kept_slot = xcalloc((size_t)1 << sp->kept_bits, sizeof(*sp->kept_slot));
+	sp->kept_fd = xmalloc(((size_t)1 << sp->kept_bits) * sizeof(*sp->kept_fd));
+	for (size_t i = 0; i < (size_t)1 << sp->kept_bits; i++)
+		sp->kept_fd[i] = -1;
 	/* ZFARM_SPOOL_DIRSYNC=1: the directory fsync per link everywhere. */
 	/* ZFARM_SPOOL_SLOTS=0: new messages the tmp/ way (tests of it). */
 	sp->slots = !(getenv("ZFARM_SPOOL_SLOTS") && strcmp(getenv("ZFARM_SPOOL_SLOTS"), "0") == 0);
@@ -661,9 +823,19 @@ static void spool_close(void *be)
 {
 	struct spool *sp = be;
 
-	for (size_t i = 0; i < sp->nranges; i++)
+	for (size_t i = 0; i < sp->nranges; i++) {
 		close(sp->ranges[i].fd); /* and its flock: another process may take it */
+		for (size_t k = 0; k < SPOOL_RANGE_KEPT; k++)
+			if (sp->ranges[i].kept[k] >= 0)
+				close(sp->ranges[i].kept[k]);
+	}
+	for (size_t i = 0; i < (size_t)1 << sp->kept_bits; i++)
+		if (sp->kept_fd[i] >= 0)
+			close(sp->kept_fd[i]);
+	free(sp->kept_slot);
+	free(sp->kept_fd);
 	close(sp->dfd);
+	pthread_mutex_destroy(&sp->kept_lock);
 	pthread_mutex_destroy(&sp->ds_lock);
 	pthread_cond_destroy(&sp->ds_done);
 	free(sp->dir);
@@ -879,6 +1051,8 @@ static struct spool_range *spool_range_adopt(struct spool *sp)
 			continue;
 		}
 		memset(rg, 0, sizeof(*rg));
+		for (size_t k = 0; k < SPOOL_RANGE_KEPT; k++)
+			rg->kept[k] = -1;
 		rg->fd = fd;
 		rg->r = sp->range_next++;
 		rg->window = SPOOL_WINDOW;
@@ -919,19 +1093,25 @@ static int spool_slot_try(struct spool *sp, struct spool_range *rg, unsigned n,
 	if (spool_slot_busy(rg, n))
 		return -1;
 	spool_slot_name(w->tmp, rg->r, (int)n);
-	fd = openat(sp->dfd, w->tmp, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT) {
-		fd = openat(sp->dfd, w->tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-			    0600);
-		created = fd >= 0;
+	fd = n < SPOOL_RANGE_KEPT ? rg->kept[n] : -1;
+	if (fd < 0) {
+		fd = openat(sp->dfd, w->tmp, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 && errno == ENOENT) {
+			fd = openat(sp->dfd, w->tmp,
+				    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+			created = fd >= 0;
+		}
+		if (fd < 0)
+			return -1;
+		if (n < SPOOL_RANGE_KEPT)
+			rg->kept[n] = fd;
 	}
-	if (fd < 0)
-		return -1;
 	do
 		got = pread(fd, hdr, sizeof(hdr), 0);
 	while (got < 0 && errno == EINTR);
 	if (got < 0 || (got == (ssize_t)sizeof(hdr) && spool_slot_committed(hdr))) {
-		close(fd);
+		if (n >= SPOOL_RANGE_KEPT)
+			close(fd);
 		return -1;
 	}
 	spool_slot_set_busy(rg, n, true);
@@ -980,10 +1160,10 @@ static int spool_slot_claim(struct spool *sp, struct spool_writer *w, char qid[Q
 	}
 }
 
-/* spool_slot_release - a slot writer is done: close, no longer busy. */
+/* spool_slot_release - a slot writer is done: close (unless kept), no longer busy. */
 static void spool_slot_release(struct spool_writer *w)
 {
-	if (w->fd >= 0)
+	if (w->fd >= 0 && w->slot >= SPOOL_RANGE_KEPT)
 		close(w->fd);
 	w->fd = -1;
 	spool_slot_set_busy(w->range, w->slot, false);
@@ -1055,22 +1235,37 @@ fail:
 	return -1;
 }
 
+/* spool_flock - flock(fd, op), again after a signal. */
+static int spool_flock(int fd, int op)
+{
+	int rc;
+
+	do
+		rc = flock(fd, op);
+	while (rc < 0 && errno == EINTR);
+	return rc;
+}
+
 /*
- * spool_slot_remove - the slot is free again: its header says so (a
- * message over SPOOL_KEEP_BYTES is cut instead, giving its space back: an
- * empty file is a free slot).  No fsync, as for the other files.
+ * spool_slot_free - the slot of qid (its file open as fd) is free again:
+ * its header says so (a message over SPOOL_KEEP_BYTES is cut instead,
+ * giving its space back: an empty file is a free slot).  No fsync, as for
+ * the other files.  ENOENT: the slot does not hold qid.
  */
-static int spool_slot_remove(struct spool *sp, const char *qid, char *err, size_t errlen)
+static int spool_slot_free(struct spool *sp, const char *qid, int fd, char *err, size_t errlen)
 {
 	uint8_t hdr[SPOOL_HDR] = SPOOL_SLOT_FREE, cur[SPOOL_HDR];
 	char path[SPOOL_PATH];
 	uint64_t len;
 	ssize_t got;
-	int fd, rc = 0;
+	int rc = 0, e;
 
 	spool_msg_path(path, qid);
-	if ((fd = spool_msg_open(sp, qid, O_RDWR, err, errlen)) < 0)
+	/* Not while an append is under way (spool_slot_append). */
+	if (spool_flock(fd, LOCK_EX) < 0) {
+		snprintf(err, errlen, "%s/%s: flock: %s", sp->dir, path, strerror(errno));
 		return -1;
+	}
 	/* The header alone (no fstat): a message over SPOOL_KEEP_BYTES is emptied. */
 	do
 		got = pread(fd, cur, sizeof(cur), 0);
@@ -1088,7 +1283,21 @@ static int spool_slot_remove(struct spool *sp, const char *qid, char *err, size_
 		snprintf(err, errlen, "%s/%s: %s", sp->dir, path, strerror(errno));
 		rc = -1;
 	}
-	close(fd);
+	e = errno;
+	spool_flock(fd, LOCK_UN);
+	errno = e;
+	return rc;
+}
+
+static int spool_slot_remove(struct spool *sp, const char *qid, char *err, size_t errlen)
+{
+	bool keep;
+	int fd, rc;
+
+	if ((fd = spool_msg_get(sp, qid, O_RDWR, &keep, err, errlen)) < 0)
+		return -1;
+	rc = spool_slot_free(sp, qid, fd, err, errlen);
+	spool_msg_done(sp, qid, fd, keep);
 	return rc;
 }
 
@@ -1428,7 +1637,7 @@ static void spool_read_close(void *rd)
 {
 	struct spool_reader *r = rd;
 
-	close(r->fd);
+	spool_msg_done(r->sp, r->qid, r->fd, r->keep);
 	free(r->head);
 	free(r);
 }
@@ -1447,20 +1656,23 @@ static void *spool_read(void *be, const char *qid, unsigned flags, int *errnum, 
 	struct spool_reader *r;
 	struct stat st;
 	ssize_t n;
+	bool keep;
 	int fd;
 
 	/* A slot's records are written where they belong, not at the end. */
-	fd = spool_msg_open(sp, qid,
-			    !(flags & QSTORE_APPEND) ? O_RDONLY
-			    : qid_is_slot(qid)	     ? O_RDWR
-						     : O_RDWR | O_APPEND,
-			    err, errlen);
+	fd = spool_msg_get(sp, qid,
+			   !(flags & QSTORE_APPEND) ? O_RDONLY
+			   : qid_is_slot(qid)	    ? O_RDWR
+						    : O_RDWR | O_APPEND,
+			   &keep, err, errlen);
 	if (fd < 0) {
 		spool_errnum(errnum, errno);
 		return NULL;
 	}
 	r = xcalloc(1, sizeof(*r));
+	r->sp = sp;
 	r->fd = fd;
+	r->keep = keep;
 	r->append = (flags & QSTORE_APPEND) != 0;
 	r->slot = qid_is_slot(qid);
 	r->idtime = r->slot ? qid_time_us(qid) : 0;
@@ -1825,22 +2037,38 @@ static int spool_pwrite_all(int fd, const uint8_t *p, size_t len, uint64_t off)
 	return 0;
 }
 
-/* spool_flock - flock(fd, op), again after a signal. */
-static int spool_flock(int fd, int op)
-{
-	int rc;
-
-	do
-		rc = flock(fd, op);
-	while (rc < 0 && errno == EINTR);
-	return rc;
-}
-
 /*
  * spool_slot_append - records (qstore.c's framing) appended to the slot
  * message open at fd (M mlen, ID time idtime) after its last frame that
  * checks, under an flock of the file; fdatasync if sync.  A failed append
  * has its first frame spoiled again.  -1 with errno.
+ */
+/*
+ * spool_slot_holds - the slot file fd still holds the message of that
+ * time and length (a reader's append comes after a remove or quarantine
+ * in another process: freed, maybe a new message's already).  false with
+ * errno 0 when it does not, else that of the read.
+ */
+static bool spool_slot_holds(int fd, uint64_t mlen, uint64_t idtime)
+{
+	uint8_t hdr[SPOOL_HDR];
+	ssize_t n;
+
+	do
+		n = pread(fd, hdr, sizeof(hdr), 0);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return false;
+	errno = 0;
+	return n == (ssize_t)sizeof(hdr) && spool_slot_committed(hdr) == mlen &&
+	       spool_get_be64(hdr + 4) == idtime;
+}
+
+/*
+ * spool_slot_append - frames for data after the slot message's last
+ * frame that checks, under the file's flock, which spool_slot_free takes
+ * too: an append never lands in a slot freed (and maybe used again) since
+ * the caller opened it.
  */
 static int spool_slot_append(int fd, uint64_t mlen, uint64_t idtime, const void *data, size_t len,
 			     bool sync)
@@ -1859,7 +2087,9 @@ static int spool_slot_append(int fd, uint64_t mlen, uint64_t idtime, const void 
 		errno = e;
 		return -1;
 	}
-	if (spool_slot_ctl(fd, SPOOL_HDR + mlen, idtime, NULL, NULL, &at) < 0) {
+	if (!spool_slot_holds(fd, mlen, idtime)) {
+		e = errno ? errno : ENOENT;
+	} else if (spool_slot_ctl(fd, SPOOL_HDR + mlen, idtime, NULL, NULL, &at) < 0) {
 		e = errno;
 	} else if (spool_pwrite_all(fd, frames, flen, at) < 0 || (sync && fdatasync(fd) < 0)) {
 		e = errno;
@@ -1911,10 +2141,12 @@ static int spool_ctl_append(void *be, const char *qid, const void *data, size_t 
 	struct spool *sp = be;
 	char msg[SPOOL_PATH];
 	uint64_t mlen, size;
-	int fd, e;
+	bool keep;
+	int fd;
 
 	spool_msg_path(msg, qid);
-	fd = spool_msg_open(sp, qid, qid_is_slot(qid) ? O_RDWR : O_RDWR | O_APPEND, err, errlen);
+	fd = spool_msg_get(sp, qid, qid_is_slot(qid) ? O_RDWR : O_RDWR | O_APPEND, &keep, err,
+			   errlen);
 	if (fd < 0)
 		return -1;
 	/* Also refuses (most of) an append racing a remove: M is 0 again. */
@@ -1925,12 +2157,10 @@ static int spool_ctl_append(void *be, const char *qid, const void *data, size_t 
 		snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(errno));
 		goto fail;
 	}
-	close(fd);
+	spool_msg_done(sp, qid, fd, keep);
 	return 0;
 fail:
-	e = errno;
-	close(fd);
-	errno = e;
+	spool_msg_done(sp, qid, fd, keep);
 	return -1;
 }
 
@@ -2063,22 +2293,19 @@ static int spool_ctl_read(void *be, const char *qid, uint8_t **data, size_t *len
 	struct spool *sp = be;
 	char msg[SPOOL_PATH];
 	uint64_t mlen, size, end;
+	bool keep;
 	int fd;
 
 	*data = NULL;
 	*len = 0;
 	spool_msg_path(msg, qid);
-	fd = openat(sp->dfd, msg, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return 0;
-		snprintf(err, errlen, "%s/%s: %s", sp->dir, msg, strerror(errno));
-		return -1;
-	}
+	fd = spool_msg_get(sp, qid, O_RDONLY, &keep, err, errlen);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -1;
 	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0) {
 		int e = errno;
 
-		close(fd);
+		spool_msg_done(sp, qid, fd, keep);
 		/* Its file or slot holds another message now: this one is gone. */
 		return e == ENOENT ? 0 : -1;
 	}
@@ -2090,10 +2317,10 @@ static int spool_ctl_read(void *be, const char *qid, uint8_t **data, size_t *len
 				 SPOOL_MAX_CTL);
 		else
 			snprintf(err, errlen, "%s/%s: read: %s", sp->dir, msg, strerror(errno));
-		close(fd);
+		spool_msg_done(sp, qid, fd, keep);
 		return -1;
 	}
-	close(fd);
+	spool_msg_done(sp, qid, fd, keep);
 	return 0;
 }
 
@@ -2158,14 +2385,70 @@ static int spool_remove(void *be, const char *qid, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * spool_slot_quarantine - a copy of the slot's file into corrupt/ID (made
+ * durable), then the slot is freed.  The file itself stays where it is:
+ * the range's holder and readers keep it open (spool_kept_take).
+ */
+static int spool_slot_quarantine(struct spool *sp, const char *qid, const char *to, char *err,
+				 size_t errlen)
+{
+	uint8_t buf[16384];
+	char from[SPOOL_PATH];
+	uint64_t mlen, size, off = 0;
+	bool keep;
+	int fd, out = -1, rc = -1;
+
+	spool_msg_path(from, qid);
+	if ((fd = spool_msg_get(sp, qid, O_RDWR, &keep, err, errlen)) < 0)
+		return -1;
+	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0)
+		goto done;
+	/* A copy a crash left before the slot was freed is made again. */
+	out = openat(sp->dfd, to, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (out < 0) {
+		snprintf(err, errlen, "%s/%s: %s", sp->dir, to, strerror(errno));
+		goto done;
+	}
+	while (off < size) {
+		ssize_t n = pread(fd, buf, sizeof(buf), (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break; /* cut meanwhile: what there was */
+		if (spool_pwrite_all(out, buf, (size_t)n, off) < 0) {
+			snprintf(err, errlen, "%s/%s: write: %s", sp->dir, to, strerror(errno));
+			goto fail;
+		}
+		off += (uint64_t)n;
+	}
+	if (fsync(out) < 0 || spool_fsync_dir(sp, "corrupt") < 0) {
+		snprintf(err, errlen, "%s/%s: fsync: %s", sp->dir, to, strerror(errno));
+		goto fail;
+	}
+	if (spool_slot_free(sp, qid, fd, err, errlen) < 0)
+		goto fail;
+	rc = 0;
+	goto done;
+fail:
+	unlinkat(sp->dfd, to, 0);
+done:
+	if (out >= 0)
+		close(out);
+	spool_msg_done(sp, qid, fd, keep);
+	return rc;
+}
+
 static int spool_quarantine(void *be, const char *qid, char *err, size_t errlen)
 {
 	struct spool *sp = be;
 	char from[SPOOL_PATH], to[SPOOL_PATH];
 
-	/* A slot's file goes too: the slot's holder makes a new one when it is next used. */
 	spool_msg_path(from, qid);
 	snprintf(to, sizeof(to), "corrupt/%s", qid);
+	if (qid_is_slot(qid))
+		return spool_slot_quarantine(sp, qid, to, err, errlen);
 	if (renameat(sp->dfd, from, sp->dfd, to) < 0) {
 		spool_name_err(sp, qid, from, "rename", errno, err, errlen);
 		return -1;
