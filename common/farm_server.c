@@ -50,6 +50,7 @@ struct farm_server {
 	struct farm_listener listeners[FARM_SERVER_MAX_LISTENERS];
 	unsigned nlisteners;
 	bool listening; /* listener events enabled */
+	bool full;	/* TAKEN: at client_limit, not below the resume mark since */
 
 	/* Limits. */
 	unsigned client_limit;
@@ -500,9 +501,19 @@ static void farm_server_update(struct farm_server *srv)
 		farm_server_start_drain(srv, "max_requests reached");
 		return;
 	}
+	/*
+	 * Full at client_limit, and again taking clients only below the
+	 * resume mark (client_limit less an eighth): a process whose load
+	 * hovers at its limit would otherwise turn its listeners off and on
+	 * and report to farmd at every session that starts or ends.
+	 */
+	if (srv->sessions >= srv->client_limit)
+		srv->full = true;
+	else if (srv->sessions < srv->client_limit - srv->client_limit / 8)
+		srv->full = false;
 	if (srv->draining)
 		state = ZFARM__FARM_STATUS__STATE__EXITING;
-	else if (srv->sessions >= srv->client_limit)
+	else if (srv->full)
 		state = ZFARM__FARM_STATUS__STATE__TAKEN;
 	else
 		state = ZFARM__FARM_STATUS__STATE__AVAILABLE;

@@ -303,6 +303,32 @@ class FarmdTest(unittest.TestCase):
         self.assertRegex(self.fd.log(), r"farm echo: retiring idle pid \d+")
         self.assertEqual(ask_once(port, "still here"), "still here")
 
+    def test_02c_full_until_resume_mark(self):
+        # A child full at client_limit (16) takes clients again only below
+        # its resume mark (16 - 16/8 = 14): a load hovering at the limit
+        # does not turn its listeners off and on (and report) per session.
+        port = free_port()
+        self.fd.write_config([echo_farm("echo", port, process_limit=1, process_min_avail=1,
+                                        client_limit=16)])
+        self.fd.start()
+        self.wait_farm("echo", total=1, available=1)
+        clients = [Client(port) for _ in range(16)]
+        try:
+            self.assertEqual(len({self.echo_pid(c) for c in clients}), 1)
+            self.wait_farm("echo", total=1, available=0)
+            for n in (1, 2):
+                clients.pop().close()
+                # served counts ended sessions: the child saw the close
+                # (a change of state would have gone out with it).
+                self.wait_farm("echo", timeout=5, served=n, available=0)
+            clients.pop().close()  # 13 < 14
+            self.wait_farm("echo", timeout=5, served=3, available=1)
+            clients.append(Client(port))
+            self.echo_pid(clients[-1])
+        finally:
+            for c in clients:
+                c.close()
+
     # ------------------------------------------------------------------
     # 3. at process_limit connections wait; one warning per interval
     # ------------------------------------------------------------------
