@@ -61,12 +61,12 @@
  * ZFARM_SPOOL_SLOTS=0) are read, appended to and removed as before.
  *
  * Slot files stay open: the holder of a range keeps the descriptors of
- * its first SPOOL_RANGE_KEPT slots (nobody else unlinks or renames a file
- * of a range that is held: a slot's quarantine copies the file, then
- * frees the slot), and every process keeps those of the slots it read,
- * remove included (spool_kept_take: up to SPOOL_KEPT_MAX, a quarter of
- * its open file limit), so a message costs no open and close in the
- * router, the scheduler and the transports.  A kept descriptor is used
+ * the slots it writes (nobody else unlinks or renames a file of a range
+ * that is held: a slot's quarantine copies the file, then frees the
+ * slot), and every process keeps those of the slots it read, remove
+ * included (spool_kept_take); up to SPOOL_KEPT_MAX of each, at most an
+ * eighth of the open file limit, so a message costs no open and close in
+ * the smtpserver, the router, the scheduler and the transports.  A kept descriptor is used
  * only while its header still shows the ID looked up: the file may have
  * been unlinked (qstore_trim) and made again for a new message since.
  * An append through a reader checks the header under the file's flock,
@@ -170,13 +170,11 @@ extern const struct qstore_ops qstore_spool_ops;
 #define SPOOL_PROBES	 8
 #define SPOOL_WINDOW	 32 /* a range's first window (see struct spool_range) */
 /*
- * Slot files kept open: a writer keeps the descriptors of its ranges'
- * first SPOOL_RANGE_KEPT slots, every process up to SPOOL_KEPT_MAX of the
- * slots it read, at most a quarter of its open file limit (see
- * spool_kept_take).
+ * Slot files kept open: a writer keeps the descriptors of the slots it
+ * writes, every process those of the slots it read (spool_kept_take); up
+ * to SPOOL_KEPT_MAX of each, at most an eighth of the open file limit.
  */
-#define SPOOL_RANGE_KEPT 64
-#define SPOOL_KEPT_MAX	 1024
+#define SPOOL_KEPT_MAX 1024
 #define SPOOL_SLOT_MAGIC "ZSL1" /* a committed slot */
 #define SPOOL_SLOT_FREE	 "ZSL0" /* being received or removed */
 /* After a refill that found nothing, wait this long or this many creates. */
@@ -199,11 +197,11 @@ struct spool_range {
 	/* Slots of writers of ours not committed yet (look free on disk). */
 	_Atomic uint32_t busy[SPOOL_SLOTS / 32];
 	/*
-	 * The open files of slots 0..SPOOL_RANGE_KEPT-1 (-1: not open yet),
-	 * used by the slot's writer only (its busy bit): nobody else unlinks
-	 * a file of a range this process holds (spool_slot_trim).
+	 * The open files of its slots (-1: not kept), used by the slot's
+	 * writer only (its busy bit): nobody else unlinks a file of a range
+	 * this process holds (spool_slot_trim).
 	 */
-	int kept[SPOOL_RANGE_KEPT];
+	int kept[SPOOL_SLOTS];
 };
 
 struct spool {
@@ -249,6 +247,7 @@ struct spool {
 	 */
 	pthread_mutex_t kept_lock;
 	unsigned kept_bits; /* 1 << kept_bits places (0: none kept) */
+	unsigned writer_kept; /* descriptors in ranges[].kept (at most 1 << kept_bits) */
 	uint32_t *kept_slot;
 	int *kept_fd;
 	/*
@@ -804,7 +803,7 @@ static void *spool_open(const char *dir, char *err, size_t errlen)
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
 		while (sp->kept_bits < 16 && (1u << (sp->kept_bits + 1)) <= SPOOL_KEPT_MAX &&
 		       (rl.rlim_cur == RLIM_INFINITY ||
-			(rlim_t)1 << (sp->kept_bits + 3) <= rl.rlim_cur))
+			(rlim_t)1 << (sp->kept_bits + 4) <= rl.rlim_cur))
 			sp->kept_bits++;
 	sp->kept_slot = xcalloc((size_t)1 << sp->kept_bits, sizeof(*sp->kept_slot));
 	sp->kept_fd = xmalloc(((size_t)1 << sp->kept_bits) * sizeof(*sp->kept_fd));
@@ -825,7 +824,7 @@ static void spool_close(void *be)
 
 	for (size_t i = 0; i < sp->nranges; i++) {
 		close(sp->ranges[i].fd); /* and its flock: another process may take it */
-		for (size_t k = 0; k < SPOOL_RANGE_KEPT; k++)
+		for (size_t k = 0; k < SPOOL_SLOTS; k++)
 			if (sp->ranges[i].kept[k] >= 0)
 				close(sp->ranges[i].kept[k]);
 	}
@@ -1051,7 +1050,7 @@ static struct spool_range *spool_range_adopt(struct spool *sp)
 			continue;
 		}
 		memset(rg, 0, sizeof(*rg));
-		for (size_t k = 0; k < SPOOL_RANGE_KEPT; k++)
+		for (size_t k = 0; k < SPOOL_SLOTS; k++)
 			rg->kept[k] = -1;
 		rg->fd = fd;
 		rg->r = sp->range_next++;
@@ -1093,7 +1092,7 @@ static int spool_slot_try(struct spool *sp, struct spool_range *rg, unsigned n,
 	if (spool_slot_busy(rg, n))
 		return -1;
 	spool_slot_name(w->tmp, rg->r, (int)n);
-	fd = n < SPOOL_RANGE_KEPT ? rg->kept[n] : -1;
+	fd = rg->kept[n];
 	if (fd < 0) {
 		fd = openat(sp->dfd, w->tmp, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0 && errno == ENOENT) {
@@ -1103,14 +1102,16 @@ static int spool_slot_try(struct spool *sp, struct spool_range *rg, unsigned n,
 		}
 		if (fd < 0)
 			return -1;
-		if (n < SPOOL_RANGE_KEPT)
+		if (sp->writer_kept < (1u << sp->kept_bits)) {
 			rg->kept[n] = fd;
+			sp->writer_kept++;
+		}
 	}
 	do
 		got = pread(fd, hdr, sizeof(hdr), 0);
 	while (got < 0 && errno == EINTR);
 	if (got < 0 || (got == (ssize_t)sizeof(hdr) && spool_slot_committed(hdr))) {
-		if (n >= SPOOL_RANGE_KEPT)
+		if (rg->kept[n] != fd)
 			close(fd);
 		return -1;
 	}
@@ -1163,7 +1164,7 @@ static int spool_slot_claim(struct spool *sp, struct spool_writer *w, char qid[Q
 /* spool_slot_release - a slot writer is done: close (unless kept), no longer busy. */
 static void spool_slot_release(struct spool_writer *w)
 {
-	if (w->fd >= 0 && w->slot >= SPOOL_RANGE_KEPT)
+	if (w->fd >= 0 && w->range->kept[w->slot] != w->fd)
 		close(w->fd);
 	w->fd = -1;
 	spool_slot_set_busy(w->range, w->slot, false);

@@ -2671,6 +2671,69 @@ static void test_slot_append_after_remove(void **state)
 	qstore_close(&other);
 }
 
+/* fd_count - descriptors this process has open. */
+static int fd_count(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	assert_non_null(d);
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n - 3; /* ".", ".." and the directory's own */
+}
+
+/*
+ * The slot files a process keeps open stay within a budget taken from its
+ * open file limit: with a limit of 64, 300 messages waiting (a window of
+ * 512 slots) are all created, and the descriptors stay few.
+ */
+static void test_slot_kept_budget(void **state)
+{
+	struct fixture *f = *state;
+	pid_t pid;
+	int st;
+
+	qstore_close(&f->qs);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct rlimit rl = {64, 64};
+		char qid[QID_SIZE];
+		struct qstore *qs;
+		int e = 0;
+
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			_exit(2);
+		qs = open_store(f->backend, f->dir, f->err, sizeof(f->err));
+		if (!qs)
+			_exit(3);
+		for (int i = 0; i < 300; i++) {
+			Zfarm__Envelope env = test_envelope();
+			struct qstore_writer *w = qstore_create(qs, &env, &e, f->err, sizeof(f->err));
+
+			if (!w || qstore_append(w, "x", 1, &e, f->err, sizeof(f->err)) < 0 ||
+			    qstore_commit(&w, qid, &e, f->err, sizeof(f->err)) < 0) {
+				fprintf(stderr, "message %d: %s\n", i, f->err);
+				_exit(4);
+			}
+			if (fd_count() > 40) {
+				fprintf(stderr, "message %d: %d descriptors open\n", i, fd_count());
+				_exit(5);
+			}
+		}
+		qstore_close(&qs);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) != 0)
+		fail_msg("child exit %d", WEXITSTATUS(st));
+	f->qs = open_store(f->backend, f->dir, f->err, sizeof(f->err));
+	assert_non_null(f->qs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2730,6 +2793,7 @@ int main(void)
 	    SLOT(test_slot_kept_stale),
 	    SLOT(test_slot_quarantine_copy),
 	    SLOT(test_slot_append_after_remove),
+	    SLOT(test_slot_kept_budget),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
