@@ -290,19 +290,27 @@ static void farmd_unlink_unused(struct farm *old, struct farm **farms, size_t n)
 	}
 }
 
-/* farmd_ready - the first run of every once farm f names in start_after has ended. */
-static bool farmd_ready(struct farmd *fd, const struct farm *f)
+/*
+ * farmd_waits_for - how many once farms f names in start_after have not
+ * finished their first run yet; their names go to names (if not NULL,
+ * room for nstart_after).  A farm is ready to start at 0.
+ */
+static size_t farmd_waits_for(const struct farmd *fd, const struct farm *f, char **names)
 {
 	const struct farm_def *d = farm_def(f);
+	size_t n = 0;
 
 	for (unsigned i = 0; i < d->nstart_after; i++) {
 		/* farm_defs_load made sure it is a once farm of this table. */
 		const struct farm *o = farmd_find(fd->farms, fd->nfarms, d->start_after[i]);
 
-		if (o && !farm_first_run_done(o))
-			return false;
+		if (o && !farm_first_run_done(o)) {
+			if (names)
+				names[n] = d->start_after[i];
+			n++;
+		}
 	}
-	return true;
+	return n;
 }
 
 /* farmd_list_waiter - ", NAME (after ONCE, ...)" to sb. */
@@ -337,7 +345,7 @@ static void farmd_start_farms(struct farmd *fd, bool loaded)
 
 		if (farm_started(f))
 			continue;
-		if (!farmd_ready(fd, f)) {
+		if (farmd_waits_for(fd, f, NULL)) {
 			farmd_list_waiter(&waiting, f);
 			continue;
 		}
@@ -670,13 +678,8 @@ static void farmd_on_control(const Zfarm__FarmControlRequest *req,
 			used += d->nlisten;
 			/* Held back: the once jobs whose first run it still waits for. */
 			infos[i].waiting_for = waits + wused;
-			for (unsigned j = 0; j < d->nstart_after && !farm_started(fd->farms[i]); j++) {
-				const struct farm *o =
-				    farmd_find(fd->farms, fd->nfarms, d->start_after[j]);
-
-				if (o && !farm_first_run_done(o))
-					waits[wused + infos[i].n_waiting_for++] = d->start_after[j];
-			}
+			if (!farm_started(fd->farms[i]))
+				infos[i].n_waiting_for = farmd_waits_for(fd, fd->farms[i], waits + wused);
 			wused += infos[i].n_waiting_for;
 			ptrs[i] = &infos[i];
 		}

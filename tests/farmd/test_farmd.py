@@ -100,7 +100,6 @@ while not os.path.exists(sys.argv[1] + ".go"):
     time.sleep(0.01)
 with open(sys.argv[1] + ".tmp", "w") as f:
     f.write("done\n")
-import os
 os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 sys.exit(0)
 '''
