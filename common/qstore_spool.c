@@ -66,9 +66,11 @@
  * slot), and every process keeps those of the slots it read, remove
  * included (spool_kept_take); up to SPOOL_KEPT_MAX of each, at most an
  * eighth of the open file limit, so a message costs no open and close in
- * the smtpserver, the router, the scheduler and the transports.  A kept descriptor is used
- * only while its header still shows the ID looked up: the file may have
- * been unlinked (qstore_trim) and made again for a new message since.
+ * the smtpserver, the router, the scheduler and the transports.  A kept
+ * descriptor is used only while its header still shows the ID looked up
+ * (the file may have been unlinked by qstore_trim and made again for a
+ * new message since): checked at the take, or by the caller that reads
+ * the header anyway (read, remove), which then tries once more.
  * An append through a reader checks the header under the file's flock,
  * which a remove takes too, so it never lands in a slot freed since.
  *
@@ -241,9 +243,9 @@ struct spool {
 	bool fsync_names;
 	/*
 	 * Slot files this process read, kept open (spool_kept_take): the
-	 * slot number + 1 (0: empty) and the descriptor, one place per
-	 * slot number modulo SPOOL_KEPT.  A descriptor here is nobody's; a
-	 * reader takes it out and puts it back when done.
+	 * slot number + 1 (0: empty) and the descriptor, at the place
+	 * spool_kept_place gives.  A descriptor here is nobody's; a reader
+	 * takes it out and puts it back when done.
 	 */
 	pthread_mutex_t kept_lock;
 	unsigned kept_bits; /* 1 << kept_bits places (0: none kept) */
@@ -398,6 +400,18 @@ static uint64_t spool_slot_committed(const uint8_t *hdr)
 }
 
 /*
+ * spool_slot_shows - the first n bytes of a slot hold the committed
+ * message of that ID time: its M, else 0 (free, being received, another
+ * message, too short).
+ */
+static uint64_t spool_slot_shows(const uint8_t *hdr, size_t n, uint64_t idtime)
+{
+	if (n < SPOOL_HDR || spool_get_be64(hdr + 4) != idtime)
+		return 0;
+	return spool_slot_committed(hdr);
+}
+
+/*
  * spool_kept_place - where the slot of qid is kept, and its key (the slot
  * number + 1).  Slots are used from the start of their range, so the
  * range's number goes in bit-reversed: the first slots of ranges 0, 1,
@@ -415,11 +429,12 @@ static size_t spool_kept_place(const struct spool *sp, const char *qid, uint32_t
 
 /*
  * spool_kept_take - a descriptor of the slot of qid that this process
- * kept (spool_kept_put), if its header still shows qid: a file can be
- * unlinked while kept (qstore_trim, in a range no process held) and its
- * name given to a new file since.  -1: none (the caller opens the name).
+ * kept (spool_kept_put), if its header still shows qid (with check; else
+ * the caller checks): a file can be unlinked while kept (qstore_trim, in
+ * a range no process held) and its name given to a new file since.  -1:
+ * none (the caller opens the name).
  */
-static int spool_kept_take(struct spool *sp, const char *qid)
+static int spool_kept_take(struct spool *sp, const char *qid, bool check)
 {
 	uint32_t key;
 	size_t i = spool_kept_place(sp, qid, &key);
@@ -434,13 +449,12 @@ static int spool_kept_take(struct spool *sp, const char *qid)
 		sp->kept_fd[i] = -1;
 	}
 	pthread_mutex_unlock(&sp->kept_lock);
-	if (fd < 0)
-		return -1;
+	if (fd < 0 || !check)
+		return fd;
 	do
 		n = pread(fd, hdr, sizeof(hdr), 0);
 	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)sizeof(hdr) || !spool_slot_committed(hdr) ||
-	    spool_get_be64(hdr + 4) != qid_time_us(qid)) {
+	if (n < 0 || !spool_slot_shows(hdr, (size_t)n, qid_time_us(qid))) {
 		close(fd);
 		return -1;
 	}
@@ -472,18 +486,25 @@ static void spool_kept_put(struct spool *sp, const char *qid, int fd)
  * except that a slot's file comes from (and *keep says: goes back to,
  * spool_msg_done) the descriptors this process keeps: router, scheduler
  * and transports open the same few slot files over and over.  A kept
- * one is read-write whatever flags ask (a slot is never O_APPEND).
+ * one is read-write whatever flags ask (a slot is never O_APPEND).  A
+ * caller that reads the header itself passes unchecked: it gets a kept
+ * descriptor as it is (*unchecked true) and, when the header does not
+ * show qid (ENOENT), asks again without (spool_msg_retry).
  */
-static int spool_msg_get(struct spool *sp, const char *qid, int flags, bool *keep, char *err,
-			 size_t errlen)
+static int spool_msg_get(struct spool *sp, const char *qid, int flags, bool *keep,
+			 bool *unchecked, char *err, size_t errlen)
 {
 	int fd;
 
 	*keep = false;
+	if (unchecked)
+		*unchecked = false;
 	if (!qid_is_slot(qid) || !sp->kept_bits)
 		return spool_msg_open(sp, qid, flags, err, errlen);
-	if ((fd = spool_kept_take(sp, qid)) >= 0) {
+	if ((fd = spool_kept_take(sp, qid, !unchecked)) >= 0) {
 		*keep = true;
+		if (unchecked)
+			*unchecked = true;
 		return fd;
 	}
 	fd = spool_msg_open(sp, qid, O_RDWR, err, errlen);
@@ -495,6 +516,16 @@ static int spool_msg_get(struct spool *sp, const char *qid, int flags, bool *kee
 	if ((flags & O_ACCMODE) == O_RDONLY && (errno == EACCES || errno == EROFS))
 		return spool_msg_open(sp, qid, flags, err, errlen);
 	return -1;
+}
+
+/*
+ * spool_msg_retry - whether a call that failed (errno) on a descriptor
+ * spool_msg_get gave unchecked should be made once more, checked: the
+ * kept file no longer holds qid, the slot's file by name may.
+ */
+static bool spool_msg_retry(bool unchecked)
+{
+	return unchecked && errno == ENOENT;
 }
 
 /* spool_msg_done - the end of a use of spool_msg_get's fd. */
@@ -655,8 +686,7 @@ static int spool_header_check(const uint8_t *hdr, size_t n, uint64_t size, const
 {
 	if (qid_is_slot(qid)) {
 		/* A slot free, being received or holding another message: not this one. */
-		if (n < SPOOL_HDR || !(*len = spool_slot_committed(hdr)) ||
-		    spool_get_be64(hdr + 4) != qid_time_us(qid)) {
+		if (!(*len = spool_slot_shows(hdr, n, qid_time_us(qid)))) {
 			snprintf(err, errlen, "%s: no such message (its slot holds another or none)",
 				 qid);
 			errno = ENOENT;
@@ -1292,13 +1322,19 @@ static int spool_slot_free(struct spool *sp, const char *qid, int fd, char *err,
 
 static int spool_slot_remove(struct spool *sp, const char *qid, char *err, size_t errlen)
 {
-	bool keep;
-	int fd, rc;
+	bool keep, unchecked = true;
+	int fd, rc = -1;
 
-	if ((fd = spool_msg_get(sp, qid, O_RDWR, &keep, err, errlen)) < 0)
-		return -1;
-	rc = spool_slot_free(sp, qid, fd, err, errlen);
-	spool_msg_done(sp, qid, fd, keep);
+	/* spool_slot_free checks the header: a kept descriptor unchecked first. */
+	for (int pass = 0; pass < 2 && unchecked; pass++) {
+		fd = spool_msg_get(sp, qid, O_RDWR, &keep, pass ? NULL : &unchecked, err, errlen);
+		if (fd < 0)
+			return -1;
+		rc = spool_slot_free(sp, qid, fd, err, errlen);
+		if (rc == 0 || !spool_msg_retry(unchecked))
+			unchecked = false;
+		spool_msg_done(sp, qid, fd, keep);
+	}
 	return rc;
 }
 
@@ -1644,28 +1680,27 @@ static void spool_read_close(void *rd)
 }
 
 /*
- * spool_read - open msg/XX/ID and read its first SPOOL_READ_AHEAD bytes
- * at once.  A read that comes back short has reached the end of the file
+ * spool_read_once - open msg/XX/ID (or the slot) and read its first
+ * SPOOL_READ_AHEAD bytes at once.  A read that comes back short has reached the end of the file
  * (a regular file's pread returns less than asked only there), so the
  * size is known without an fstat; only a file longer than the read needs
  * one, to check M against the size.
  */
-static void *spool_read(void *be, const char *qid, unsigned flags, int *errnum, char *err,
-			size_t errlen)
+static struct spool_reader *spool_read_once(struct spool *sp, const char *qid, unsigned flags,
+					    bool *unchecked, int *errnum, char *err, size_t errlen)
 {
-	struct spool *sp = be;
 	struct spool_reader *r;
 	struct stat st;
 	ssize_t n;
 	bool keep;
-	int fd;
+	int fd, e;
 
 	/* A slot's records are written where they belong, not at the end. */
 	fd = spool_msg_get(sp, qid,
 			   !(flags & QSTORE_APPEND) ? O_RDONLY
 			   : qid_is_slot(qid)	    ? O_RDWR
 						    : O_RDWR | O_APPEND,
-			   &keep, err, errlen);
+			   &keep, unchecked, err, errlen);
 	if (fd < 0) {
 		spool_errnum(errnum, errno);
 		return NULL;
@@ -1703,8 +1738,22 @@ static void *spool_read(void *be, const char *qid, unsigned flags, int *errnum, 
 	}
 	return r;
 fail:
+	e = errno;
 	spool_read_close(r);
+	errno = e;
 	return NULL;
+}
+
+static void *spool_read(void *be, const char *qid, unsigned flags, int *errnum, char *err,
+			size_t errlen)
+{
+	bool unchecked = false;
+	struct spool_reader *r = spool_read_once(be, qid, flags, &unchecked, errnum, err, errlen);
+
+	/* Its header check is the kept descriptor's check too (spool_msg_get). */
+	if (!r && spool_msg_retry(unchecked))
+		r = spool_read_once(be, qid, flags, NULL, errnum, err, errlen);
+	return r;
 }
 
 /* spool_pread - message bytes only: EOF where the control records start. */
@@ -2061,8 +2110,7 @@ static bool spool_slot_holds(int fd, uint64_t mlen, uint64_t idtime)
 	if (n < 0)
 		return false;
 	errno = 0;
-	return n == (ssize_t)sizeof(hdr) && spool_slot_committed(hdr) == mlen &&
-	       spool_get_be64(hdr + 4) == idtime;
+	return spool_slot_shows(hdr, (size_t)n, idtime) == mlen;
 }
 
 /*
@@ -2146,8 +2194,8 @@ static int spool_ctl_append(void *be, const char *qid, const void *data, size_t 
 	int fd;
 
 	spool_msg_path(msg, qid);
-	fd = spool_msg_get(sp, qid, qid_is_slot(qid) ? O_RDWR : O_RDWR | O_APPEND, &keep, err,
-			   errlen);
+	fd = spool_msg_get(sp, qid, qid_is_slot(qid) ? O_RDWR : O_RDWR | O_APPEND, &keep, NULL,
+			   err, errlen);
 	if (fd < 0)
 		return -1;
 	/* Also refuses (most of) an append racing a remove: M is 0 again. */
@@ -2300,7 +2348,7 @@ static int spool_ctl_read(void *be, const char *qid, uint8_t **data, size_t *len
 	*data = NULL;
 	*len = 0;
 	spool_msg_path(msg, qid);
-	fd = spool_msg_get(sp, qid, O_RDONLY, &keep, err, errlen);
+	fd = spool_msg_get(sp, qid, O_RDONLY, &keep, NULL, err, errlen);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -1;
 	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0) {
@@ -2401,7 +2449,7 @@ static int spool_slot_quarantine(struct spool *sp, const char *qid, const char *
 	int fd, out = -1, rc = -1;
 
 	spool_msg_path(from, qid);
-	if ((fd = spool_msg_get(sp, qid, O_RDWR, &keep, err, errlen)) < 0)
+	if ((fd = spool_msg_get(sp, qid, O_RDWR, &keep, NULL, err, errlen)) < 0)
 		return -1;
 	if (spool_header(fd, qid, &mlen, &size, err, errlen) < 0)
 		goto done;

@@ -2570,13 +2570,16 @@ static void test_slot_kept_stale(void **state)
 {
 	struct fixture *f = *state;
 	char a[QID_SIZE], b[QID_SIZE], rr[4], path[256];
-	struct qstore *reader;
+	struct qstore *reader, *remover;
 	int e = 0;
 
 	commit_msg(f, 100, 100, a);
 	reader = open_store(f->backend, f->dir, f->err, sizeof(f->err));
+	remover = open_store(f->backend, f->dir, f->err, sizeof(f->err));
 	assert_non_null(reader);
+	assert_non_null(remover);
 	assert_int_equal(read_len(f, reader, a, &e), 100); /* kept open now */
+	assert_int_equal(read_len(f, remover, a, &e), 100);
 	assert_int_equal(qstore_remove(f->qs, a, f->err, sizeof(f->err)), 0);
 	qstore_close(&f->qs);
 	slot_range(a, rr);
@@ -2590,6 +2593,12 @@ static void test_slot_kept_stale(void **state)
 		fail_msg("the new message in the slot not read (%s): the unlinked file was", f->err);
 	assert_int_equal(read_len(f, reader, a, &e), -1);
 	assert_int_equal(e, ENOENT);
+	/* A remove through a process that kept the unlinked file frees the new one. */
+	if (qstore_remove(remover, b, f->err, sizeof(f->err)) != 0)
+		fail_msg("remove of the new message in the slot: %s", f->err);
+	assert_int_equal(read_len(f, reader, b, &e), -1);
+	assert_int_equal(e, ENOENT);
+	qstore_close(&remover);
 	qstore_close(&reader);
 }
 
