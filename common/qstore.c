@@ -120,6 +120,11 @@ const char *qstore_commit_mode(struct qstore *qs)
 	return qs->ops->commit_mode ? qs->ops->commit_mode(qs->be) : "none";
 }
 
+unsigned long long qstore_overwrite_commits(struct qstore *qs)
+{
+	return qs->ops->overwrite_commits ? qs->ops->overwrite_commits(qs->be) : 0;
+}
+
 long long qstore_free_bytes(struct qstore *qs)
 {
 	return qs->ops->free_bytes(qs->be);

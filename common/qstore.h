@@ -38,6 +38,14 @@
  * Durability (spool, slot): qstore_commit() sets the slot header and
  * fdatasyncs the slot file (a new one: also its range where the file
  * system's fsync does not cover a new name); only then does it return 0.
+ * On ext4 (not data=journal, not dax), when the message lies inside the
+ * part of its slot file an earlier fdatasync made durable (blocks and
+ * size: an overwrite in place that changes no metadata but the times),
+ * the commit writes the data out and waits (sync_file_range) and flushes
+ * the device's cache (fdatasync of the clean queue directory) instead:
+ * the same data on disk, without the inode write ext4 without a journal
+ * adds for the times (ZFARM_SPOOL_OVERWRITE=0 in the environment: always
+ * the fdatasync).
  * Durability (spool, tmp/ way: no slot to be had, or ZFARM_SPOOL_SLOTS=0
  * in the environment): qstore_commit() writes the envelope and content to
  * tmp/, sets M, links it into msg/XX/ (exclusively: an existing ID is a
@@ -272,6 +280,12 @@ int qstore_trim(struct qstore *qs, char *err, size_t errlen);
  * directory fsync"; the ram backend says "none".
  */
 const char *qstore_commit_mode(struct qstore *qs);
+/*
+ * qstore_overwrite_commits - commits this process made durable as an
+ * overwrite in place (the data written out and the device's cache
+ * flushed, see Durability) instead of the file's fdatasync; for tests.
+ */
+unsigned long long qstore_overwrite_commits(struct qstore *qs);
 
 /* ---- backends ---- */
 
@@ -315,6 +329,7 @@ struct qstore_ops {
 	int (*sweep)(void *be, char *err, size_t errlen);
 	int (*trim)(void *be, char *err, size_t errlen); /* NULL: nothing kept */
 	const char *(*commit_mode)(void *be);		 /* NULL: "none" */
+	unsigned long long (*overwrite_commits)(void *be); /* NULL: 0 */
 };
 
 #endif

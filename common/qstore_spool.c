@@ -42,8 +42,11 @@
  * already: what an older message left past the new one stays, see
  * "Control records in a slot"; so the data only, where the file system
  * does not write the inode for its times: two or three device writes less
- * than the link into msg/XX, bench/commit_cost), remove writes a free
- * header ("ZSL0"; a big one is emptied instead).  Slots are looked up from the ID,
+ * than the link into msg/XX, bench/commit_cost; on ext4 a message inside
+ * what an earlier fdatasync of the file made durable is written out and
+ * the device's cache flushed instead, which skips the inode write ext4
+ * without a journal makes whenever the times moved: spool_slot_sync),
+ * remove writes a free header ("ZSL0"; a big one is emptied instead).  Slots are looked up from the ID,
  * and the header's time must be the ID's: a slot free, being received or
  * holding a later message is ENOENT for the old ID.  A range (slot/RRR,
  * SPOOL_SLOTS slots) belongs to one process at a time, by flock of its
@@ -123,7 +126,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -204,6 +209,14 @@ struct spool_range {
 	 * this process holds (spool_slot_trim).
 	 */
 	int kept[SPOOL_SLOTS];
+	/*
+	 * Bytes from the start of each kept slot file whose blocks and size
+	 * are durable (the file's size when its last full fdatasync began;
+	 * 0: not known): a commit that ends there is an overwrite in place
+	 * (spool_slot_commit).  Reset when the file is found empty (a big
+	 * message's remove, a failed write cut it) or this process cut it.
+	 */
+	uint32_t durable[SPOOL_SLOTS];
 };
 
 struct spool {
@@ -241,6 +254,9 @@ struct spool {
 	bool ds_busy;
 	/* fsync of a file makes its new names durable too (spool_fs_syncs_names). */
 	bool fsync_names;
+	/* A slot's overwrite in place is made durable by its data and a flush (spool_fs_overwrites). */
+	bool overwrites;
+	_Atomic unsigned long long overwrite_commits; /* commits made so */
 	/*
 	 * Slot files this process read, kept open (spool_kept_take): the
 	 * slot number + 1 (0: empty) and the descriptor, at the place
@@ -753,45 +769,76 @@ static int spool_header(int fd, const char *qid, uint64_t *len, uint64_t *size, 
 }
 
 /*
- * spool_fs_syncs_names - whether the file system holding dfd makes a
- * file's new directory entries durable when the file is fsync'ed: ext4
- * (with a journal the fsync commits the transaction that holds the link;
- * without one it syncs the directory of a newly added name,
- * ext4_sync_parent), xfs (the link is logged with the inode's change) and
- * tmpfs (nothing is durable anyway).  Read from /proc/self/mountinfo by
- * device number; anything else, or no answer, gets the directory fsync.
+ * spool_mount - the type and super block options of the file system
+ * holding dfd, from /proc/self/mountinfo by device number (the last line
+ * of the device wins: mounted over, the newest counts).  false: not found.
  */
-static bool spool_fs_syncs_names(int dfd)
+static bool spool_mount(int dfd, char type[32], char opts[1024])
 {
-	static const char *const types[] = {"ext4", "xfs", "tmpfs"};
 	struct stat st;
 	char line[4096];
-	bool yes = false;
+	bool found = false;
 	FILE *f;
 
 	if (fstat(dfd, &st) < 0 || !(f = fopen("/proc/self/mountinfo", "re")))
 		return false;
 	while (fgets(line, sizeof(line), f)) {
 		unsigned maj, min;
-		char *dash, type[32];
+		char *dash;
 
-		/* "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS... - TYPE SOURCE ..." */
+		/* "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS... - TYPE SOURCE SUPEROPTIONS" */
 		if (sscanf(line, "%*u %*u %u:%u", &maj, &min) != 2 ||
-		    makedev(maj, min) != st.st_dev || !(dash = strstr(line, " - ")) ||
-		    sscanf(dash + 3, "%31s", type) != 1)
+		    makedev(maj, min) != st.st_dev || !(dash = strstr(line, " - ")))
 			continue;
-		yes = false;
-		for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
-			if (strcmp(type, types[i]) == 0)
-				yes = true;
-		/* The last line of a device wins: mounted over, the newest counts. */
+		opts[0] = '\0';
+		found = sscanf(dash + 3, "%31s %*s %1023s", type, opts) >= 1;
 	}
 	fclose(f);
-	return yes;
+	return found;
+}
+
+/*
+ * spool_fs_syncs_names - whether a file system of this type makes a
+ * file's new directory entries durable when the file is fsync'ed: ext4
+ * (with a journal the fsync commits the transaction that holds the link;
+ * without one it syncs the directory of a newly added name,
+ * ext4_sync_parent), xfs (the link is logged with the inode's change) and
+ * tmpfs (nothing is durable anyway).  Anything else, or no answer, gets
+ * the directory fsync.
+ */
+static bool spool_fs_syncs_names(const char *type)
+{
+	static const char *const types[] = {"ext4", "xfs", "tmpfs"};
+
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+		if (strcmp(type, types[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * spool_fs_overwrites - whether an overwrite in place of a file's durable
+ * blocks, inside its durable size, is made durable by writing the data
+ * (sync_file_range, waiting) and flushing the device's cache: ext4 writes
+ * such data where it was, and the overwrite changes no metadata but the
+ * times, which fdatasync need not keep.  fdatasync itself would do the
+ * same plus, on ext4 without a journal, a write of the inode's block
+ * whenever the time moved (every commit of a slot: a third device round
+ * trip).  The flush is an fdatasync of the queue directory, which is
+ * never written while the MTA runs: ext4's fsync of a clean file issues
+ * the flush alone.  Not with data=journal (data goes through the
+ * journal), nor dax; a file's own flags are checked too (spool_slot_commit).
+ * Not xfs (a shared or unwritten extent is written elsewhere), btrfs,
+ * anything else.
+ */
+static bool spool_fs_overwrites(const char *type, const char *opts)
+{
+	return strcmp(type, "ext4") == 0 && !strstr(opts, "data=journal") && !strstr(opts, "dax");
 }
 
 static void *spool_open(const char *dir, char *err, size_t errlen)
 {
+	char type[32], opts[1024];
 	struct spool *sp;
 	struct rlimit rl;
 	int dfd;
@@ -842,9 +889,15 @@ static void *spool_open(const char *dir, char *err, size_t errlen)
 	/* ZFARM_SPOOL_DIRSYNC=1: the directory fsync per link everywhere. */
 	/* ZFARM_SPOOL_SLOTS=0: new messages the tmp/ way (tests of it). */
 	sp->slots = !(getenv("ZFARM_SPOOL_SLOTS") && strcmp(getenv("ZFARM_SPOOL_SLOTS"), "0") == 0);
-	sp->fsync_names = !(getenv("ZFARM_SPOOL_DIRSYNC") &&
-			    strcmp(getenv("ZFARM_SPOOL_DIRSYNC"), "1") == 0) &&
-			  spool_fs_syncs_names(dfd);
+	if (spool_mount(dfd, type, opts)) {
+		sp->fsync_names = !(getenv("ZFARM_SPOOL_DIRSYNC") &&
+				    strcmp(getenv("ZFARM_SPOOL_DIRSYNC"), "1") == 0) &&
+				  spool_fs_syncs_names(type);
+		/* ZFARM_SPOOL_OVERWRITE=0: every commit by fdatasync of its file. */
+		sp->overwrites = !(getenv("ZFARM_SPOOL_OVERWRITE") &&
+				   strcmp(getenv("ZFARM_SPOOL_OVERWRITE"), "0") == 0) &&
+				 spool_fs_overwrites(type, opts);
+	}
 	return sp;
 }
 
@@ -875,11 +928,24 @@ static const char *spool_commit_mode(void *be)
 {
 	const struct spool *sp = be;
 
+	if (sp->slots && sp->overwrites)
+		return sp->fsync_names ? "slot overwrite: data write and device flush, else slot "
+					 "fdatasync (tmp/ way: file fsync)"
+				       : "slot overwrite: data write and device flush, else slot "
+					 "fdatasync, range fsync for a new slot (tmp/ way: file and "
+					 "directory fsync)";
 	if (sp->slots)
 		return sp->fsync_names ? "slot fdatasync (tmp/ way: file fsync)"
 				       : "slot fdatasync, range fsync for a new slot "
 					 "(tmp/ way: file and directory fsync)";
 	return sp->fsync_names ? "file fsync" : "file and directory fsync";
+}
+
+static unsigned long long spool_overwrite_commits(void *be)
+{
+	struct spool *sp = be;
+
+	return atomic_load_explicit(&sp->overwrite_commits, memory_order_relaxed);
 }
 
 static long long spool_free_bytes(void *be)
@@ -1145,6 +1211,8 @@ static int spool_slot_try(struct spool *sp, struct spool_range *rg, unsigned n,
 			close(fd);
 		return -1;
 	}
+	if (got < (ssize_t)sizeof(hdr))
+		rg->durable[n] = 0; /* emptied since: its blocks are gone */
 	spool_slot_set_busy(rg, n, true);
 	w->fd = fd;
 	w->range = rg;
@@ -1209,10 +1277,47 @@ static void spool_slot_header(uint8_t hdr[SPOOL_HDR], const char *qid, uint64_t 
 }
 
 /*
+ * spool_slot_sync - make the slot's message durable: its first end bytes
+ * are an overwrite of durable blocks (struct spool_range's durable) on a
+ * file system where that is safe (spool_fs_overwrites): write them out
+ * and flush the device's cache; else fdatasync, and remember how much of
+ * the file that made durable.  -1 with errno.
+ */
+static int spool_slot_sync(struct spool_writer *w, uint64_t end)
+{
+	struct spool *sp = w->sp;
+	struct spool_range *rg = w->range;
+	bool kept = rg->kept[w->slot] == w->fd;
+	struct stat st;
+	int flags;
+
+	if (sp->overwrites && kept && !w->created && end <= rg->durable[w->slot]) {
+		if (sync_file_range(w->fd, 0, (off_t)end,
+				    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+					SYNC_FILE_RANGE_WAIT_AFTER) < 0 ||
+		    fdatasync(sp->dfd) < 0)
+			return -1;
+		atomic_fetch_add_explicit(&sp->overwrite_commits, 1, memory_order_relaxed);
+		return 0;
+	}
+	/* Nobody else writes the file before our commit returns: its size now is what the sync covers. */
+	if (!sp->overwrites || !kept || fstat(w->fd, &st) < 0 || st.st_size > UINT32_MAX ||
+	    st.st_blocks == 0 || ioctl(w->fd, FS_IOC_GETFLAGS, &flags) < 0 ||
+	    (flags & (FS_JOURNAL_DATA_FL | FS_INLINE_DATA_FL | FS_DAX_FL)))
+		st.st_size = 0;
+	rg->durable[w->slot] = 0;
+	if (fdatasync(w->fd) < 0)
+		return -1;
+	rg->durable[w->slot] = (uint32_t)st.st_size;
+	return 0;
+}
+
+/*
  * spool_slot_commit - the slot's header says the message is there;
- * fdatasync (a new slot file: the name too, see spool_fs_syncs_names;
- * elsewhere its range is fsync'ed).  No directory changes: the slot's
- * name is the ID's; no size change when the file was as big already.
+ * durable (spool_slot_sync; a new slot file: the name too, see
+ * spool_fs_syncs_names; elsewhere its range is fsync'ed).  No directory
+ * changes: the slot's name is the ID's; no size change when the file was
+ * as big already.
  */
 static int spool_slot_commit(struct spool_writer *w, const char *qid, int *errnum, char *err,
 			     size_t errlen)
@@ -1241,7 +1346,7 @@ static int spool_slot_commit(struct spool_writer *w, const char *qid, int *errnu
 	 * Its control records do not check for this ID (spool_frames_walk).
 	 */
 	what = "fdatasync";
-	if (fdatasync(w->fd) < 0) {
+	if (spool_slot_sync(w, SPOOL_HDR + w->len) < 0) {
 		e = errno;
 		goto fail;
 	}
@@ -1261,6 +1366,7 @@ fail:
 	memcpy(hdr, SPOOL_SLOT_FREE, 4);
 	if (pwrite(w->fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || e == ENOSPC)
 		(void)!ftruncate(w->fd, 0);
+	w->range->durable[w->slot] = 0; /* a failed write-out: know nothing */
 	spool_slot_release(w);
 	free(w);
 	return -1;
@@ -1419,8 +1525,10 @@ static void spool_fail(struct spool_writer *w)
 		 * A slot: its header says free already; emptied (space back at
 		 * once) when big or when the failure was a full disk.
 		 */
-		if (w->fd >= 0 && (w->failed_enospc || w->len > SPOOL_KEEP_BYTES))
+		if (w->fd >= 0 && (w->failed_enospc || w->len > SPOOL_KEEP_BYTES)) {
 			(void)!ftruncate(w->fd, 0);
+			w->range->durable[w->slot] = 0;
+		}
 		if (w->fd >= 0)
 			spool_slot_release(w);
 		w->failed = true;
@@ -2742,6 +2850,7 @@ const struct qstore_ops qstore_spool_ops = {
     .close = spool_close,
     .free_bytes = spool_free_bytes,
     .commit_mode = spool_commit_mode,
+    .overwrite_commits = spool_overwrite_commits,
     .create = spool_create,
     .write = spool_write,
     .commit = spool_commit,

@@ -25,6 +25,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -2743,6 +2744,107 @@ static void test_slot_kept_budget(void **state)
 	assert_non_null(f->qs);
 }
 
+/*
+ * commit_where - commit a len-byte message (ID in qid); true when it came
+ * into slot's slot file (the ID's last five characters); *overwrite: the
+ * commit was an overwrite in place (qstore_overwrite_commits moved).
+ */
+static bool commit_where(struct fixture *f, size_t len, const char *slot, char qid[QID_SIZE],
+			 bool *overwrite)
+{
+	unsigned long long before = qstore_overwrite_commits(f->qs);
+
+	commit_msg(f, len, 4096, qid);
+	*overwrite = qstore_overwrite_commits(f->qs) == before + 1;
+	return memcmp(qid + QID_LEN - 5, slot + QID_LEN - 5, 5) == 0;
+}
+
+/*
+ * commit_in_slot_as - a len-byte message into slot's slot file (the
+ * others the cursor passes on the way removed again); whether its commit
+ * was an overwrite.  The message reads back.
+ */
+static bool commit_in_slot_as(struct fixture *f, size_t len, const char *slot, char qid[QID_SIZE])
+{
+	bool ow;
+
+	for (int i = 0; i < 4096; i++) {
+		if (commit_where(f, len, slot, qid, &ow)) {
+			read_check_id(f, qid, qid);
+			int e = 0;
+
+			assert_int_equal(read_len(f, f->qs, qid, &e), (long)len);
+			return ow;
+		}
+		assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), 0);
+	}
+	fail_msg("no message came into the slot of %s", slot);
+	return false;
+}
+
+static int overwrite_tmpfs_body(struct fixture *sub)
+{
+	char a[QID_SIZE];
+
+	for (int i = 0; i < 100; i++) {
+		commit_msg(sub, 1000, 1000, a);
+		if (qstore_remove(sub->qs, a, sub->err, sizeof(sub->err)) < 0)
+			return 1;
+	}
+	return qstore_overwrite_commits(sub->qs) == 0 ? 0 : 2;
+}
+
+/*
+ * On ext4 a slot's commit inside what an earlier fdatasync of its file
+ * made durable is an overwrite in place (data written out, device cache
+ * flushed: no inode write); a new file, a message past the durable size,
+ * and the first one after the file was emptied (a big message's remove:
+ * its blocks are gone) get the file's fdatasync.  ZFARM_SPOOL_OVERWRITE=0
+ * and other file systems (tmpfs here) never overwrite so.
+ */
+static void test_slot_overwrite(void **state)
+{
+	struct fixture *f = *state;
+	char a[QID_SIZE], b[QID_SIZE];
+	struct statfs fs;
+	bool ext4, ow;
+
+	assert_int_equal(statfs(f->dir, &fs), 0);
+	ext4 = fs.f_type == 0xEF53; /* ext2, ext3 or ext4: the spool takes it for ext4 by name */
+
+	commit_msg(f, 1000, 1000, a);
+	assert_int_equal(qstore_overwrite_commits(f->qs), 0); /* a new file */
+	assert_int_equal(qstore_remove(f->qs, a, f->err, sizeof(f->err)), 0);
+	/* The same size again in that file: inside what a's fdatasync made durable. */
+	assert_int_equal(commit_in_slot_as(f, 1000, a, b), ext4);
+	assert_int_equal(qstore_remove(f->qs, b, f->err, sizeof(f->err)), 0);
+	/* Past it: the file grows, fdatasync; then that size is durable. */
+	assert_false(commit_in_slot_as(f, 6000, a, b));
+	assert_int_equal(qstore_remove(f->qs, b, f->err, sizeof(f->err)), 0);
+	assert_int_equal(commit_in_slot_as(f, 6000, a, b), ext4);
+	assert_int_equal(qstore_remove(f->qs, b, f->err, sizeof(f->err)), 0);
+	/* A big message's remove empties the file: the next one allocates anew. */
+	assert_false(commit_in_slot_as(f, 100000, a, b));
+	assert_int_equal(qstore_remove(f->qs, b, f->err, sizeof(f->err)), 0);
+	assert_int_equal(file_size(f, a), 0);
+	assert_false(commit_in_slot_as(f, 1000, a, b));
+	assert_int_equal(qstore_remove(f->qs, b, f->err, sizeof(f->err)), 0);
+	assert_int_equal(commit_in_slot_as(f, 1000, a, b), ext4);
+	assert_int_equal(qstore_remove(f->qs, b, f->err, sizeof(f->err)), 0);
+	/* Turned off. */
+	qstore_close(&f->qs);
+	setenv("ZFARM_SPOOL_OVERWRITE", "0", 1);
+	f->qs = open_store(f->backend, f->dir, f->err, sizeof(f->err));
+	unsetenv("ZFARM_SPOOL_OVERWRITE");
+	assert_non_null(f->qs);
+	for (int i = 0; i < 100; i++) {
+		commit_where(f, 1000, a, b, &ow);
+		assert_false(ow);
+		assert_int_equal(qstore_remove(f->qs, b, f->err, sizeof(f->err)), 0);
+	}
+	in_tmpfs(f, "4m", overwrite_tmpfs_body);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2803,6 +2905,7 @@ int main(void)
 	    SLOT(test_slot_quarantine_copy),
 	    SLOT(test_slot_append_after_remove),
 	    SLOT(test_slot_kept_budget),
+	    SLOT(test_slot_overwrite),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
