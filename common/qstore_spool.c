@@ -213,7 +213,7 @@ struct spool_range {
 	 * Bytes from the start of each kept slot file whose blocks and size
 	 * are durable (the file's size when its last full fdatasync began;
 	 * 0: not known): a commit that ends there is an overwrite in place
-	 * (spool_slot_commit).  Reset when the file is found empty (a big
+	 * (spool_slot_sync).  Reset when the file is found empty (a big
 	 * message's remove, a failed write cut it) or this process cut it.
 	 */
 	uint32_t durable[SPOOL_SLOTS];
@@ -827,7 +827,7 @@ static bool spool_fs_syncs_names(const char *type)
  * trip).  The flush is an fdatasync of the queue directory, which is
  * never written while the MTA runs: ext4's fsync of a clean file issues
  * the flush alone.  Not with data=journal (data goes through the
- * journal), nor dax; a file's own flags are checked too (spool_slot_commit).
+ * journal), nor dax; a file's own flags are checked too (spool_slot_sync).
  * Not xfs (a shared or unwritten extent is written elsewhere), btrfs,
  * anything else.
  */
@@ -1300,7 +1300,7 @@ static int spool_slot_sync(struct spool_writer *w, uint64_t end)
 		atomic_fetch_add_explicit(&sp->overwrite_commits, 1, memory_order_relaxed);
 		return 0;
 	}
-	/* Nobody else writes the file before our commit returns: its size now is what the sync covers. */
+	/* Its size before the fdatasync: all of that is durable after it. */
 	if (!sp->overwrites || !kept || fstat(w->fd, &st) < 0 || st.st_size > UINT32_MAX ||
 	    st.st_blocks == 0 || ioctl(w->fd, FS_IOC_GETFLAGS, &flags) < 0 ||
 	    (flags & (FS_JOURNAL_DATA_FL | FS_INLINE_DATA_FL | FS_DAX_FL)))
