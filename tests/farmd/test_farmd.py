@@ -10,6 +10,7 @@ and kills leftover children.  Prints "N passed, N failed" at the end and
 exits non-zero if anything failed.
 """
 
+import errno
 import json
 import os
 import re
@@ -25,6 +26,25 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import farmlib  # noqa: E402
 from farmlib import (Client, ask_once, alive, can_connect, farm_section,  # noqa: E402
                      free_port, observe, wait_until)
+
+
+def once_prepare(marker):
+    """The FIFO the once job (ONCE_SCRIPT) waits on."""
+    os.mkfifo(marker + ".go")
+
+
+def once_release(marker):
+    """Let the once job go: open its FIFO for writing once the job has it
+    open for reading (ENXIO until then)."""
+    def opened():
+        try:
+            os.close(os.open(marker + ".go", os.O_WRONLY | os.O_NONBLOCK))
+            return True
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise
+            return False
+    wait_until(opened, 10, what="the once job waiting on " + marker + ".go")
 
 
 def echo_farm(name, port=None, listen=None, **params):
@@ -89,15 +109,15 @@ while True:
             pass
 '''
 
-# A run-once job that finishes only when the test creates argv[1].go
-# (polled, 30 s at most), then leaves argv[1] behind.
+# A run-once job that finishes only when the test releases it
+# (once_release: a writer opens the FIFO argv[1].go, which the job waits to
+# open for reading; 30 s at most), then leaves argv[1] behind.
 ONCE_SCRIPT = r'''
-import os, sys, time
-deadline = time.monotonic() + 30
-while not os.path.exists(sys.argv[1] + ".go"):
-    if time.monotonic() > deadline:
-        sys.exit("never released")
-    time.sleep(0.01)
+import os, signal, sys
+signal.signal(signal.SIGALRM, lambda *a: sys.exit("never released"))
+signal.alarm(30)
+os.close(os.open(sys.argv[1] + ".go", os.O_RDONLY))
+signal.alarm(0)
 with open(sys.argv[1] + ".tmp", "w") as f:
     f.write("done\n")
 os.rename(sys.argv[1] + ".tmp", sys.argv[1])
@@ -699,6 +719,7 @@ class FarmdTest(unittest.TestCase):
         P, Q, R = free_port(), free_port(), free_port()
         script = fd.write_script("once.py", ONCE_SCRIPT)
         marker = os.path.join(fd.tmp, "once.done")
+        once_prepare(marker)
         init = farm_section("init", kind="once", program=farmlib.PYTHON,
                             args="%s %s" % (script, marker))
         free = echo_farm("free", P, process_min_avail=1)
@@ -715,7 +736,7 @@ class FarmdTest(unittest.TestCase):
         fd.wait_log(r"farms waiting for the first run of a once job: late \(after init\)", 3)
         self.assertEqual(self.farm("late")["spawned"], 0, "farm late started before init ended")
         self.assertEqual(self.farm("init")["spawned"], 1)
-        open(marker + ".go", "w").close()
+        once_release(marker)
         self.assertEqual(ask_once(Q, "late"), "late")
         fd.wait_log(r"farms started: late \(after init\); generation 2", 3)
         self.wait_farm("init", total=0, spawned=1)
@@ -942,6 +963,7 @@ class FarmdTest(unittest.TestCase):
         free_port_ = free_port()
         script = self.fd.write_script("once.py", ONCE_SCRIPT)
         marker = os.path.join(self.fd.tmp, "once.done")
+        once_prepare(marker)
         held_sock = os.path.join(self.fd.run, "public", "held")
         self.fd.write_config([
             farm_section("init", kind="once", program=farmlib.PYTHON,
@@ -982,7 +1004,7 @@ class FarmdTest(unittest.TestCase):
             self.assertEqual(r, [], "farm held answered while the once job runs")
             self.assertNotRegex(self.fd.log(), r"farm held: spawned")
             # Release the job: the held farm starts and answers the client.
-            open(marker + ".go", "w").close()
+            once_release(marker)
             pid = int(c.readline())
         finally:
             c.close()
