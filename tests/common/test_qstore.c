@@ -2266,16 +2266,36 @@ static size_t slot_frame(uint64_t idtime, const Zfarm__CtlRecord *rec, uint8_t *
 	return 8 + n;
 }
 
-/* commit_in_slot - commit len-byte messages until one lands in other's slot. */
-static void commit_in_slot(struct fixture *f, size_t len, const char *other, char qid[QID_SIZE])
+/*
+ * commit_where - commit a len-byte message (ID in qid); true when it came
+ * into slot's slot file (the ID's last five characters); *overwrite: the
+ * commit was an overwrite in place (qstore_overwrite_commits moved).
+ */
+static bool commit_where(struct fixture *f, size_t len, const char *slot, char qid[QID_SIZE],
+			 bool *overwrite)
 {
+	unsigned long long before = qstore_overwrite_commits(f->qs);
+
+	commit_msg(f, len, 4096, qid);
+	*overwrite = qstore_overwrite_commits(f->qs) == before + 1;
+	return memcmp(qid + QID_LEN - 5, slot + QID_LEN - 5, 5) == 0;
+}
+
+/*
+ * commit_in_slot - commit len-byte messages until one lands in other's
+ * slot (the others removed again); whether that commit was an overwrite.
+ */
+static bool commit_in_slot(struct fixture *f, size_t len, const char *other, char qid[QID_SIZE])
+{
+	bool ow;
+
 	for (int i = 0; i < 4096; i++) {
-		commit_msg(f, len, 4096, qid);
-		if (memcmp(qid + QID_LEN - 5, other + QID_LEN - 5, 5) == 0)
-			return;
+		if (commit_where(f, len, other, qid, &ow))
+			return ow;
 		assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), 0);
 	}
 	fail_msg("no message came into the slot of %s", other);
+	return false;
 }
 
 /*
@@ -2745,41 +2765,18 @@ static void test_slot_kept_budget(void **state)
 }
 
 /*
- * commit_where - commit a len-byte message (ID in qid); true when it came
- * into slot's slot file (the ID's last five characters); *overwrite: the
- * commit was an overwrite in place (qstore_overwrite_commits moved).
- */
-static bool commit_where(struct fixture *f, size_t len, const char *slot, char qid[QID_SIZE],
-			 bool *overwrite)
-{
-	unsigned long long before = qstore_overwrite_commits(f->qs);
-
-	commit_msg(f, len, 4096, qid);
-	*overwrite = qstore_overwrite_commits(f->qs) == before + 1;
-	return memcmp(qid + QID_LEN - 5, slot + QID_LEN - 5, 5) == 0;
-}
-
-/*
  * commit_in_slot_as - a len-byte message into slot's slot file (the
  * others the cursor passes on the way removed again); whether its commit
  * was an overwrite.  The message reads back.
  */
 static bool commit_in_slot_as(struct fixture *f, size_t len, const char *slot, char qid[QID_SIZE])
 {
-	bool ow;
+	bool ow = commit_in_slot(f, len, slot, qid);
+	int e = 0;
 
-	for (int i = 0; i < 4096; i++) {
-		if (commit_where(f, len, slot, qid, &ow)) {
-			read_check_id(f, qid, qid);
-			int e = 0;
-
-			assert_int_equal(read_len(f, f->qs, qid, &e), (long)len);
-			return ow;
-		}
-		assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), 0);
-	}
-	fail_msg("no message came into the slot of %s", slot);
-	return false;
+	read_check_id(f, qid, qid);
+	assert_int_equal(read_len(f, f->qs, qid, &e), (long)len);
+	return ow;
 }
 
 static int overwrite_tmpfs_body(struct fixture *sub)
