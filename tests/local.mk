@@ -85,7 +85,8 @@ tests_common_test_qid_LDADD = $(ZF_TEST_LIBS)
 tests_common_test_qstore_SOURCES = tests/common/test_qstore.c
 tests_common_test_qstore_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_qstore_LDADD = $(ZF_TEST_LIBS)
-tests_common_test_qstore_LDFLAGS = -Wl,--wrap=renameat
+tests_common_test_qstore_LDFLAGS = -Wl,--wrap=renameat -Wl,--wrap=fdatasync \
+	-Wl,--wrap=sync_file_range
 tests_common_test_strbuf_SOURCES = tests/common/test_strbuf.c
 tests_common_test_strbuf_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_common_test_strbuf_LDADD = $(ZF_TEST_LIBS)

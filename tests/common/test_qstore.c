@@ -52,6 +52,37 @@ int __wrap_renameat(int olddirfd, const char *oldpath, int newdirfd, const char 
 	return r;
 }
 
+/*
+ * fdatasync and sync_file_range are wrapped too (tests/local.mk): while
+ * sync_failures is above 0, each call fails with EIO and counts it down,
+ * as a disk that cannot write would.
+ */
+int __real_fdatasync(int fd);
+int __wrap_fdatasync(int fd);
+int __real_sync_file_range(int fd, off_t off, off_t n, unsigned int flags);
+int __wrap_sync_file_range(int fd, off_t off, off_t n, unsigned int flags);
+static unsigned sync_failures;
+
+int __wrap_fdatasync(int fd)
+{
+	if (sync_failures > 0) {
+		sync_failures--;
+		errno = EIO;
+		return -1;
+	}
+	return __real_fdatasync(fd);
+}
+
+int __wrap_sync_file_range(int fd, off_t off, off_t n, unsigned int flags)
+{
+	if (sync_failures > 0) {
+		sync_failures--;
+		errno = EIO;
+		return -1;
+	}
+	return __real_sync_file_range(fd, off, n, flags);
+}
+
 struct fixture {
 	const char *backend;
 	char top[64];  /* mkdtemp'ed */
@@ -2842,6 +2873,62 @@ static void test_slot_overwrite(void **state)
 	in_tmpfs(f, "4m", overwrite_tmpfs_body);
 }
 
+/*
+ * A commit whose write-out fails (EIO) is answered with the error, leaves
+ * its slot free and unreadable, and forgets what the file's earlier
+ * fdatasync made durable: the failed write-out may have left its blocks
+ * in any state, so the next commit in that slot takes the file's
+ * fdatasync again even on ext4, and only the one after that overwrites.
+ */
+static void test_slot_failed_commit(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__Envelope env = test_envelope();
+	char a[QID_SIZE], b[QID_SIZE], c[QID_SIZE];
+	struct qstore_writer *w = NULL;
+	uint8_t buf[1000], hdr[16];
+	struct statfs fs;
+	unsigned long long before;
+	int e = 0;
+	bool ext4;
+
+	assert_int_equal(statfs(f->dir, &fs), 0);
+	ext4 = fs.f_type == 0xEF53;
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = content_byte(i);
+	commit_msg(f, sizeof(buf), sizeof(buf), a);
+	assert_int_equal(qstore_remove(f->qs, a, f->err, sizeof(f->err)), 0);
+	/* The same size in that file again: an overwrite on ext4, made to fail. */
+	for (int i = 0; i < 4096 && !w; i++) {
+		w = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
+		if (!w)
+			fail_msg("create: %s", f->err);
+		if (memcmp(qstore_writer_qid(w) + QID_LEN - 5, a + QID_LEN - 5, 5) != 0)
+			qstore_abort(&w);
+	}
+	if (!w)
+		fail_msg("no writer came into the slot of %s", a);
+	memcpy(b, qstore_writer_qid(w), QID_SIZE);
+	assert_int_equal(qstore_append(w, buf, sizeof(buf), &e, f->err, sizeof(f->err)), 0);
+	before = qstore_overwrite_commits(f->qs);
+	sync_failures = 1;
+	e = 0;
+	assert_int_equal(qstore_commit(&w, c, &e, f->err, sizeof(f->err)), -1);
+	assert_null(w);
+	assert_int_equal(sync_failures, 0); /* the failure was the write-out's */
+	assert_int_equal(e, EIO);
+	assert_non_null(strstr(f->err, strerror(EIO)));
+	assert_int_equal(qstore_overwrite_commits(f->qs), before);
+	slot_header(f, b, hdr);
+	assert_memory_equal(hdr, "ZSL0", 4);
+	assert_int_equal(read_len(f, f->qs, b, &e), -1);
+	/* Nothing is known durable in that file now: fdatasync, then overwrites again. */
+	assert_false(commit_in_slot_as(f, sizeof(buf), a, c));
+	assert_int_equal(qstore_remove(f->qs, c, f->err, sizeof(f->err)), 0);
+	assert_int_equal(commit_in_slot_as(f, sizeof(buf), a, c), ext4);
+	assert_int_equal(qstore_remove(f->qs, c, f->err, sizeof(f->err)), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2903,6 +2990,7 @@ int main(void)
 	    SLOT(test_slot_append_after_remove),
 	    SLOT(test_slot_kept_budget),
 	    SLOT(test_slot_overwrite),
+	    SLOT(test_slot_failed_commit),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
