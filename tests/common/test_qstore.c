@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -2929,6 +2930,79 @@ static void test_slot_failed_commit(void **state)
 	assert_int_equal(qstore_remove(f->qs, c, f->err, sizeof(f->err)), 0);
 }
 
+/* lock_waiter - /proc/locks shows pid waiting for a flock on inode ino. */
+static bool lock_waiter(pid_t pid, ino_t ino)
+{
+	char line[256], want_pid[32], want_ino[40];
+	bool found = false;
+	FILE *fp = fopen("/proc/locks", "r");
+
+	assert_non_null(fp);
+	snprintf(want_pid, sizeof(want_pid), " %ld ", (long)pid);
+	snprintf(want_ino, sizeof(want_ino), ":%lu ", (unsigned long)ino);
+	while (!found && fgets(line, sizeof(line), fp))
+		found = strstr(line, "-> FLOCK") && strstr(line, want_pid) && strstr(line, want_ino);
+	fclose(fp);
+	return found;
+}
+
+/*
+ * Freeing a slot waits for the file's flock (spool_slot_free), which an
+ * append holds while it checks that the slot still holds its message and
+ * writes (spool_slot_append): a remove meanwhile changes nothing until the
+ * lock is let go, and an append through a reader opened before the remove
+ * finds the slot free and writes nothing.
+ */
+static void test_slot_free_waits_for_lock(void **state)
+{
+	struct fixture *f = *state;
+	Zfarm__CtlRecord *in[3];
+	struct qstore_reader *r;
+	char qid[QID_SIZE], path[256];
+	uint8_t hdr[16];
+	struct stat st, now;
+	uint64_t deadline;
+	int e = 0, status, fd;
+	pid_t pid;
+
+	test_records(in);
+	commit_msg(f, 3000, 3000, qid);
+	r = qstore_read_flags(f->qs, qid, QSTORE_APPEND, &e, f->err, sizeof(f->err));
+	assert_non_null(r);
+	spool_file(f, path, sizeof(path), "msg", qid);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(flock(fd, LOCK_EX), 0); /* as an append in another process would */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(qstore_remove(f->qs, qid, f->err, sizeof(f->err)) == 0 ? 0 : 1);
+	deadline = clock_mono_ms() + 10000;
+	while (!lock_waiter(pid, st.st_ino) && clock_mono_ms() < deadline &&
+	       waitpid(pid, &status, WNOHANG) == 0) {
+		struct timespec ms = {0, 1000000};
+
+		nanosleep(&ms, NULL);
+	}
+	assert_true(lock_waiter(pid, st.st_ino));
+	slot_header(f, qid, hdr);
+	assert_memory_equal(hdr, "ZSL1", 4); /* not freed under the lock */
+	assert_int_equal(flock(fd, LOCK_UN), 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	slot_header(f, qid, hdr);
+	assert_memory_equal(hdr, "ZSL0", 4);
+	/* The reader's message is gone: its append is refused and writes nothing. */
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(qstore_reader_ctl_append_lazy(r, in, 1, f->err, sizeof(f->err)), -1);
+	assert_non_null(strstr(f->err, strerror(ENOENT)));
+	qstore_reader_free(&r);
+	assert_int_equal(fstat(fd, &now), 0);
+	assert_int_equal(now.st_size, st.st_size);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2991,6 +3065,7 @@ int main(void)
 	    SLOT(test_slot_kept_budget),
 	    SLOT(test_slot_overwrite),
 	    SLOT(test_slot_failed_commit),
+	    SLOT(test_slot_free_waits_for_lock),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
