@@ -181,17 +181,14 @@ static uint8_t content_byte(size_t i)
 }
 
 /* commit_msg - create, append len pattern bytes in chunks, commit. */
-static void commit_msg(struct fixture *f, size_t len, size_t chunk, char qid[QID_SIZE])
+/* write_commit - len content bytes into w in chunks, then commit (ID in qid). */
+static void write_commit(struct fixture *f, struct qstore_writer *w, size_t len, size_t chunk,
+			 char qid[QID_SIZE])
 {
-	Zfarm__Envelope env = test_envelope();
-	struct qstore_writer *w;
 	uint8_t buf[8192];
 	int e = 0;
 
 	assert_true(chunk <= sizeof(buf));
-	w = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
-	if (!w)
-		fail_msg("create: %s", f->err);
 	for (size_t off = 0; off < len; off += chunk) {
 		size_t n = len - off < chunk ? len - off : chunk;
 
@@ -206,6 +203,18 @@ static void commit_msg(struct fixture *f, size_t len, size_t chunk, char qid[QID
 		fail_msg("commit: %s", f->err);
 	assert_null(w);
 	assert_true(qid_valid(qid));
+}
+
+static void commit_msg(struct fixture *f, size_t len, size_t chunk, char qid[QID_SIZE])
+{
+	Zfarm__Envelope env = test_envelope();
+	struct qstore_writer *w;
+	int e = 0;
+
+	w = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
+	if (!w)
+		fail_msg("create: %s", f->err);
+	write_commit(f, w, len, chunk, qid);
 }
 
 struct id_list {
@@ -2299,35 +2308,38 @@ static size_t slot_frame(uint64_t idtime, const Zfarm__CtlRecord *rec, uint8_t *
 }
 
 /*
- * commit_where - commit a len-byte message (ID in qid); true when it came
- * into slot's slot file (the ID's last five characters); *overwrite: the
- * commit was an overwrite in place (qstore_overwrite_commits moved).
+ * create_in_slot - a writer in other's slot file (the writers the cursor
+ * gives on the way aborted).
  */
-static bool commit_where(struct fixture *f, size_t len, const char *slot, char qid[QID_SIZE],
-			 bool *overwrite)
+static struct qstore_writer *create_in_slot(struct fixture *f, const char *other)
 {
-	unsigned long long before = qstore_overwrite_commits(f->qs);
+	Zfarm__Envelope env = test_envelope();
+	struct qstore_writer *w;
+	int e = 0;
 
-	commit_msg(f, len, 4096, qid);
-	*overwrite = qstore_overwrite_commits(f->qs) == before + 1;
-	return memcmp(qid + QID_LEN - 5, slot + QID_LEN - 5, 5) == 0;
+	for (int i = 0; i < 4096; i++) {
+		w = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
+		if (!w)
+			fail_msg("create: %s", f->err);
+		if (memcmp(qstore_writer_qid(w) + QID_LEN - 5, other + QID_LEN - 5, 5) == 0)
+			return w;
+		qstore_abort(&w);
+	}
+	fail_msg("no writer came into the slot of %s", other);
+	return NULL;
 }
 
 /*
- * commit_in_slot - commit len-byte messages until one lands in other's
- * slot (the others removed again); whether that commit was an overwrite.
+ * commit_in_slot - a len-byte message into other's slot file; whether its
+ * commit was an overwrite in place (qstore_overwrite_commits moved).
  */
 static bool commit_in_slot(struct fixture *f, size_t len, const char *other, char qid[QID_SIZE])
 {
-	bool ow;
+	struct qstore_writer *w = create_in_slot(f, other);
+	unsigned long long before = qstore_overwrite_commits(f->qs);
 
-	for (int i = 0; i < 4096; i++) {
-		if (commit_where(f, len, other, qid, &ow))
-			return ow;
-		assert_int_equal(qstore_remove(f->qs, qid, f->err, sizeof(f->err)), 0);
-	}
-	fail_msg("no message came into the slot of %s", other);
-	return false;
+	write_commit(f, w, len, 4096, qid);
+	return qstore_overwrite_commits(f->qs) == before + 1;
 }
 
 /*
@@ -2797,9 +2809,7 @@ static void test_slot_kept_budget(void **state)
 }
 
 /*
- * commit_in_slot_as - a len-byte message into slot's slot file (the
- * others the cursor passes on the way removed again); whether its commit
- * was an overwrite.  The message reads back.
+ * commit_in_slot_as - commit_in_slot, and the message reads back.
  */
 static bool commit_in_slot_as(struct fixture *f, size_t len, const char *slot, char qid[QID_SIZE])
 {
@@ -2836,7 +2846,7 @@ static void test_slot_overwrite(void **state)
 	struct fixture *f = *state;
 	char a[QID_SIZE], b[QID_SIZE];
 	struct statfs fs;
-	bool ext4, ow;
+	bool ext4;
 
 	assert_int_equal(statfs(f->dir, &fs), 0);
 	ext4 = fs.f_type == 0xEF53; /* ext2, ext3 or ext4: the spool takes it for ext4 by name */
@@ -2867,10 +2877,10 @@ static void test_slot_overwrite(void **state)
 	unsetenv("ZFARM_SPOOL_OVERWRITE");
 	assert_non_null(f->qs);
 	for (int i = 0; i < 100; i++) {
-		commit_where(f, 1000, a, b, &ow);
-		assert_false(ow);
+		commit_msg(f, 1000, 1000, b);
 		assert_int_equal(qstore_remove(f->qs, b, f->err, sizeof(f->err)), 0);
 	}
+	assert_int_equal(qstore_overwrite_commits(f->qs), 0);
 	in_tmpfs(f, "4m", overwrite_tmpfs_body);
 }
 
@@ -2884,9 +2894,8 @@ static void test_slot_overwrite(void **state)
 static void test_slot_failed_commit(void **state)
 {
 	struct fixture *f = *state;
-	Zfarm__Envelope env = test_envelope();
 	char a[QID_SIZE], b[QID_SIZE], c[QID_SIZE];
-	struct qstore_writer *w = NULL;
+	struct qstore_writer *w;
 	uint8_t buf[1000], hdr[16];
 	struct statfs fs;
 	unsigned long long before;
@@ -2900,15 +2909,7 @@ static void test_slot_failed_commit(void **state)
 	commit_msg(f, sizeof(buf), sizeof(buf), a);
 	assert_int_equal(qstore_remove(f->qs, a, f->err, sizeof(f->err)), 0);
 	/* The same size in that file again: an overwrite on ext4, made to fail. */
-	for (int i = 0; i < 4096 && !w; i++) {
-		w = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
-		if (!w)
-			fail_msg("create: %s", f->err);
-		if (memcmp(qstore_writer_qid(w) + QID_LEN - 5, a + QID_LEN - 5, 5) != 0)
-			qstore_abort(&w);
-	}
-	if (!w)
-		fail_msg("no writer came into the slot of %s", a);
+	w = create_in_slot(f, a);
 	memcpy(b, qstore_writer_qid(w), QID_SIZE);
 	assert_int_equal(qstore_append(w, buf, sizeof(buf), &e, f->err, sizeof(f->err)), 0);
 	before = qstore_overwrite_commits(f->qs);

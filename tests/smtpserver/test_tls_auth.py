@@ -152,7 +152,6 @@ def server_socket_opt(client, level, opt):
     raise AssertionError("%s not found among the farm's children" % want)
 
 
-
 def ctx():
     return CA.client_context()
 
