@@ -24,6 +24,8 @@ struct workq {
 	unsigned nthreads;
 	pthread_t *threads;
 	struct workq_item **running; /* per thread, under lock */
+	bool batch;		     /* one worker runs all queued items at once */
+	struct itemq batch_running;  /* its batch, under lock */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct itemq todo, finished; /* under lock */
@@ -80,6 +82,38 @@ static void workq_wake(struct workq *q)
 		abort();
 }
 
+/*
+ * workq_run_batch - under q's lock: run everything queued as one batch
+ * (the lock let go meanwhile) and move it to finished; false if nothing
+ * was queued.
+ */
+static bool workq_run_batch(struct workq *q)
+{
+	struct itemq l = q->todo;
+	bool wake;
+
+	if (!l.head)
+		return false;
+	q->todo.head = q->todo.tail = NULL;
+	q->batch_running = l;
+	pthread_mutex_unlock(&q->lock);
+	q->run(l.head, q->ctx);
+	pthread_mutex_lock(&q->lock);
+	q->batch_running.head = q->batch_running.tail = NULL;
+	wake = q->finished.head == NULL;
+	if (q->finished.tail)
+		q->finished.tail->next = l.head;
+	else
+		q->finished.head = l.head;
+	q->finished.tail = l.tail;
+	if (wake) {
+		pthread_mutex_unlock(&q->lock);
+		workq_wake(q);
+		pthread_mutex_lock(&q->lock);
+	}
+	return true;
+}
+
 static void *workq_worker(void *arg)
 {
 	struct worker_arg *wa = arg;
@@ -94,6 +128,11 @@ static void *workq_worker(void *arg)
 			pthread_cond_wait(&q->cond, &q->lock);
 		if (q->stopping && !q->finish)
 			break;
+		if (q->batch) {
+			if (!workq_run_batch(q))
+				break;
+			continue;
+		}
 		it = itemq_pop(&q->todo);
 		if (!it)
 			break; /* stopping and nothing left */
@@ -130,11 +169,12 @@ static void workq_on_done(evutil_socket_t fd, short what, void *arg)
 		q->done(it, q->ctx);
 }
 
-struct workq *workq_new(struct event_base *base, unsigned threads, workq_fn *run, workq_fn *done,
-			void *ctx, char *err, size_t errlen)
+static struct workq *workq_make(struct event_base *base, unsigned threads, bool batch,
+				 workq_fn *run, workq_fn *done, void *ctx, char *err, size_t errlen)
 {
 	struct workq *q = xcalloc(1, sizeof(*q));
 
+	q->batch = batch;
 	q->run = run;
 	q->done = done;
 	q->ctx = ctx;
@@ -172,6 +212,18 @@ fail:
 	return NULL;
 }
 
+struct workq *workq_new(struct event_base *base, unsigned threads, workq_fn *run, workq_fn *done,
+			void *ctx, char *err, size_t errlen)
+{
+	return workq_make(base, threads, false, run, done, ctx, err, errlen);
+}
+
+struct workq *workq_new_batch(struct event_base *base, workq_fn *run_batch, workq_fn *done,
+			      void *ctx, char *err, size_t errlen)
+{
+	return workq_make(base, 1, true, run_batch, done, ctx, err, errlen);
+}
+
 void workq_submit(struct workq *q, struct workq_item *it)
 {
 	if (q->nthreads == 0) {
@@ -200,6 +252,8 @@ void workq_each(struct workq *q, workq_fn *fn, void *arg)
 	for (unsigned i = 0; i < q->nthreads; i++)
 		if (q->running[i])
 			fn(q->running[i], arg);
+	for (struct workq_item *it = q->batch_running.head; it; it = it->next)
+		fn(it, arg);
 	for (struct workq_item *it = q->finished.head; it; it = it->next)
 		fn(it, arg);
 	pthread_mutex_unlock(&q->lock);

@@ -11,8 +11,9 @@
  *
  * Callers embed struct workq_item in their job (any position; use
  * container_of-style casts) and own the job: the queue only links it.
- * Used by smtpserver's committer (qstore commits, many threads) and its
- * password-file AUTH backend (crypt(3), one thread).  Errors of
+ * Used by smtpserver's committer (qstore commits: many threads, and a
+ * batch worker for group commits) and its password-file AUTH backend
+ * (crypt(3), one thread).  Errors of
  * workq_new are returned with a reason; a failing eventfd write aborts
  * (it cannot fail while the loop reads the counter).
  */
@@ -35,6 +36,15 @@ typedef void workq_fn(struct workq_item *it, void *ctx);
 /* workq_new - threads workers calling run, done in base's loop; NULL + reason. */
 struct workq *workq_new(struct event_base *base, unsigned threads, workq_fn *run, workq_fn *done,
 			void *ctx, char *err, size_t errlen);
+/*
+ * workq_new_batch - one worker that takes everything queued when it gets
+ * to work and calls run_batch(first, ctx) once for all of it: the items
+ * linked by next in the order submitted (run_batch must not relink them);
+ * then done for each.  For work that shares a cost between items (the
+ * committer's device flush).  NULL + reason.
+ */
+struct workq *workq_new_batch(struct event_base *base, workq_fn *run_batch, workq_fn *done,
+			      void *ctx, char *err, size_t errlen);
 /* workq_submit - queue it (ownership stays with the caller until done). */
 void workq_submit(struct workq *q, struct workq_item *it);
 /*
