@@ -234,6 +234,73 @@ int qstore_commit(struct qstore_writer **wp, char qid[QID_SIZE], int *errnum, ch
 	return -1;
 }
 
+int qstore_commit_begin(struct qstore_writer *w)
+{
+	const struct qstore_ops *ops = w->qs->ops;
+
+	return ops->commit_begin && ops->commit_write && ops->commit_wait && ops->flush &&
+	       ops->commit_end && ops->commit_begin(w->wr, w->qid) == 1;
+}
+
+/* qstore_group_failed - c's step returned rc: on failure the backend freed c's writer. */
+static void qstore_group_failed(struct qstore_commit *c, int rc, int e)
+{
+	if (rc == 0)
+		return;
+	c->rc = -1;
+	qstore_set_errnum(&c->errnum, e ? e : EIO);
+	free(c->w);
+	c->w = NULL;
+}
+
+void qstore_commit_group(struct qstore_commit *list)
+{
+	struct qstore *qs = list ? list->w->qs : NULL;
+	char reason[256];
+	int e, flush_errnum = 0;
+	bool any = false;
+
+	for (struct qstore_commit *c = list; c; c = c->next) {
+		c->rc = 0;
+		c->errnum = 0;
+		c->reason[0] = '\0';
+		e = 0;
+		if (c->w->qs != qs) {
+			snprintf(c->reason, sizeof(c->reason), "group commit across stores");
+			c->w->qs->ops->abort(c->w->wr);
+			qstore_group_failed(c, -1, EINVAL);
+			continue;
+		}
+		qstore_group_failed(c, qs->ops->commit_write(c->w->wr, c->w->qid, &e, c->reason,
+							     sizeof(c->reason)), e);
+	}
+	for (struct qstore_commit *c = list; c; c = c->next) {
+		if (c->rc < 0)
+			continue;
+		e = 0;
+		qstore_group_failed(c, qs->ops->commit_wait(c->w->wr, &e, c->reason,
+							    sizeof(c->reason)), e);
+		any |= c->rc == 0;
+	}
+	/* A failed flush fails each message, with its own reason (commit_end). */
+	if (any && qs->ops->flush(qs->be, &e, reason, sizeof(reason)) < 0)
+		flush_errnum = e ? e : EIO;
+	for (struct qstore_commit *c = list; c; c = c->next) {
+		if (c->rc < 0)
+			continue;
+		e = 0;
+		memcpy(c->qid, c->w->qid, QID_SIZE);
+		qstore_group_failed(c, qs->ops->commit_end(c->w->wr, flush_errnum, &e, c->reason,
+							   sizeof(c->reason)), e);
+		if (c->rc == 0) {
+			free(c->w);
+			c->w = NULL;
+		} else {
+			c->qid[0] = '\0';
+		}
+	}
+}
+
 void qstore_abort(struct qstore_writer **w)
 {
 	if (!w || !*w)

@@ -45,7 +45,9 @@
  * the device's cache (fdatasync of the clean queue directory) instead:
  * the same data on disk, without the inode write ext4 without a journal
  * adds for the times (ZFARM_SPOOL_OVERWRITE=0 in the environment: always
- * the fdatasync).
+ * the fdatasync).  Such a message may instead be group committed
+ * (qstore_commit_begin, qstore_commit_group): the same write-out and
+ * wait for each message of the group, then one flush after all of them.
  * Durability (spool, tmp/ way: no slot to be had, or ZFARM_SPOOL_SLOTS=0
  * in the environment): qstore_commit() writes the envelope and content to
  * tmp/, sets M, links it into msg/XX/ (exclusively: an existing ID is a
@@ -126,6 +128,35 @@ uint64_t qstore_size(const struct qstore_writer *w);
  */
 int qstore_commit(struct qstore_writer **w, char qid[QID_SIZE], int *errnum, char *err,
 		  size_t errlen);
+/*
+ * Group commit: messages made durable together, sharing one flush of
+ * the device's cache (the smtpserver's committer: its event loop begins,
+ * one worker commits whatever was begun meanwhile as a group).
+ *
+ * qstore_commit_begin - after w's last byte, in the thread that wrote
+ * it, no I/O: 1 if w can be committed by qstore_commit_group (the spool:
+ * a slot overwritten inside what an earlier fdatasync of its file made
+ * durable, on ext4), 0 if it needs qstore_commit.
+ */
+int qstore_commit_begin(struct qstore_writer *w);
+
+/* One message of a group commit. */
+struct qstore_commit {
+	struct qstore_writer *w; /* begun; freed by qstore_commit_group */
+	struct qstore_commit *next;
+	int rc;			 /* 0: committed as qid; -1: errnum, reason */
+	int errnum;
+	char qid[QID_SIZE];
+	char reason[256];
+};
+
+/*
+ * qstore_commit_group - commit the list (begun writers of one store):
+ * each message's write-out is started, then each is waited for, then
+ * one flush, as qstore_commit would for each alone.  Every writer is
+ * freed; each item's rc says what became of it.
+ */
+void qstore_commit_group(struct qstore_commit *list);
 /* qstore_abort - drop a message being received; accepts NULL. */
 void qstore_abort(struct qstore_writer **w);
 
@@ -300,6 +331,16 @@ struct qstore_ops {
 		     size_t errlen);
 	int (*commit)(void *wr, const char *qid, int *errnum, char *err, size_t errlen);
 	void (*abort)(void *wr);
+	/*
+	 * Group commit (qstore_commit_group); NULL: none.  begin: 1 if wr
+	 * can be group committed (no I/O); write, wait and end free the
+	 * writer when they fail.
+	 */
+	int (*commit_begin)(void *wr, const char *qid);
+	int (*commit_write)(void *wr, const char *qid, int *errnum, char *err, size_t errlen);
+	int (*commit_wait)(void *wr, int *errnum, char *err, size_t errlen);
+	int (*flush)(void *be, int *errnum, char *err, size_t errlen);
+	int (*commit_end)(void *wr, int flush_errnum, int *errnum, char *err, size_t errlen);
 	/* read: flags as for qstore_read_flags (QSTORE_APPEND: rd_ctl_append may follow). */
 	void *(*read)(void *be, const char *qid, unsigned flags, int *errnum, char *err,
 		      size_t errlen);

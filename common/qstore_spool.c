@@ -114,8 +114,10 @@
  * Threads: create, remove, sweep and scan use the pool below and the tmp
  * name counter without locks, so they belong to one thread per qstore;
  * commit and abort (of different writers) may run in other threads
- * (smtpserver commits in a thread pool): they share only the msg/XX
- * bitmap, which is atomic.
+ * (smtpserver commits in a thread pool, and group commits in one more
+ * thread: spool_commit_begin runs in the creating thread and does no
+ * I/O): they share only the msg/XX bitmap, the slots' busy bits and the
+ * overwrite counter, which are atomic.
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -287,6 +289,7 @@ struct spool_writer {
 	bool failed_enospc;	  /* a write failed for want of space */
 	uint64_t len; /* message bytes after the spool header */
 	bool failed;
+	bool begun; /* for a group commit (spool_commit_begin) */
 };
 
 struct spool_reader {
@@ -1277,6 +1280,20 @@ static void spool_slot_header(uint8_t hdr[SPOOL_HDR], const char *qid, uint64_t 
 }
 
 /*
+ * spool_slot_overwrites - whether the slot's first end bytes are an
+ * overwrite of durable blocks that writing them out and flushing the
+ * device's cache makes durable (spool_fs_overwrites; the file is the one
+ * kept, not new, and an earlier fdatasync made at least end bytes durable).
+ */
+static bool spool_slot_overwrites(const struct spool_writer *w, uint64_t end)
+{
+	const struct spool_range *rg = w->range;
+
+	return w->sp->overwrites && rg->kept[w->slot] == w->fd && !w->created &&
+	       end <= rg->durable[w->slot];
+}
+
+/*
  * spool_slot_sync - make the slot's message durable: its first end bytes
  * are an overwrite of durable blocks (struct spool_range's durable) on a
  * file system where that is safe (spool_fs_overwrites): write them out
@@ -1291,7 +1308,7 @@ static int spool_slot_sync(struct spool_writer *w, uint64_t end)
 	struct stat st;
 	int flags;
 
-	if (sp->overwrites && kept && !w->created && end <= rg->durable[w->slot]) {
+	if (spool_slot_overwrites(w, end)) {
 		if (sync_file_range(w->fd, 0, (off_t)end,
 				    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
 					SYNC_FILE_RANGE_WAIT_AFTER) < 0 ||
@@ -1313,6 +1330,28 @@ static int spool_slot_sync(struct spool_writer *w, uint64_t end)
 }
 
 /*
+ * spool_slot_fail - w's commit failed at what with e: its header says free
+ * again (a crash may still show it committed: no 250 was given), what the
+ * file's fdatasync made durable is forgotten; w freed.  -1.
+ */
+static int spool_slot_fail(struct spool_writer *w, const char *what, int e, int *errnum,
+			   char *err, size_t errlen)
+{
+	uint8_t hdr[SPOOL_HDR];
+
+	snprintf(err, errlen, "%s/%s: %s: %s", w->sp->dir, w->tmp, what, strerror(e));
+	spool_errnum(errnum, e);
+	memset(hdr, 0, sizeof(hdr));
+	memcpy(hdr, SPOOL_SLOT_FREE, 4);
+	if (pwrite(w->fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || e == ENOSPC)
+		(void)!ftruncate(w->fd, 0);
+	w->range->durable[w->slot] = 0; /* a failed write-out: know nothing */
+	spool_slot_release(w);
+	free(w);
+	return -1;
+}
+
+/*
  * spool_slot_commit - the slot's header says the message is there;
  * durable (spool_slot_sync; a new slot file: the name too, see
  * spool_fs_syncs_names; elsewhere its range is fsync'ed).  No directory
@@ -1324,52 +1363,100 @@ static int spool_slot_commit(struct spool_writer *w, const char *qid, int *errnu
 {
 	struct spool *sp = w->sp;
 	uint8_t hdr[SPOOL_HDR];
-	const char *what = "write";
 	ssize_t n;
-	int e;
 
-	if (w->len > UINT32_MAX) {
-		e = EFBIG;
-		goto fail;
-	}
+	if (w->len > UINT32_MAX)
+		return spool_slot_fail(w, "write", EFBIG, errnum, err, errlen);
 	spool_slot_header(hdr, qid, w->len);
 	do
 		n = pwrite(w->fd, hdr, sizeof(hdr), 0);
 	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)sizeof(hdr)) {
-		e = n < 0 ? errno : EIO;
-		goto fail;
-	}
+	if (n != (ssize_t)sizeof(hdr))
+		return spool_slot_fail(w, "write", n < 0 ? errno : EIO, errnum, err, errlen);
 	/*
 	 * What an older message left past the new one stays: cutting it
 	 * would change the size, and fdatasync would write the inode too.
 	 * Its control records do not check for this ID (spool_frames_walk).
 	 */
-	what = "fdatasync";
-	if (spool_slot_sync(w, SPOOL_HDR + w->len) < 0) {
-		e = errno;
-		goto fail;
-	}
-	what = "fsync of its range";
-	if (w->created && !sp->fsync_names && spool_fsync_dir(sp, w->range->name) < 0) {
-		e = errno;
-		goto fail;
-	}
+	if (spool_slot_sync(w, SPOOL_HDR + w->len) < 0)
+		return spool_slot_fail(w, "fdatasync", errno, errnum, err, errlen);
+	if (w->created && !sp->fsync_names && spool_fsync_dir(sp, w->range->name) < 0)
+		return spool_slot_fail(w, "fsync of its range", errno, errnum, err, errlen);
 	spool_slot_release(w);
 	free(w);
 	return 0;
-fail:
-	snprintf(err, errlen, "%s/%s: %s: %s", sp->dir, w->tmp, what, strerror(e));
-	spool_errnum(errnum, e);
-	/* Not there: the header back to free (a crash may still show it: no 250 was given). */
-	memset(hdr, 0, sizeof(hdr));
-	memcpy(hdr, SPOOL_SLOT_FREE, 4);
-	if (pwrite(w->fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || e == ENOSPC)
-		(void)!ftruncate(w->fd, 0);
-	w->range->durable[w->slot] = 0; /* a failed write-out: know nothing */
+}
+
+/*
+ * Group commit (qstore.h: qstore_commit_group): a slot overwritten
+ * inside its durable blocks (spool_slot_overwrites) is committed by its
+ * header, its write-out (started for every message of the group before
+ * any is waited for) and one device flush for the group (spool_flush: an
+ * fdatasync of the queue directory, see spool_fs_overwrites).
+ */
+static int spool_commit_begin(void *wr, const char *qid)
+{
+	struct spool_writer *w = wr;
+
+	if (w->failed || !w->range || w->len > UINT32_MAX ||
+	    !spool_slot_overwrites(w, SPOOL_HDR + w->len) || !qid_is_slot(qid) ||
+	    qid_tail(qid) != (QID_SLOT_FLAG | w->range->r << 10 | w->slot))
+		return 0;
+	w->begun = true;
+	return 1;
+}
+
+static int spool_commit_write(void *wr, const char *qid, int *errnum, char *err, size_t errlen)
+{
+	struct spool_writer *w = wr;
+	uint8_t hdr[SPOOL_HDR];
+	ssize_t n;
+
+	if (!w->begun)
+		return spool_slot_fail(w, "group commit", EINVAL, errnum, err, errlen);
+	spool_slot_header(hdr, qid, w->len);
+	do
+		n = pwrite(w->fd, hdr, sizeof(hdr), 0);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(hdr))
+		return spool_slot_fail(w, "write", n < 0 ? errno : EIO, errnum, err, errlen);
+	/* Starts the device write only; an error shows in spool_commit_wait. */
+	(void)sync_file_range(w->fd, 0, (off_t)(SPOOL_HDR + w->len), SYNC_FILE_RANGE_WRITE);
+	return 0;
+}
+
+static int spool_commit_wait(void *wr, int *errnum, char *err, size_t errlen)
+{
+	struct spool_writer *w = wr;
+
+	if (sync_file_range(w->fd, 0, (off_t)(SPOOL_HDR + w->len),
+			    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+				SYNC_FILE_RANGE_WAIT_AFTER) < 0)
+		return spool_slot_fail(w, "write-out", errno, errnum, err, errlen);
+	return 0;
+}
+
+static int spool_flush(void *be, int *errnum, char *err, size_t errlen)
+{
+	struct spool *sp = be;
+
+	if (fdatasync(sp->dfd) == 0)
+		return 0;
+	spool_errnum(errnum, errno);
+	snprintf(err, errlen, "%s: device flush (fdatasync): %s", sp->dir, strerror(errno));
+	return -1;
+}
+
+static int spool_commit_end(void *wr, int flush_errnum, int *errnum, char *err, size_t errlen)
+{
+	struct spool_writer *w = wr;
+
+	if (flush_errnum)
+		return spool_slot_fail(w, "device flush", flush_errnum, errnum, err, errlen);
+	atomic_fetch_add_explicit(&w->sp->overwrite_commits, 1, memory_order_relaxed);
 	spool_slot_release(w);
 	free(w);
-	return -1;
+	return 0;
 }
 
 /* spool_flock - flock(fd, op), again after a signal. */
@@ -2855,6 +2942,11 @@ const struct qstore_ops qstore_spool_ops = {
     .write = spool_write,
     .commit = spool_commit,
     .abort = spool_abort,
+    .commit_begin = spool_commit_begin,
+    .commit_write = spool_commit_write,
+    .commit_wait = spool_commit_wait,
+    .flush = spool_flush,
+    .commit_end = spool_commit_end,
     .read = spool_read,
     .pread = spool_pread,
     .read_close = spool_read_close,

@@ -64,10 +64,19 @@ int __real_sync_file_range(int fd, off_t off, off_t n, unsigned int flags);
 int __wrap_sync_file_range(int fd, off_t off, off_t n, unsigned int flags);
 static unsigned sync_failures;
 
+/* Also: fdatasync calls counted, flush_failures for fdatasync alone, every
+ * sync_file_range of descriptor range_fail_fd failing. */
+static unsigned fdatasync_calls, flush_failures;
+static int range_fail_fd = -1;
+
 int __wrap_fdatasync(int fd)
 {
-	if (sync_failures > 0) {
-		sync_failures--;
+	fdatasync_calls++;
+	if (sync_failures > 0 || flush_failures > 0) {
+		if (flush_failures > 0)
+			flush_failures--;
+		else
+			sync_failures--;
 		errno = EIO;
 		return -1;
 	}
@@ -76,6 +85,10 @@ int __wrap_fdatasync(int fd)
 
 int __wrap_sync_file_range(int fd, off_t off, off_t n, unsigned int flags)
 {
+	if (fd == range_fail_fd) {
+		errno = EIO;
+		return -1;
+	}
 	if (sync_failures > 0) {
 		sync_failures--;
 		errno = EIO;
@@ -180,10 +193,8 @@ static uint8_t content_byte(size_t i)
 	return (uint8_t)(i * 31 + i / 251);
 }
 
-/* commit_msg - create, append len pattern bytes in chunks, commit. */
-/* write_commit - len content bytes into w in chunks, then commit (ID in qid). */
-static void write_commit(struct fixture *f, struct qstore_writer *w, size_t len, size_t chunk,
-			 char qid[QID_SIZE])
+/* append_pattern - len content bytes (content_byte) into w in chunks. */
+static void append_pattern(struct fixture *f, struct qstore_writer *w, size_t len, size_t chunk)
 {
 	uint8_t buf[8192];
 	int e = 0;
@@ -199,12 +210,22 @@ static void write_commit(struct fixture *f, struct qstore_writer *w, size_t len,
 	}
 	if (qstore_size(w) != len)
 		fail_msg("size: got %llu, want %zu", (unsigned long long)qstore_size(w), len);
+}
+
+/* write_commit - len content bytes into w in chunks, then commit (ID in qid). */
+static void write_commit(struct fixture *f, struct qstore_writer *w, size_t len, size_t chunk,
+			 char qid[QID_SIZE])
+{
+	int e = 0;
+
+	append_pattern(f, w, len, chunk);
 	if (qstore_commit(&w, qid, &e, f->err, sizeof(f->err)) < 0)
 		fail_msg("commit: %s", f->err);
 	assert_null(w);
 	assert_true(qid_valid(qid));
 }
 
+/* commit_msg - create, append len pattern bytes in chunks, commit. */
 static void commit_msg(struct fixture *f, size_t len, size_t chunk, char qid[QID_SIZE])
 {
 	Zfarm__Envelope env = test_envelope();
@@ -2931,6 +2952,224 @@ static void test_slot_failed_commit(void **state)
 	assert_int_equal(qstore_remove(f->qs, c, f->err, sizeof(f->err)), 0);
 }
 
+/* check_content - qid reads back as len pattern bytes (content_byte). */
+static void check_content(struct fixture *f, const char *qid, size_t len)
+{
+	struct qstore_reader *r;
+	uint8_t buf[8192];
+	size_t got = 0;
+	ssize_t n;
+	int e = 0;
+
+	r = qstore_read(f->qs, qid, &e, f->err, sizeof(f->err));
+	if (!r)
+		fail_msg("read %s: %s", qid, f->err);
+	while ((n = qstore_content(r, buf, sizeof(buf), f->err, sizeof(f->err))) > 0) {
+		for (ssize_t i = 0; i < n; i++)
+			if (buf[i] != content_byte(got + (size_t)i))
+				fail_msg("%s: byte %zu differs", qid, got + (size_t)i);
+		got += (size_t)n;
+	}
+	assert_int_equal(n, 0);
+	assert_int_equal(got, len);
+	qstore_reader_free(&r);
+}
+
+/* fd_of - a descriptor this process has open on qid's slot file; -1 if none. */
+static int fd_of(struct fixture *f, const char *qid)
+{
+	char path[256];
+	struct stat want, st;
+	int found = -1;
+	DIR *d;
+	struct dirent *de;
+
+	spool_file(f, path, sizeof(path), "msg", qid);
+	assert_int_equal(stat(path, &want), 0);
+	d = opendir("/proc/self/fd");
+	assert_non_null(d);
+	while (found < 0 && (de = readdir(d))) {
+		int fd = atoi(de->d_name);
+
+		if (de->d_name[0] != '.' && fd != dirfd(d) && fstat(fd, &st) == 0 &&
+		    st.st_dev == want.st_dev && st.st_ino == want.st_ino)
+			found = fd;
+	}
+	closedir(d);
+	return found;
+}
+
+/*
+ * group_setup - three slots whose files an fdatasync made durable for
+ * 1,000 bytes (a[]), and a writer of 1000 - 100 i pattern bytes in each (w[]):
+ * whether qstore_commit_begin took them for a group commit, which it does
+ * on ext4 in slots only (not the tmp/ way, not ram, not elsewhere).
+ */
+static bool group_setup(struct fixture *f, char a[3][QID_SIZE], struct qstore_writer *w[3])
+{
+	struct statfs fs;
+	bool group;
+
+	assert_int_equal(statfs(f->top, &fs), 0);
+	group = fs.f_type == 0xEF53 && !IS_FILES(f) && IS_SPOOL(f);
+	for (int i = 0; i < 3; i++) {
+		Zfarm__Envelope env = test_envelope();
+		int e = 0;
+
+		/* The store is new: each of these is a new file, not begun. */
+		w[i] = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
+		assert_non_null(w[i]);
+		append_pattern(f, w[i], 1000, 4096);
+		assert_int_equal(qstore_commit_begin(w[i]), 0);
+		assert_int_equal(qstore_commit(&w[i], a[i], &e, f->err, sizeof(f->err)), 0);
+	}
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(qstore_remove(f->qs, a[i], f->err, sizeof(f->err)), 0);
+	for (int i = 0; i < 3; i++) {
+		Zfarm__Envelope env = test_envelope();
+		int e = 0;
+
+		if (IS_SPOOL(f) && !IS_FILES(f)) {
+			w[i] = create_in_slot(f, a[i]);
+		} else {
+			w[i] = qstore_create(f->qs, &env, &e, f->err, sizeof(f->err));
+			assert_non_null(w[i]);
+		}
+		append_pattern(f, w[i], 1000 - 100 * (size_t)i, 4096);
+		assert_int_equal(qstore_commit_begin(w[i]), group);
+	}
+	return group;
+}
+
+/* group_link - c[] a list of w[]'s commits. */
+static struct qstore_commit *group_link(struct qstore_commit c[3], struct qstore_writer *w[3])
+{
+	for (int i = 0; i < 3; i++)
+		c[i] = (struct qstore_commit){.w = w[i], .next = i < 2 ? &c[i + 1] : NULL};
+	return c;
+}
+
+/*
+ * Group commit: three messages begun in slots made durable before are
+ * committed by one device flush (fdatasync of the queue directory) after
+ * their write-outs, as overwrites; each reads back whole under its ID.
+ * Elsewhere (tmp/ way, ram, not ext4) begin says no, and qstore_commit
+ * after it commits as ever.  A message past what its file made durable, or
+ * in a new file, is not begun.
+ */
+static void test_group_commit(void **state)
+{
+	struct fixture *f = *state;
+	char a[3][QID_SIZE], qid[3][QID_SIZE];
+	struct qstore_writer *w[3];
+	struct qstore_commit c[3];
+	unsigned long long ow;
+	unsigned calls;
+	int e = 0;
+
+	if (!group_setup(f, a, w)) {
+		for (int i = 0; i < 3; i++) {
+			assert_int_equal(qstore_commit(&w[i], qid[i], &e, f->err, sizeof(f->err)), 0);
+			check_content(f, qid[i], 1000 - 100 * (size_t)i);
+		}
+		return;
+	}
+	for (int i = 0; i < 3; i++)
+		memcpy(qid[i], qstore_writer_qid(w[i]), QID_SIZE);
+	ow = qstore_overwrite_commits(f->qs);
+	calls = fdatasync_calls;
+	qstore_commit_group(group_link(c, w));
+	assert_int_equal(fdatasync_calls, calls + 1);
+	assert_int_equal(qstore_overwrite_commits(f->qs), ow + 3);
+	for (int i = 0; i < 3; i++) {
+		if (c[i].rc != 0)
+			fail_msg("message %d: %s", i, c[i].reason);
+		assert_null(c[i].w);
+		assert_string_equal(c[i].qid, qid[i]);
+		read_check_id(f, qid[i], qid[i]);
+		check_content(f, qid[i], 1000 - 100 * (size_t)i);
+		assert_int_equal(qstore_remove(f->qs, qid[i], f->err, sizeof(f->err)), 0);
+	}
+	/* Past the durable size: not begun (fdatasync grows it). */
+	w[0] = create_in_slot(f, a[0]);
+	append_pattern(f, w[0], 6000, 4096);
+	assert_int_equal(qstore_commit_begin(w[0]), 0);
+	assert_int_equal(qstore_commit(&w[0], qid[0], &e, f->err, sizeof(f->err)), 0);
+	check_content(f, qid[0], 6000);
+}
+
+/*
+ * A group whose one write-out fails (EIO on its file): that message fails
+ * with the reason, its slot free and unreadable; the others are committed
+ * by the one flush.  A group whose flush fails: every message fails, each
+ * slot free, and the next commit in each slot takes its file's fdatasync
+ * (nothing known durable after a failed write-out or flush).
+ */
+static void test_group_commit_fails(void **state)
+{
+	struct fixture *f = *state;
+	char a[3][QID_SIZE], qid[3][QID_SIZE], b[QID_SIZE];
+	struct qstore_writer *w[3];
+	struct qstore_commit c[3];
+	uint8_t hdr[16];
+	unsigned calls;
+	int e = 0;
+
+	if (!group_setup(f, a, w)) {
+		for (int i = 0; i < 3; i++)
+			qstore_abort(&w[i]);
+		return;
+	}
+	for (int i = 0; i < 3; i++)
+		memcpy(qid[i], qstore_writer_qid(w[i]), QID_SIZE);
+	range_fail_fd = fd_of(f, a[1]);
+	assert_true(range_fail_fd >= 0);
+	calls = fdatasync_calls;
+	qstore_commit_group(group_link(c, w));
+	range_fail_fd = -1;
+	assert_int_equal(fdatasync_calls, calls + 1);
+	assert_int_equal(c[1].rc, -1);
+	assert_int_equal(c[1].errnum, EIO);
+	assert_non_null(strstr(c[1].reason, "write-out"));
+	assert_null(c[1].w);
+	slot_header(f, qid[1], hdr);
+	assert_memory_equal(hdr, "ZSL0", 4);
+	assert_int_equal(read_len(f, f->qs, qid[1], &e), -1);
+	for (int i = 0; i < 3; i += 2) {
+		if (c[i].rc != 0)
+			fail_msg("message %d: %s", i, c[i].reason);
+		check_content(f, qid[i], 1000 - 100 * (size_t)i);
+		assert_int_equal(qstore_remove(f->qs, qid[i], f->err, sizeof(f->err)), 0);
+	}
+	/* Slot a[1] now needs an fdatasync first: only two can be begun. */
+	assert_false(commit_in_slot_as(f, 1000, a[1], b));
+	assert_int_equal(qstore_remove(f->qs, b, f->err, sizeof(f->err)), 0);
+
+	/* The flush fails. */
+	for (int i = 0; i < 3; i++) {
+		w[i] = create_in_slot(f, a[i]);
+		append_pattern(f, w[i], 1000, 4096);
+		assert_int_equal(qstore_commit_begin(w[i]), 1);
+		memcpy(qid[i], qstore_writer_qid(w[i]), QID_SIZE);
+	}
+	flush_failures = 1;
+	qstore_commit_group(group_link(c, w));
+	assert_int_equal(flush_failures, 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(c[i].rc, -1);
+		assert_int_equal(c[i].errnum, EIO);
+		assert_non_null(strstr(c[i].reason, "device flush"));
+		assert_null(c[i].w);
+		slot_header(f, qid[i], hdr);
+		assert_memory_equal(hdr, "ZSL0", 4);
+		assert_int_equal(read_len(f, f->qs, qid[i], &e), -1);
+		assert_false(commit_in_slot_as(f, 1000, a[i], b));
+		assert_int_equal(qstore_remove(f->qs, b, f->err, sizeof(f->err)), 0);
+		assert_true(commit_in_slot_as(f, 1000, a[i], b));
+		assert_int_equal(qstore_remove(f->qs, b, f->err, sizeof(f->err)), 0);
+	}
+}
+
 /* lock_waiter - /proc/locks shows pid waiting for a flock on inode ino. */
 static bool lock_waiter(pid_t pid, ino_t ino)
 {
@@ -3067,6 +3306,8 @@ int main(void)
 	    SLOT(test_slot_overwrite),
 	    SLOT(test_slot_failed_commit),
 	    SLOT(test_slot_free_waits_for_lock),
+	    BOTH(test_group_commit),
+	    BOTH(test_group_commit_fails),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
