@@ -11,18 +11,15 @@
 
 struct job {
 	struct workq_item item; /* first: a job is its item */
-	struct qstore_writer *w;
+	struct qstore_commit c;
 	committer_done_fn *done;
 	void *arg;
-	int rc;
-	int errnum;
-	char qid[QID_SIZE];
-	char reason[256];
 };
 
 struct committer {
 	struct workq *q;
-	unsigned pending; /* loop thread only */
+	struct workq *group; /* group commits (qstore_commit_begin); NULL with 0 threads */
+	unsigned pending;    /* loop thread only */
 };
 
 static void job_run(struct workq_item *it, void *ctx)
@@ -30,9 +27,19 @@ static void job_run(struct workq_item *it, void *ctx)
 	struct job *j = (struct job *)it;
 
 	(void)ctx;
-	j->errnum = 0;
-	j->reason[0] = '\0';
-	j->rc = qstore_commit(&j->w, j->qid, &j->errnum, j->reason, sizeof(j->reason));
+	j->c.errnum = 0;
+	j->c.reason[0] = '\0';
+	j->c.rc = qstore_commit(&j->c.w, j->c.qid, &j->c.errnum, j->c.reason,
+				sizeof(j->c.reason));
+}
+
+/* group_run - the group worker: everything begun since it last looked, as one group. */
+static void group_run(struct workq_item *first, void *ctx)
+{
+	(void)ctx;
+	for (struct workq_item *it = first; it; it = it->next)
+		((struct job *)it)->c.next = it->next ? &((struct job *)it->next)->c : NULL;
+	qstore_commit_group(&((struct job *)first)->c);
 }
 
 static void job_done(struct workq_item *it, void *ctx)
@@ -41,7 +48,7 @@ static void job_done(struct workq_item *it, void *ctx)
 	struct job *j = (struct job *)it;
 
 	c->pending--;
-	j->done(j->arg, j->rc, j->rc == 0 ? j->qid : "", j->errnum, j->reason);
+	j->done(j->arg, j->c.rc, j->c.rc == 0 ? j->c.qid : "", j->c.errnum, j->c.reason);
 	free(j);
 }
 
@@ -60,6 +67,14 @@ struct committer *committer_new(struct event_base *base, unsigned threads, char 
 		free(c);
 		return NULL;
 	}
+	if (threads > 0) {
+		c->group = workq_new_batch(base, group_run, job_done, c, err, errlen);
+		if (!c->group) {
+			workq_free(&c->q, false, NULL);
+			free(c);
+			return NULL;
+		}
+	}
 	return c;
 }
 
@@ -68,11 +83,14 @@ void committer_submit(struct committer *c, struct qstore_writer *w, committer_do
 {
 	struct job *j = xcalloc(1, sizeof(*j));
 
-	j->w = w;
+	j->c.w = w;
 	j->done = done;
 	j->arg = arg;
 	c->pending++;
-	workq_submit(c->q, &j->item);
+	if (c->group && qstore_commit_begin(w))
+		workq_submit(c->group, &j->item);
+	else
+		workq_submit(c->q, &j->item);
 }
 
 unsigned committer_pending(const struct committer *c)
@@ -88,6 +106,7 @@ void committer_free(struct committer **cp)
 		return;
 	*cp = NULL;
 	/* Queued commits finish (their writers are durable or aborted), no callbacks. */
+	workq_free(&c->group, true, job_drop);
 	workq_free(&c->q, true, job_drop);
 	free(c);
 }

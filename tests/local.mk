@@ -33,6 +33,7 @@ ZF_UNIT_TESTS = \
 	tests/smtpserver/test_relay \
 	tests/smtpserver/test_sasl \
 	tests/smtpserver/test_session \
+	tests/smtpserver/test_committer \
 	tests/smtpserver/test_smtp_body \
 	tests/smtpserver/test_smtp_cmd \
 	tests/smtpserver/test_tls_server \
@@ -132,6 +133,10 @@ tests_smtpserver_test_tls_server_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $
 tests_smtpserver_test_relay_SOURCES = tests/smtpserver/test_relay.c
 tests_smtpserver_test_relay_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_smtpserver_test_relay_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $(LIBCRYPT_LIBS)
+tests_smtpserver_test_committer_SOURCES = tests/smtpserver/test_committer.c
+tests_smtpserver_test_committer_CFLAGS = $(ZF_TEST_CFLAGS)
+tests_smtpserver_test_committer_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $(LIBCRYPT_LIBS)
+tests_smtpserver_test_committer_LDFLAGS = -Wl,--wrap=fdatasync
 tests_smtpserver_test_session_SOURCES = tests/smtpserver/test_session.c tests/common/evtest.h
 tests_smtpserver_test_session_CFLAGS = $(ZF_TEST_CFLAGS)
 tests_smtpserver_test_session_LDADD = smtpserver/libsmtpd.a $(ZF_TEST_LIBS) $(LIBCRYPT_LIBS)
