@@ -1351,6 +1351,22 @@ static int spool_slot_fail(struct spool_writer *w, const char *what, int e, int 
 	return -1;
 }
 
+/* spool_slot_mark - the slot's header says committed (not yet durable); -1: w failed, freed. */
+static int spool_slot_mark(struct spool_writer *w, const char *qid, int *errnum, char *err,
+			   size_t errlen)
+{
+	uint8_t hdr[SPOOL_HDR];
+	ssize_t n;
+
+	spool_slot_header(hdr, qid, w->len);
+	do
+		n = pwrite(w->fd, hdr, sizeof(hdr), 0);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(hdr))
+		return spool_slot_fail(w, "write", n < 0 ? errno : EIO, errnum, err, errlen);
+	return 0;
+}
+
 /*
  * spool_slot_commit - the slot's header says the message is there;
  * durable (spool_slot_sync; a new slot file: the name too, see
@@ -1362,17 +1378,11 @@ static int spool_slot_commit(struct spool_writer *w, const char *qid, int *errnu
 			     size_t errlen)
 {
 	struct spool *sp = w->sp;
-	uint8_t hdr[SPOOL_HDR];
-	ssize_t n;
 
 	if (w->len > UINT32_MAX)
 		return spool_slot_fail(w, "write", EFBIG, errnum, err, errlen);
-	spool_slot_header(hdr, qid, w->len);
-	do
-		n = pwrite(w->fd, hdr, sizeof(hdr), 0);
-	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)sizeof(hdr))
-		return spool_slot_fail(w, "write", n < 0 ? errno : EIO, errnum, err, errlen);
+	if (spool_slot_mark(w, qid, errnum, err, errlen) < 0)
+		return -1;
 	/*
 	 * What an older message left past the new one stays: cutting it
 	 * would change the size, and fdatasync would write the inode too.
@@ -1409,17 +1419,11 @@ static int spool_commit_begin(void *wr, const char *qid)
 static int spool_commit_write(void *wr, const char *qid, int *errnum, char *err, size_t errlen)
 {
 	struct spool_writer *w = wr;
-	uint8_t hdr[SPOOL_HDR];
-	ssize_t n;
 
 	if (!w->begun)
 		return spool_slot_fail(w, "group commit", EINVAL, errnum, err, errlen);
-	spool_slot_header(hdr, qid, w->len);
-	do
-		n = pwrite(w->fd, hdr, sizeof(hdr), 0);
-	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)sizeof(hdr))
-		return spool_slot_fail(w, "write", n < 0 ? errno : EIO, errnum, err, errlen);
+	if (spool_slot_mark(w, qid, errnum, err, errlen) < 0)
+		return -1;
 	/* Starts the device write only; an error shows in spool_commit_wait. */
 	(void)sync_file_range(w->fd, 0, (off_t)(SPOOL_HDR + w->len), SYNC_FILE_RANGE_WRITE);
 	return 0;
